@@ -1,0 +1,99 @@
+import * as tf from '../tf.js';
+import { Module } from '../nn/module.js';
+import { Initializer, zeros } from '../nn/init.js';
+import { torchPadding } from '../nn/functional.js';
+
+export interface Conv2dOptions {
+  stride?: number;
+  /** Symmetric padding [ph, pw] (PyTorch semantics); defaults to ⌊k/2⌋. */
+  padding?: [number, number];
+  /** 1 (dense) or inChannels (depthwise, channel multiplier outChannels/inChannels). */
+  groups?: number;
+  bias?: boolean;
+  init?: Initializer;
+}
+
+/**
+ * torch.nn.Conv2d on NHWC tensors. Dense (groups = 1) weights are stored HWIO, depthwise
+ * (groups = C_in) weights as [kh, kw, C_in, multiplier]; both load from/save to PyTorch OIHW.
+ */
+export class Conv2d extends Module {
+  readonly inChannels: number;
+  readonly outChannels: number;
+  readonly kernel: [number, number];
+  readonly stride: number;
+  readonly padding: [number, number];
+  readonly groups: number;
+
+  constructor(inChannels: number, outChannels: number, kernel: number | [number, number], opts: Conv2dOptions = {}) {
+    super();
+    const k: [number, number] = typeof kernel === 'number' ? [kernel, kernel] : kernel;
+    this.inChannels = inChannels;
+    this.outChannels = outChannels;
+    this.kernel = k;
+    this.stride = opts.stride ?? 1;
+    this.padding = opts.padding ?? [Math.floor(k[0] / 2), Math.floor(k[1] / 2)];
+    this.groups = opts.groups ?? 1;
+    const init = opts.init ?? new Initializer(0);
+    const [kh, kw] = k;
+    if (this.groups === 1) {
+      const fanIn = inChannels * kh * kw;
+      this.addParam('weight', init.uniformFanIn([kh, kw, inChannels, outChannels], fanIn), {
+        layout: 'conv',
+        torchShape: [outChannels, inChannels, kh, kw],
+      });
+    } else if (this.groups === inChannels && outChannels % inChannels === 0) {
+      const m = outChannels / inChannels;
+      this.addParam('weight', init.uniformFanIn([kh, kw, inChannels, m], kh * kw), {
+        layout: 'dwconv',
+        torchShape: [outChannels, 1, kh, kw],
+      });
+    } else {
+      throw new Error(`Conv2d: groups must be 1 or in_channels (got groups=${this.groups}, in=${inChannels}, out=${outChannels})`);
+    }
+    if (opts.bias) {
+      const fanIn = (inChannels / this.groups) * kh * kw;
+      this.addParam('bias', init.uniformFanIn([outChannels], fanIn));
+    }
+  }
+
+  get depthwise(): boolean {
+    return this.groups !== 1;
+  }
+
+  get weight(): tf.Variable {
+    return this.ownParams.get('weight')!.variable;
+  }
+
+  get bias(): tf.Variable | undefined {
+    return this.ownParams.get('bias')?.variable;
+  }
+
+  /** Replaces weight (TF.js layout) and bias (or removes the bias when undefined). */
+  setWeights(weight: tf.Tensor, bias: tf.Tensor | undefined): void {
+    const wp = this.ownParams.get('weight')!;
+    this.addParam('weight', weight, { layout: wp.layout, torchShape: wp.torchShape });
+    if (bias) this.addParam('bias', bias);
+    else this.removeParam('bias');
+  }
+
+  forward(x: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => {
+      const pad = torchPadding(this.padding[0], this.padding[1]);
+      const s: [number, number] = [this.stride, this.stride];
+      let y: tf.Tensor4D;
+      if (this.depthwise) {
+        y = tf.depthwiseConv2d(x as tf.Tensor4D, this.weight as tf.Tensor4D, s, pad);
+      } else if (this.kernel[0] === 1 && this.kernel[1] === 1 && this.stride === 1) {
+        // 1×1 dense conv = a plain matMul over pixels (the fast path on every backend).
+        const [b, h, w, c] = x.shape;
+        const m = tf.matMul(x.reshape([b * h * w, c]) as tf.Tensor2D, this.weight.reshape([c, this.outChannels]) as tf.Tensor2D);
+        y = m.reshape([b, h, w, this.outChannels]);
+      } else {
+        y = tf.conv2d(x as tf.Tensor4D, this.weight as tf.Tensor4D, s, pad);
+      }
+      const b = this.bias;
+      return b ? y.add(b) : y;
+    });
+  }
+}

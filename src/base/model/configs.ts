@@ -1,0 +1,169 @@
+import { MclipError } from '../../errors.js';
+
+/** MCi (FastViT-style) image tower, as `mobileclip/models/mci.py`. */
+export interface MciConfig {
+  kind: 'mci';
+  /** Official name: mci0, mci1, mci2, or a tiny variant. */
+  name: string;
+  imageSize: number;
+  layers: number[];
+  embedDims: number[];
+  mlpRatio: number;
+  headDim: number;
+  /** RepCPE before stage i. */
+  posEmbs: boolean[];
+  /** SE in the PatchEmbed feeding stage i (index 0 unused). */
+  seDownsamples: boolean[];
+  repmixerKernel: number;
+  downPatchSize: number;
+  downStride: number;
+  /** conv_exp widening (2.0). */
+  clsRatio: number;
+  layerScaleInit: number;
+}
+
+/** ViT-B/16 with a convolutional stem (`mobileclip/models/vit.py`). */
+export interface VitConfig {
+  kind: 'vit';
+  name: string;
+  imageSize: number;
+  embedDim: number;
+  layers: number;
+  heads: number;
+  /** Positional-embedding grid the checkpoint was trained with (224/16 = 14). */
+  posGrid: number;
+}
+
+export type ImageConfig = MciConfig | VitConfig;
+
+/** Text tower, as `text_cfg` of the official configs. */
+export interface TextConfig {
+  modelName: 'mct' | 'base';
+  contextLength: number;
+  vocabSize: number;
+  dim: number;
+  nTransformerLayers: number;
+  nHeads: number;
+  ffnMultiplier: number;
+  causalMasking: boolean;
+  /** Kernel of the `mct` RepMixer blocks (11). */
+  repmixerKernel: number;
+}
+
+export interface ClipConfig {
+  name: string;
+  embedDim: number;
+  image: ImageConfig;
+  text: TextConfig;
+}
+
+function mci(name: string, layers: number[], embedDims: number[], imageSize = 256): MciConfig {
+  return {
+    kind: 'mci',
+    name,
+    imageSize,
+    layers,
+    embedDims,
+    mlpRatio: 3,
+    headDim: 32,
+    posEmbs: [false, false, false, true],
+    seDownsamples: [false, false, true, true],
+    repmixerKernel: 3,
+    downPatchSize: 7,
+    downStride: 2,
+    clsRatio: 2,
+    layerScaleInit: 1e-5,
+  };
+}
+
+function text(modelName: 'mct' | 'base', nLayers: number, causal: boolean, over: Partial<TextConfig> = {}): TextConfig {
+  return {
+    modelName,
+    contextLength: 77,
+    vocabSize: 49408,
+    dim: 512,
+    nTransformerLayers: nLayers,
+    nHeads: 8,
+    ffnMultiplier: 4,
+    causalMasking: causal,
+    repmixerKernel: 11,
+    ...over,
+  };
+}
+
+const VIT_B16: VitConfig = { kind: 'vit', name: 'vit_b16', imageSize: 224, embedDim: 768, layers: 12, heads: 12, posGrid: 14 };
+
+/** Named configurations: the four official ones and small ones that train on a CPU. */
+export const CONFIGS: Record<string, ClipConfig> = {
+  mobileclip_s0: { name: 'mobileclip_s0', embedDim: 512, image: mci('mci0', [2, 6, 10, 2], [64, 128, 256, 512]), text: text('mct', 4, false) },
+  mobileclip_s1: { name: 'mobileclip_s1', embedDim: 512, image: mci('mci1', [4, 12, 20, 4], [64, 128, 256, 512]), text: text('base', 12, false) },
+  mobileclip_s2: { name: 'mobileclip_s2', embedDim: 512, image: mci('mci2', [4, 12, 24, 4], [80, 160, 320, 640]), text: text('base', 12, false) },
+  mobileclip_b: { name: 'mobileclip_b', embedDim: 512, image: VIT_B16, text: text('base', 12, true) },
+  /** Same block types as S0 at small widths and 64×64 input: trains on 2 CPU cores. */
+  mobileclip_tiny: {
+    name: 'mobileclip_tiny',
+    embedDim: 128,
+    image: mci('mci_tiny', [1, 1, 2, 1], [32, 64, 96, 128], 64),
+    text: text('mct', 2, false, { vocabSize: 4096, dim: 128, nHeads: 4 }),
+  },
+  /** The `base` (12-layer style) text tower at small width, with causal masking like MobileCLIP-B. */
+  mobileclip_tiny_base: {
+    name: 'mobileclip_tiny_base',
+    embedDim: 128,
+    image: mci('mci_tiny', [1, 1, 2, 1], [32, 64, 96, 128], 64),
+    text: text('base', 2, true, { vocabSize: 4096, dim: 128, nHeads: 4 }),
+  },
+};
+
+export function archNames(): string[] {
+  return Object.keys(CONFIGS);
+}
+
+/** Looks up a named config (a deep copy, safe to modify). */
+export function getConfig(name: string): ClipConfig {
+  const c = CONFIGS[name];
+  if (!c) throw new MclipError(`unknown arch '${name}' (known: ${archNames().join(', ')})`);
+  return structuredClone(c);
+}
+
+/** FFN width of a text transformer layer: ceil(dim·mult/16)·16 (official). */
+export function textFfnDim(t: TextConfig): number {
+  return Math.ceil((t.dim * t.ffnMultiplier) / 16) * 16;
+}
+
+/** Converts the official JSON config (`mobileclip/configs/*.json`, or the fixtures' config.json). */
+export function fromOfficialJson(j: unknown, name = 'custom'): ClipConfig {
+  const o = j as { embed_dim?: number; image_cfg?: { image_size?: number; model_name?: string }; text_cfg?: Record<string, unknown> };
+  if (!o || typeof o !== 'object' || !o.image_cfg || !o.text_cfg || typeof o.embed_dim !== 'number') {
+    throw new MclipError('official config must have embed_dim, image_cfg and text_cfg');
+  }
+  const im = o.image_cfg.model_name;
+  const base = Object.values(CONFIGS).find((c) => c.image.name === im);
+  if (!base) throw new MclipError(`image_cfg.model_name '${String(im)}' is not supported (mci0, mci1, mci2, vit_b16)`);
+  const t = o.text_cfg;
+  const num = (k: string): number => {
+    const v = t[k];
+    if (typeof v !== 'number') throw new MclipError(`text_cfg.${k} must be a number`);
+    return v;
+  };
+  const modelName = t.model_name;
+  if (modelName !== 'mct' && modelName !== 'base') throw new MclipError(`text_cfg.model_name must be 'mct' or 'base', got '${String(modelName)}'`);
+  const image = structuredClone(base.image);
+  if (typeof o.image_cfg.image_size === 'number') image.imageSize = o.image_cfg.image_size;
+  return {
+    name,
+    embedDim: o.embed_dim,
+    image,
+    text: {
+      modelName,
+      contextLength: num('context_length'),
+      vocabSize: num('vocab_size'),
+      dim: num('dim'),
+      nTransformerLayers: num('n_transformer_layers'),
+      nHeads: num('n_heads_per_layer'),
+      ffnMultiplier: num('ffn_multiplier_per_layer'),
+      causalMasking: t.causal_masking === true,
+      repmixerKernel: 11,
+    },
+  };
+}

@@ -1,0 +1,44 @@
+import * as tf from '../tf.js';
+
+/**
+ * The attention kernel: given q, k, v as [B, heads, N, d] (q already scaled) and an optional
+ * additive mask [N, N], returns [B, heads, N, d]. Softmax attention by default; plug-ins (e.g.
+ * sigmoid attention) replace it per module through `AttentionModule.attentionFn`.
+ */
+export type AttentionFn = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Tensor2D | null) => tf.Tensor4D;
+
+export const softmaxAttention: AttentionFn = (q, k, v, mask) =>
+  tf.tidy(() => {
+    let logits = tf.matMul(q, k, false, true);
+    if (mask) logits = logits.add(mask);
+    return tf.matMul(tf.softmax(logits), v) as tf.Tensor4D;
+  });
+
+/** Additive causal mask: 0 on and below the diagonal, -inf above. */
+export function causalMask(n: number): tf.Tensor2D {
+  const data = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) data[i * n + j] = -Infinity;
+  return tf.tensor2d(data, [n, n]);
+}
+
+/**
+ * Multi-head self-attention core shared by MHSA (image) and MultiHeadAttention (text/ViT):
+ * x [B, N, C] → qkv [B, N, 3C] (laid out [3, heads, d]) → attention → [B, N, C].
+ */
+export function multiHeadSelfAttention(
+  qkv: tf.Tensor,
+  heads: number,
+  scale: number,
+  attentionFn: AttentionFn,
+  mask: tf.Tensor2D | null,
+): tf.Tensor3D {
+  return tf.tidy(() => {
+    const [b, n, c3] = qkv.shape;
+    const c = c3 / 3;
+    const d = c / heads;
+    const t = qkv.reshape([b, n, 3, heads, d]).transpose([2, 0, 3, 1, 4]);
+    const [q, k, v] = tf.unstack(t, 0) as tf.Tensor4D[];
+    const o = attentionFn(q.mul(scale) as tf.Tensor4D, k, v, mask);
+    return o.transpose([0, 2, 1, 3]).reshape([b, n, c]) as tf.Tensor3D;
+  });
+}
