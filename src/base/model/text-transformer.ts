@@ -70,8 +70,10 @@ export class TextTransformer extends Module {
   /** Rows at the EOT position (first argmax of each token row): [B, C]. */
   pool(features: tf.Tensor, tokens: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
-      const idx = tf.argMax(tokens.toInt(), 1);
-      return tf.gather(features, idx, 1, 1);
+      // Flat gather (b·S + argmax) rather than batchDims = 1, which the wasm backend mishandles.
+      const [b, s, c] = features.shape as [number, number, number];
+      const idx = tf.argMax(tokens.toInt(), 1).toInt().add(tf.range(0, b * s, s, 'int32'));
+      return tf.gather(features.reshape([b * s, c]), idx);
     });
   }
 

@@ -1,0 +1,116 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { extname } from 'node:path';
+import { MclipError } from '../../errors.js';
+import { loadTorchCheckpoint } from '../io/torch-checkpoint.js';
+import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
+import type { StateDict } from '../io/tensor-data.js';
+import { CLIP } from './clip.js';
+import { getConfig, type ClipConfig } from './configs.js';
+import { exportStateDict, loadStateDict, stripPrefix } from './state-dict.js';
+import { reparameterize } from './reparameterize.js';
+
+/** Metadata keys of our own checkpoint format (safetensors + the JSON config in its header). */
+export const META_FORMAT = 'mclip.format';
+export const META_CONFIG = 'mclip.config';
+export const META_FUSED = 'mclip.fused';
+export const FORMAT_VERSION = 'mclip-checkpoint-v1';
+
+export interface LoadModelOptions {
+  /** Architecture name; required for checkpoints that carry no config (official `.pt`). */
+  arch?: string;
+  /** Reparameterise after loading (official inference path). */
+  fused?: boolean;
+}
+
+export interface LoadedModel {
+  model: CLIP;
+  config: ClipConfig;
+  /** The checkpoint itself was in fused (inference) form. */
+  storedFused: boolean;
+  source: string;
+}
+
+/** Reads any supported checkpoint file into a state dict plus the config stored with it (if any). */
+export async function readCheckpointFile(path: string): Promise<{ sd: StateDict; config: ClipConfig | null }> {
+  if (!existsSync(path)) throw new MclipError(`${path}: checkpoint file not found`);
+  const ext = extname(path).toLowerCase();
+  if (ext === '.safetensors') {
+    const { tensors, metadata } = readSafetensors(path);
+    let config: ClipConfig | null = null;
+    const raw = metadata[META_CONFIG];
+    if (raw !== undefined) {
+      try {
+        config = JSON.parse(raw) as ClipConfig;
+      } catch {
+        throw new MclipError(`${path}: metadata '${META_CONFIG}' is not valid JSON`);
+      }
+    } else {
+      const side = path.replace(/\.safetensors$/i, '.json');
+      if (existsSync(side)) config = JSON.parse(readFileSync(side, 'utf8')) as ClipConfig;
+    }
+    return { sd: tensors, config };
+  }
+  if (ext === '.pt' || ext === '.pth' || ext === '.bin' || ext === '.ckpt') {
+    return { sd: await loadTorchCheckpoint(path), config: null };
+  }
+  throw new MclipError(`${path}: unknown checkpoint extension '${ext}' (expected .pt, .pth or .safetensors)`);
+}
+
+/** True when the state dict holds the fused (reparameterised) structure. */
+export function isFusedStateDict(sd: StateDict): boolean {
+  for (const k of sd.keys()) if (/\.(reparam_conv|lkb_reparam)\./.test(k)) return true;
+  return false;
+}
+
+/**
+ * Adjusts a named config to the shapes in a checkpoint: vocabulary size, context length, text
+ * width and the projection width come from the tensors, as the issue asks.
+ */
+export function configFromStateDict(base: ClipConfig, sd: StateDict, source: string): ClipConfig {
+  const cfg = structuredClone(base);
+  const emb = sd.get('text_encoder.embedding_layer.weight');
+  if (emb) {
+    cfg.text.vocabSize = emb.shape[0];
+    cfg.text.dim = emb.shape[1];
+  }
+  const pos = sd.get('text_encoder.positional_embedding.pos_embed.pos_embed');
+  if (pos && pos.shape.length === 4) cfg.text.contextLength = pos.shape[2];
+  const proj = sd.get('text_encoder.projection_layer');
+  if (proj && proj.shape.length === 2) cfg.embedDim = proj.shape[1];
+  if (!emb) throw new MclipError(`${source}: no 'text_encoder.embedding_layer.weight' — is this a MobileCLIP checkpoint?`);
+  return cfg;
+}
+
+/** Builds a model from a checkpoint (official `.pt`/safetensors, or ours) and loads its weights. */
+export async function loadModel(path: string, opts: LoadModelOptions = {}): Promise<LoadedModel> {
+  const { sd: raw, config: stored } = await readCheckpointFile(path);
+  const sd = stripPrefix(raw, 'module.');
+  let base: ClipConfig;
+  if (opts.arch) base = getConfig(opts.arch);
+  else if (stored) base = stored;
+  else throw new MclipError(`${path}: the checkpoint carries no config; pass --arch (e.g. mobileclip_s0)`);
+  const config = configFromStateDict(base, sd, path);
+  const storedFused = isFusedStateDict(sd);
+  const model = new CLIP(config, { inferenceMode: storedFused });
+  try {
+    loadStateDict(model, sd, path);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  model.eval();
+  if (opts.fused && !storedFused) reparameterize(model);
+  return { model, config, storedFused, source: path };
+}
+
+/** Saves a model in our format: safetensors (official key names and layouts) + JSON config. */
+export function saveModel(model: CLIP, path: string, extraMetadata: Record<string, string> = {}): void {
+  const sd = exportStateDict(model);
+  const fused = isFusedStateDict(sd);
+  writeSafetensors(path, sd, {
+    ...extraMetadata,
+    [META_FORMAT]: FORMAT_VERSION,
+    [META_CONFIG]: JSON.stringify(model.cfg),
+    [META_FUSED]: String(fused),
+  });
+}
