@@ -103,14 +103,14 @@ export const CONFIGS: Record<string, ClipConfig> = {
   mobileclip_tiny: {
     name: 'mobileclip_tiny',
     embedDim: 128,
-    image: mci('mci_tiny', [1, 1, 2, 1], [32, 64, 96, 128], 64),
+    image: mci('mci_tiny', [1, 1, 2, 1], [16, 32, 64, 128], 64),
     text: text('mct', 2, false, { vocabSize: 4096, dim: 128, nHeads: 4 }),
   },
   /** The `base` (12-layer style) text tower at small width, with causal masking like MobileCLIP-B. */
   mobileclip_tiny_base: {
     name: 'mobileclip_tiny_base',
     embedDim: 128,
-    image: mci('mci_tiny', [1, 1, 2, 1], [32, 64, 96, 128], 64),
+    image: mci('mci_tiny', [1, 1, 2, 1], [16, 32, 64, 128], 64),
     text: text('base', 2, true, { vocabSize: 4096, dim: 128, nHeads: 4 }),
   },
 };

@@ -1,0 +1,3 @@
+export { preprocessImage, preprocessBatch, transformRgb, resizedSize, centerCropOffsets } from './transform.js';
+export { decodeImage, rawToRgb, type ImageInput, type RawImage } from './image-decode.js';
+export { resizeBilinearPillow, type U8Image } from './pillow-resize.js';
