@@ -1,0 +1,123 @@
+import { beforeAll, describe, expect, test } from 'vitest';
+import * as tf from '../../src/base/tf.js';
+import '@tensorflow/tfjs-backend-cpu';
+import { initBackend } from '../../src/base/backend/index.js';
+import { CLIP } from '../../src/base/model/clip.js';
+import { getConfig } from '../../src/base/model/configs.js';
+import { exportStateDict, loadStateDict } from '../../src/base/model/state-dict.js';
+import { AdamW } from '../../src/base/train/adamw.js';
+import { clipLossAndGrads, trainStep } from '../../src/base/train/step.js';
+import type { StateDict } from '../../src/base/io/tensor-data.js';
+
+const B = 4;
+/** Input side: any multiple of 32 works for MCi; 32 keeps the cpu reference fast. */
+const S = 32;
+
+function batch(vocab: number): { images: Float32Array; tokens: Int32Array } {
+  let s = 12345;
+  const rnd = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648);
+  const images = Float32Array.from({ length: B * S * S * 3 }, rnd);
+  const tokens = new Int32Array(B * 77);
+  for (let b = 0; b < B; b++) {
+    const len = 5 + b * 3;
+    tokens[b * 77] = vocab - 2;
+    for (let j = 1; j < len; j++) tokens[b * 77 + j] = 1 + Math.floor(rnd() * (vocab - 3));
+    tokens[b * 77 + len] = vocab - 1;
+  }
+  return { images, tokens };
+}
+
+/** Loss, named gradients and the parameters after one AdamW step, on the current backend. */
+function runStep(model: CLIP, start: StateDict, data: { images: Float32Array; tokens: Int32Array }) {
+  loadStateDict(model, start, 'start');
+  model.train();
+  const images = tf.tensor4d(data.images, [B, S, S, 3]);
+  const tokens = tf.tensor2d(data.tokens, [B, 77], 'int32');
+  const { loss, grads } = clipLossAndGrads(model, images, tokens);
+  const names = new Map(model.namedParams().map(([n, p]) => [p.variable.name, n]));
+  const g = new Map<string, Float32Array>();
+  for (const [k, v] of Object.entries(grads)) g.set(names.get(k)!, v.dataSync() as Float32Array);
+  const l = loss.dataSync()[0];
+  const opt = new AdamW(model, { lr: 1e-3, weightDecay: 0.1 });
+  opt.apply(grads);
+  const after = exportStateDict(model);
+  tf.dispose([loss, images, tokens, ...Object.values(grads)]);
+  opt.dispose();
+  return { loss: l, grads: g, after };
+}
+
+describe('training step: wasm vs cpu, no tensor leaks', () => {
+  beforeAll(async () => {
+    await initBackend({ backend: 'wasm', quiet: true, gradients: true });
+  });
+
+  test('mobileclip_tiny: same loss, gradients and AdamW update on wasm and cpu (≤ 1e-4)', async () => {
+    const cfg = getConfig('mobileclip_tiny');
+    const model = new CLIP(cfg, { seed: 7 });
+    // Non-trivial layer scales so every branch contributes to the gradients.
+    for (const [n, p] of model.namedParams()) if (/layer_scale/.test(n)) p.variable.assign(tf.fill(p.variable.shape, 0.3));
+    const start = exportStateDict(model);
+    const data = batch(cfg.text.vocabSize);
+    await tf.setBackend('cpu');
+    const ref = runStep(model, start, data);
+    await tf.setBackend('wasm');
+    const got = runStep(model, start, data);
+    expect(Number.isFinite(ref.loss)).toBe(true);
+    expect(Math.abs(ref.loss - got.loss) / Math.abs(ref.loss)).toBeLessThanOrEqual(1e-4);
+    expect(ref.grads.size).toBe(model.namedParams().filter(([, p]) => p.trainable).length);
+    // Gradients are compared as one vector (max|Δ| / max|ref| over all parameters, ≤ 1e-4) and per
+    // tensor (≤ 1e-3 of its own max). The per-tensor bound is looser because conv weights that feed a
+    // train-mode BatchNorm are nearly scale-invariant: their gradient is a heavily cancelling sum whose
+    // float32 rounding differs between backends.
+    let gmax = 0;
+    let dmax = 0;
+    let worst = 0;
+    for (const [name, g] of ref.grads) {
+      const o = got.grads.get(name)!;
+      let md = 0;
+      let mr = 0;
+      for (let i = 0; i < g.length; i++) {
+        md = Math.max(md, Math.abs(g[i] - o[i]));
+        mr = Math.max(mr, Math.abs(g[i]));
+      }
+      gmax = Math.max(gmax, mr);
+      dmax = Math.max(dmax, md);
+      const e = md / Math.max(mr, 1e-12);
+      worst = Math.max(worst, e);
+      if (mr > 1e-6) expect(e, `grad ${name} (max|ref| ${mr.toExponential(2)})`).toBeLessThanOrEqual(1e-3);
+    }
+    expect(dmax / gmax, 'all gradients').toBeLessThanOrEqual(1e-4);
+    for (const [name, t] of ref.after) {
+      if (t.dtype !== 'float32') continue;
+      // Adam's first step moves every entry by ±lr·sign(g) (+ decay); entries whose gradient is rounding
+      // noise may flip sign between backends, so the update is compared where |g| ≥ 1e-2 · max|g|.
+      const g = ref.grads.get(name);
+      if (!g) continue;
+      const a = t.data as Float32Array;
+      const b = got.after.get(name)!.data as Float32Array;
+      let md = 0;
+      for (let i = 0; i < a.length; i++) if (Math.abs(g[i]) >= 1e-2 * gmax) md = Math.max(md, Math.abs(a[i] - b[i]));
+      expect(md, `param ${name}`).toBeLessThanOrEqual(1e-6);
+    }
+    console.log(`train step: loss cpu ${ref.loss} wasm ${got.loss}; gradients ${(dmax / gmax).toExponential(2)} overall, worst tensor ${worst.toExponential(2)}`);
+    model.dispose();
+  });
+
+  test('20 AdamW steps leave the tensor count unchanged and reduce the loss', () => {
+    const cfg = getConfig('mobileclip_tiny');
+    const model = new CLIP(cfg, { seed: 3 }).train();
+    const opt = new AdamW(model, { lr: 2e-3, weightDecay: 0.1 });
+    const data = batch(cfg.text.vocabSize);
+    const images = tf.tensor4d(data.images, [B, S, S, 3]);
+    const tokens = tf.tensor2d(data.tokens, [B, 77], 'int32');
+    trainStep(model, opt, images, tokens, { clip: 1 });
+    const before = tf.memory().numTensors;
+    const losses: number[] = [];
+    for (let i = 0; i < 20; i++) losses.push(trainStep(model, opt, images, tokens, { clip: 1 }).loss);
+    expect(tf.memory().numTensors).toBe(before);
+    expect(losses[19]).toBeLessThan(losses[0]);
+    tf.dispose([images, tokens]);
+    opt.dispose();
+    model.dispose();
+  });
+});
