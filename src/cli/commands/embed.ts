@@ -134,7 +134,13 @@ export async function runEmbed(args: EmbedArgs): Promise<void> {
         imgFeat = tf.tidy(() => l2normalize(tf.tensor2d(f, [images.length, model.cfg.embedDim])) as tf.Tensor2D);
       }
       if (texts.length) {
-        const tok = ClipTokenizer.fromDir(resolveVocabDir(args.vocab));
+        const vocabDir = resolveVocabDir(args.vocab);
+        const tok = ClipTokenizer.fromDir(vocabDir);
+        if (tok.vocabSize !== model.cfg.text.vocabSize) {
+          throw new MclipError(
+            `tokenizer in ${vocabDir} has ${tok.vocabSize} ids but the model's text vocabulary has ${model.cfg.text.vocabSize}; use the vocab the model was trained with`,
+          );
+        }
         const ctx = model.cfg.text.contextLength;
         const ids = tok.tokenize(texts, ctx);
         const f = embedTexts(model, ids, [texts.length, ctx], args.batch);
