@@ -125,6 +125,17 @@ export async function runEmbed(args: EmbedArgs): Promise<void> {
       const images = args.images ?? [];
       const texts = args.texts ?? [];
       const size = model.cfg.image.imageSize;
+      // Check the tokenizer against the model before spending time on the images.
+      let tok: ClipTokenizer | null = null;
+      if (texts.length) {
+        const vocabDir = resolveVocabDir(args.vocab);
+        tok = ClipTokenizer.fromDir(vocabDir);
+        if (tok.vocabSize !== model.cfg.text.vocabSize) {
+          throw new MclipError(
+            `tokenizer in ${vocabDir} has ${tok.vocabSize} ids but the model's text vocabulary has ${model.cfg.text.vocabSize}; use the vocab the model was trained with`,
+          );
+        }
+      }
       let imgFeat: tf.Tensor2D | null = null;
       let txtFeat: tf.Tensor2D | null = null;
       if (images.length) {
@@ -133,14 +144,7 @@ export async function runEmbed(args: EmbedArgs): Promise<void> {
         const f = embedImages(model, pix, [images.length, 3, size, size], args.batch);
         imgFeat = tf.tidy(() => l2normalize(tf.tensor2d(f, [images.length, model.cfg.embedDim])) as tf.Tensor2D);
       }
-      if (texts.length) {
-        const vocabDir = resolveVocabDir(args.vocab);
-        const tok = ClipTokenizer.fromDir(vocabDir);
-        if (tok.vocabSize !== model.cfg.text.vocabSize) {
-          throw new MclipError(
-            `tokenizer in ${vocabDir} has ${tok.vocabSize} ids but the model's text vocabulary has ${model.cfg.text.vocabSize}; use the vocab the model was trained with`,
-          );
-        }
+      if (tok) {
         const ctx = model.cfg.text.contextLength;
         const ids = tok.tokenize(texts, ctx);
         const f = embedTexts(model, ids, [texts.length, ctx], args.batch);
