@@ -40,7 +40,9 @@ function runStep(model: CLIP, start: StateDict, data: { images: Float32Array; to
   const l = loss.dataSync()[0];
   const opt = new AdamW(model, { lr: 1e-3, weightDecay: 0.1 });
   opt.apply(grads);
-  const after = exportStateDict(model);
+  // Parameters after the step, in the TF.js layout of the gradients.
+  const after = new Map<string, Float32Array>();
+  for (const [n, p] of model.namedParams()) if (p.trainable) after.set(n, p.variable.dataSync() as Float32Array);
   tf.dispose([loss, images, tokens, ...Object.values(grads)]);
   opt.dispose();
   return { loss: l, grads: g, after };
@@ -87,18 +89,26 @@ describe('training step: wasm vs cpu, no tensor leaks', () => {
       if (mr > 1e-6) expect(e, `grad ${name} (max|ref| ${mr.toExponential(2)})`).toBeLessThanOrEqual(1e-3);
     }
     expect(dmax / gmax, 'all gradients').toBeLessThanOrEqual(1e-4);
-    for (const [name, t] of ref.after) {
-      if (t.dtype !== 'float32') continue;
-      // Adam's first step moves every entry by ±lr·sign(g) (+ decay); entries whose gradient is rounding
-      // noise may flip sign between backends, so the update is compared where |g| ≥ 1e-2 · max|g|.
+    let compared = 0;
+    for (const [name, a] of ref.after) {
+      // Adam's first step moves every entry by ≈ ±lr·sign(g) (+ decay), whatever |g|: entries whose
+      // gradient is rounding noise may flip sign between backends, so the update is compared where the
+      // two gradients agree to 1e-3 relative (then the updates must agree to float rounding).
       const g = ref.grads.get(name);
-      if (!g) continue;
-      const a = t.data as Float32Array;
-      const b = got.after.get(name)!.data as Float32Array;
+      const g2 = got.grads.get(name);
+      if (!g || !g2) continue;
+      const b = got.after.get(name)!;
       let md = 0;
-      for (let i = 0; i < a.length; i++) if (Math.abs(g[i]) >= 1e-2 * gmax) md = Math.max(md, Math.abs(a[i] - b[i]));
+      let n = 0;
+      for (let i = 0; i < a.length; i++) {
+        if (Math.abs(g[i] - g2[i]) > 1e-3 * Math.abs(g[i])) continue;
+        n++;
+        md = Math.max(md, Math.abs(a[i] - b[i]));
+      }
+      compared += n;
       expect(md, `param ${name}`).toBeLessThanOrEqual(1e-6);
     }
+    expect(compared).toBeGreaterThan(0.9 * model.numParams());
     console.log(`train step: loss cpu ${ref.loss} wasm ${got.loss}; gradients ${(dmax / gmax).toExponential(2)} overall, worst tensor ${worst.toExponential(2)}`);
     model.dispose();
   });
