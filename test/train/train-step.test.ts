@@ -68,10 +68,11 @@ describe('training step: wasm vs cpu, no tensor leaks', () => {
     expect(Math.abs(ref.loss - got.loss) / Math.abs(ref.loss)).toBeLessThanOrEqual(1e-4);
     expect(ref.grads.size).toBe(model.namedParams().filter(([, p]) => p.trainable).length);
     // Gradients are compared as one vector (max|Δ| / max|ref| over all parameters, ≤ 1e-4) and per
-    // tensor (≤ 1e-3 of its own max). The per-tensor bound is looser because conv weights that feed a
-    // train-mode BatchNorm are nearly scale-invariant: their gradient is a heavily cancelling sum whose
-    // float32 rounding differs between backends.
+    // tensor (≤ 1e-3 of max(its own max, 1% of the largest gradient)). The per-tensor bound is looser
+    // because conv weights that feed a train-mode BatchNorm are nearly scale-invariant: their gradient
+    // is a heavily cancelling sum, near 0, whose float32 rounding differs between backends.
     let gmax = 0;
+    for (const g of ref.grads.values()) for (const v of g) gmax = Math.max(gmax, Math.abs(v));
     let dmax = 0;
     let worst = 0;
     for (const [name, g] of ref.grads) {
@@ -82,11 +83,10 @@ describe('training step: wasm vs cpu, no tensor leaks', () => {
         md = Math.max(md, Math.abs(g[i] - o[i]));
         mr = Math.max(mr, Math.abs(g[i]));
       }
-      gmax = Math.max(gmax, mr);
       dmax = Math.max(dmax, md);
-      const e = md / Math.max(mr, 1e-12);
+      const e = md / Math.max(mr, 1e-2 * gmax);
       worst = Math.max(worst, e);
-      if (mr > 1e-6) expect(e, `grad ${name} (max|ref| ${mr.toExponential(2)})`).toBeLessThanOrEqual(1e-3);
+      expect(e, `grad ${name} (max|ref| ${mr.toExponential(2)})`).toBeLessThanOrEqual(1e-3);
     }
     expect(dmax / gmax, 'all gradients').toBeLessThanOrEqual(1e-4);
     let compared = 0;
