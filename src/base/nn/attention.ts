@@ -1,4 +1,5 @@
 import * as tf from '../tf.js';
+import { fastQkvSplit } from './fast-ops.js';
 
 /**
  * The attention kernel: given q, k, v as [B, heads, N, d] (q already scaled) and an optional
@@ -36,11 +37,16 @@ export function multiHeadSelfAttention(
     const [b, n, c3] = qkv.shape;
     const c = c3 / 3;
     const d = c / heads;
-    // One transpose to [3, B, heads, N, d], then contiguous slices (tf.unstack is slow on wasm).
-    const t = qkv.reshape([b, n, 3, heads, d]).transpose([2, 0, 3, 1, 4]).reshape([3, b * heads * n * d]);
-    const part = (i: number) => t.slice([i, 0], [1, b * heads * n * d]).reshape([b, heads, n, d]) as tf.Tensor4D;
-    const [q, k, v] = [part(0), part(1), part(2)];
-    const o = attentionFn(q.mul(scale) as tf.Tensor4D, k, v, mask);
+    // wasm: one pass straight from qkv into q·scale, k, v (tfjs-wasm's Slice copies its whole input).
+    let qkvParts = fastQkvSplit(qkv, heads, scale);
+    if (qkvParts == null) {
+      // One transpose to [3, B, heads, N, d], then contiguous slices (tf.unstack is slow on wasm).
+      const t = qkv.reshape([b, n, 3, heads, d]).transpose([2, 0, 3, 1, 4]).reshape([3, b * heads * n * d]);
+      const part = (i: number) => t.slice([i, 0], [1, b * heads * n * d]).reshape([b, heads, n, d]) as tf.Tensor4D;
+      qkvParts = [part(0).mul(scale) as tf.Tensor4D, part(1), part(2)];
+    }
+    const [q, k, v] = qkvParts;
+    const o = attentionFn(q, k, v, mask);
     return o.transpose([0, 2, 1, 3]).reshape([b, n, c]) as tf.Tensor3D;
   });
 }

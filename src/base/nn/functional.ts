@@ -1,14 +1,21 @@
 import * as tf from '../tf.js';
+import { fastGelu, fastLayerNorm } from './fast-ops.js';
 
 const SQRT1_2 = Math.SQRT1_2;
 
 /** Exact (erf) GELU, as torch.nn.GELU(). */
 export function gelu(x: tf.Tensor): tf.Tensor {
+  // wasm: one SIMD pass (tf.erf is a slow scalar loop there); same values to ~1e-7.
+  const fast = fastGelu(x);
+  if (fast != null) return fast;
   return tf.tidy(() => x.mul(tf.erf(x.mul(SQRT1_2)).add(1)).mul(0.5));
 }
 
 /** LayerNorm over the last axis (computed in float32; eps 1e-5 like LayerNormFP32). */
 export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps = 1e-5): tf.Tensor {
+  // wasm: one SIMD kernel instead of nine small ops (same two-pass mean / biased variance).
+  const fast = fastLayerNorm(x, weight, bias, eps);
+  if (fast != null) return fast;
   return tf.tidy(() => {
     const axis = x.rank - 1;
     const mean = x.mean(axis, true);
