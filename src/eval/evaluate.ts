@@ -1,0 +1,86 @@
+/**
+ * One model → one `EvalRow`: cost (params, MACs), optional tfjs latency, optional zero-shot and
+ * retrieval on caller-provided data. Image tensors stay owned by the caller.
+ */
+import type * as tf from '../base/tf.js';
+import type { CLIP } from '../base/model/clip.js';
+import { modelCost, textMacsForTokens, type ModelCost } from './cost.js';
+import { measureLatency, type ModelLatencyOptions, type OrtLatency } from './latency.js';
+import { evaluateRetrieval, type RetrievalMetrics } from './retrieval.js';
+import { evaluateZeroShot, type ZeroShotMetrics } from './zero-shot.js';
+import { fillTemplate, resolveTemplates } from './templates.js';
+import type { TextTokenizer } from './embed.js';
+import type { EvalRow } from './report.js';
+
+export interface ZeroShotData {
+  /** NHWC [N, H, W, 3] in [0, 1], preprocessed. */
+  images: tf.Tensor4D;
+  labels: ArrayLike<number>;
+  classNames: readonly string[];
+  /** Template strings or a set name (default 'openai'). */
+  templates?: string | readonly string[];
+}
+
+export interface RetrievalData {
+  images: tf.Tensor4D;
+  captions: readonly string[];
+  /** Caption i belongs to image textToImage[i]. */
+  textToImage: ArrayLike<number>;
+}
+
+export interface EvaluateOptions {
+  zeroShot?: ZeroShotData;
+  retrieval?: RetrievalData;
+  /** tfjs latency options, or false to skip timing (default: measured with defaults). */
+  latency?: ModelLatencyOptions | false;
+  /** ORT numbers measured elsewhere (src/export), copied into the row. */
+  ort?: OrtLatency;
+  batchSize?: number;
+  contextLength?: number;
+}
+
+export interface ModelEvaluation {
+  row: EvalRow;
+  cost: ModelCost;
+  zeroShot?: ZeroShotMetrics;
+  retrieval?: RetrievalMetrics;
+}
+
+/** Evaluates `model` (time the fused model: call reparameterize first). */
+export async function evaluateModel(name: string, model: CLIP, tokenizer: TextTokenizer | null, opts: EvaluateOptions = {}): Promise<ModelEvaluation> {
+  const ctx = opts.contextLength ?? model.cfg.text.contextLength;
+  const cost = modelCost(model, { contextLength: ctx });
+  const row: EvalRow = { name, params: { image: cost.params.image, text: cost.params.text, total: cost.params.total }, macs: { ...cost.macs } };
+  const out: ModelEvaluation = { row, cost };
+  const embed = { batchSize: opts.batchSize, contextLength: ctx };
+  const presentTexts: string[] = [];
+  if (opts.zeroShot || opts.retrieval) {
+    if (!tokenizer) throw new Error('a tokenizer is needed for zero-shot / retrieval evaluation');
+  }
+  if (opts.zeroShot && tokenizer) {
+    const z = opts.zeroShot;
+    const zs = await evaluateZeroShot(model, tokenizer, z.images, z.labels, z.classNames, { ...embed, templates: z.templates });
+    out.zeroShot = zs;
+    row.zeroShot = { top1: zs.top1, top5: zs.top5 };
+    const templates = resolveTemplates(z.templates ?? 'openai');
+    for (const c of z.classNames) for (const t of templates) presentTexts.push(fillTemplate(t, c));
+  }
+  if (opts.retrieval && tokenizer) {
+    const r = opts.retrieval;
+    const rm = await evaluateRetrieval(model, tokenizer, r.images, r.captions, r.textToImage, embed);
+    out.retrieval = rm;
+    row.retrieval = { i2t: rm.i2t, t2i: rm.t2i };
+    presentTexts.length = 0;
+    presentTexts.push(...r.captions);
+  }
+  if (tokenizer && presentTexts.length > 0) {
+    row.macs.textPresent = textMacsForTokens(cost.records, tokenizer.tokenize(presentTexts, ctx), ctx);
+  }
+  if (opts.latency !== false) {
+    row.latency = { tfjs: await measureLatency(model, { contextLength: ctx, ...(opts.latency ?? {}) }) };
+    if (opts.ort) row.latency.ort = opts.ort;
+  } else if (opts.ort) {
+    throw new Error('ort latency given without tfjs latency (latency: false)');
+  }
+  return out;
+}
