@@ -3,6 +3,7 @@ import { hideBin } from 'yargs/helpers';
 import { tokenizeCommand } from './commands/tokenize.js';
 import { vocabCommand } from './commands/vocab.js';
 import { embedCommand } from './commands/embed.js';
+import { dataCommand } from './commands/data.js';
 import { reportError, setDebug } from './run.js';
 
 /** Builds the `mclip` command line (exported for tests). */
@@ -26,6 +27,7 @@ export function buildCli(argv: string[]): Argv {
   y = tokenizeCommand(y);
   y = vocabCommand(y);
   y = embedCommand(y);
+  y = dataCommand(y);
   return y;
 }
 

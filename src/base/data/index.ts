@@ -1,0 +1,5 @@
+export * from './shards.js';
+export * from './sample.js';
+export * from './build.js';
+export * from './emoji.js';
+export * from './fashion-mnist.js';

@@ -1,0 +1,59 @@
+import type { Argv } from 'yargs';
+import { MclipError } from '../../errors.js';
+import { loadModel } from '../../base/model/checkpoint.js';
+import { exportOnnx, MAX_OPSET, MIN_OPSET, TOWERS, type Tower } from '../../export/index.js';
+import { startBackend, type GlobalArgs } from '../run.js';
+
+export interface ExportArgs extends GlobalArgs {
+  checkpoint: string;
+  arch?: string;
+  out: string;
+  tower: string;
+  opset: number;
+  imageSize?: number;
+  tokensDtype: string;
+  verify: boolean;
+}
+
+export async function runExport(args: ExportArgs): Promise<void> {
+  if (!TOWERS.includes(args.tower as Tower)) throw new MclipError(`--tower must be one of ${TOWERS.join(', ')}, got '${args.tower}'`);
+  if (!Number.isInteger(args.opset) || args.opset < MIN_OPSET || args.opset > MAX_OPSET) {
+    throw new MclipError(`--opset must be an integer in [${MIN_OPSET}, ${MAX_OPSET}], got ${args.opset}`);
+  }
+  if (args.tokensDtype !== 'int64' && args.tokensDtype !== 'int32') throw new MclipError(`--tokens-dtype must be int64 or int32, got '${args.tokensDtype}'`);
+  if (!args.out.toLowerCase().endsWith('.onnx')) throw new MclipError(`--out must name a .onnx file, got '${args.out}'`);
+  await startBackend(args);
+  const { model } = await loadModel(args.checkpoint, { arch: args.arch, fused: true });
+  try {
+    const r = await exportOnnx(model, args.out, {
+      tower: args.tower as Tower,
+      opset: args.opset,
+      imageSize: args.imageSize,
+      tokensDtype: args.tokensDtype,
+      verify: args.verify,
+    });
+    const mb = (r.bytes / 2 ** 20).toFixed(1);
+    const diffs = r.verify ? Object.entries(r.verify.relDiff).map(([k, v]) => `${k} ${v.toExponential(2)}`).join(', ') : 'not verified';
+    if (!args.quiet) console.error(`mclip: wrote ${r.path} (${mb} MiB, ${r.tower}, opset ${r.opset}); onnxruntime vs tfjs max rel. diff: ${diffs}`);
+  } finally {
+    model.dispose();
+  }
+}
+
+export function exportCommand(y: Argv): Argv {
+  return y.command<ExportArgs>(
+    'export',
+    'write the fused inference graph as ONNX (verified with onnxruntime-node against the tfjs model)',
+    (a) =>
+      a
+        .option('checkpoint', { type: 'string', demandOption: true, describe: 'official .pt, safetensors, or an mclip checkpoint' })
+        .option('arch', { type: 'string', describe: 'architecture for checkpoints without a config (mobileclip_s0, …)' })
+        .option('out', { type: 'string', demandOption: true, describe: 'output .onnx file' })
+        .option('tower', { type: 'string', default: 'both', choices: [...TOWERS], describe: "image: 'image'→'image_features'; text: 'tokens'→'text_features'; both: one model with both" })
+        .option('opset', { type: 'number', default: MIN_OPSET, describe: `ONNX opset (${MIN_OPSET}–${MAX_OPSET}; ≥ 20 uses the Gelu op)` })
+        .option('image-size', { type: 'number', describe: "input H = W (default: the model's image size)" })
+        .option('tokens-dtype', { type: 'string', default: 'int64', choices: ['int64', 'int32'], describe: "element type of the 'tokens' input" })
+        .option('verify', { type: 'boolean', default: true, describe: 'check onnxruntime-node against tfjs on random inputs (max rel. diff ≤ 1e-4)' }) as unknown as Argv<ExportArgs>,
+    (args) => runExport(args),
+  );
+}
