@@ -4,6 +4,7 @@ import { tokenizeCommand } from './commands/tokenize.js';
 import { vocabCommand } from './commands/vocab.js';
 import { embedCommand } from './commands/embed.js';
 import { dataCommand } from './commands/data.js';
+import { evalCommand } from './commands/eval.js';
 import { reportError, setDebug } from './run.js';
 
 /** Builds the `mclip` command line (exported for tests). */
@@ -28,6 +29,7 @@ export function buildCli(argv: string[]): Argv {
   y = vocabCommand(y);
   y = embedCommand(y);
   y = dataCommand(y);
+  y = evalCommand(y);
   return y;
 }
 

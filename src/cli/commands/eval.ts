@@ -1,0 +1,144 @@
+import { existsSync, writeFileSync, renameSync } from 'node:fs';
+import { basename } from 'node:path';
+import type { Argv } from 'yargs';
+import * as tf from '../../base/tf.js';
+import { MclipError } from '../../errors.js';
+import { loadModel } from '../../base/model/checkpoint.js';
+import { reparameterize } from '../../base/model/reparameterize.js';
+import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
+import { preprocessImage } from '../../base/preprocess/index.js';
+import { readImageTextDataset, type ImageTextSample } from '../../base/data/index.js';
+import { evaluateModel, renderTable, renderScatterSvg, writeReport, type EvalRow } from '../../eval/index.js';
+import { startBackend, type GlobalArgs } from '../run.js';
+
+export interface EvalArgs extends GlobalArgs {
+  model: string[];
+  data: string;
+  split: string;
+  arch?: string;
+  vocab?: string;
+  label: string;
+  templates: string;
+  limit?: number;
+  batch: number;
+  latency: boolean;
+  latencyRuns: number;
+  json?: string;
+  plot?: string;
+}
+
+/** `NAME=PATH` or `PATH` (name = file name without extension). */
+function parseModelSpec(spec: string): { name: string; path: string } {
+  const i = spec.indexOf('=');
+  if (i > 0 && !existsSync(spec)) return { name: spec.slice(0, i), path: spec.slice(i + 1) };
+  return { name: basename(spec).replace(/\.(safetensors|pt|pth)$/i, ''), path: spec };
+}
+
+async function loadSamples(dir: string, split: string, limit: number | undefined): Promise<ImageTextSample[]> {
+  if (!existsSync(dir)) throw new MclipError(`${dir}: data folder not found (build one with 'mclip data emoji --out ${dir}')`);
+  const reader = readImageTextDataset(dir, split);
+  const out: ImageTextSample[] = [];
+  for await (const s of reader) {
+    out.push(s);
+    if (limit !== undefined && out.length >= limit) break;
+  }
+  const sum = reader.summary;
+  if (sum.skipped > 0) console.error(`mclip: ${dir}/${split}: skipped ${sum.skipped} damaged sample(s): ${sum.problems.slice(0, 3).map((p) => `${p.shard}${p.key ? ` ${p.key}` : ''}: ${p.reason}`).join('; ')}`);
+  if (out.length === 0) throw new MclipError(`${dir}/${split}: no samples`);
+  return out;
+}
+
+async function imagesTensor(samples: ImageTextSample[], size: number): Promise<tf.Tensor4D> {
+  const per = 3 * size * size;
+  const data = new Float32Array(samples.length * per);
+  for (let i = 0; i < samples.length; i++) data.set(await preprocessImage(Buffer.from(samples[i].image), size), i * per);
+  return tf.tidy(() => tf.tensor4d(data, [samples.length, 3, size, size]).transpose([0, 2, 3, 1]) as tf.Tensor4D);
+}
+
+function atomicWrite(path: string, text: string): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, path);
+}
+
+export async function runEval(args: EvalArgs): Promise<void> {
+  if (args.model.length === 0) throw new MclipError('give at least one --model');
+  const specs = args.model.map(parseModelSpec);
+  for (const s of specs) {
+    if (!existsSync(s.path)) throw new MclipError(`${s.path}: model checkpoint not found`);
+    if (!/\.(safetensors|pt|pth|bin|ckpt)$/i.test(s.path)) throw new MclipError(`${s.path}: unknown checkpoint extension (expected .pt, .pth or .safetensors)`);
+  }
+  const samples = await loadSamples(args.data, args.split, args.limit);
+  const labelsRaw = samples.map((s) => s.labels[args.label]);
+  const missing = labelsRaw.findIndex((l) => typeof l !== 'string');
+  if (missing >= 0) throw new MclipError(`${args.data}: sample '${samples[missing].key}' has no label '${args.label}'`);
+  const classNames = [...new Set(labelsRaw as string[])].sort();
+  const labels = Int32Array.from(labelsRaw as string[], (l) => classNames.indexOf(l));
+  const captions = samples.map((s) => s.caption);
+  const textToImage = Int32Array.from(captions, (_, i) => i);
+  const tokenizer = ClipTokenizer.fromDir(resolveVocabDir(args.vocab));
+  await startBackend(args);
+  console.error(`mclip: ${samples.length} samples, ${classNames.length} classes ('${args.label}') from ${args.data}/${args.split}`);
+
+  const rows: EvalRow[] = [];
+  const bySize = new Map<number, tf.Tensor4D>();
+  try {
+    for (const spec of specs) {
+      const { model } = await loadModel(spec.path, { arch: args.arch });
+      try {
+        reparameterize(model);
+        if (tokenizer.vocabSize !== model.cfg.text.vocabSize) {
+          throw new MclipError(`${spec.path}: text vocabulary ${model.cfg.text.vocabSize} ≠ tokenizer's ${tokenizer.vocabSize} (pass the model's --vocab)`);
+        }
+        const size = model.cfg.image.imageSize;
+        if (!bySize.has(size)) bySize.set(size, await imagesTensor(samples, size));
+        const images = bySize.get(size)!;
+        const t0 = Date.now();
+        const ev = await evaluateModel(spec.name, model, tokenizer, {
+          zeroShot: { images, labels, classNames, templates: args.templates },
+          retrieval: { images, captions, textToImage },
+          latency: args.latency ? { runs: args.latencyRuns } : false,
+          batchSize: args.batch,
+        });
+        rows.push(ev.row);
+        console.error(`mclip: ${spec.name}: top-1 ${(100 * (ev.row.zeroShot?.top1 ?? 0)).toFixed(1)} % in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      } finally {
+        model.dispose();
+      }
+    }
+  } finally {
+    for (const t of bySize.values()) t.dispose();
+  }
+  console.log(renderTable(rows));
+  if (args.json) {
+    writeReport(args.json, rows, { data: args.data, split: args.split, label: args.label, samples: samples.length, classes: classNames.length, templates: args.templates });
+    console.error(`mclip: report written to ${args.json}`);
+  }
+  if (args.plot) {
+    atomicWrite(args.plot, renderScatterSvg(rows, { x: args.latency ? 'latency' : 'macs', y: 'top1' }));
+    console.error(`mclip: plot written to ${args.plot}`);
+  }
+}
+
+export function evalCommand(y: Argv): Argv {
+  return y.command<EvalArgs>(
+    'eval',
+    'zero-shot accuracy and retrieval against params, MACs and latency, one row per model',
+    (a) =>
+      a
+        .option('model', { type: 'string', array: true, demandOption: true, describe: 'checkpoint (or NAME=PATH); the first is the baseline' })
+        .option('data', { type: 'string', demandOption: true, describe: 'dataset folder (mclip data …)' })
+        .option('split', { type: 'string', default: 'eval', describe: 'split folder inside --data' })
+        .option('arch', { type: 'string', describe: 'architecture for checkpoints that carry no config' })
+        .option('vocab', { type: 'string', describe: 'tokenizer folder (else $MCLIP_VOCAB)' })
+        .option('label', { type: 'string', default: 'category', describe: 'label key used as the zero-shot class' })
+        .option('templates', { type: 'string', default: 'emoji', describe: 'prompt template set: openai | simple | emoji | single' })
+        .option('limit', { type: 'number', describe: 'evaluate on the first N samples' })
+        .option('batch', { type: 'number', default: 32, describe: 'batch size' })
+        .option('latency', { type: 'boolean', default: true, describe: 'time each encoder (use --no-latency to skip)' })
+        .option('latency-runs', { type: 'number', default: 30, describe: 'timed runs per measurement' })
+        .option('json', { type: 'string', describe: 'write the JSON report here' })
+        .option('plot', { type: 'string', describe: 'write the accuracy-vs-latency SVG here' }) as unknown as Argv<EvalArgs>,
+    (args) => runEval(args),
+  );
+}
