@@ -1,5 +1,6 @@
 import * as tf from '../tf.js';
 import { Module } from '../nn/module.js';
+import { gelu } from '../nn/functional.js';
 import { Initializer, full } from '../nn/init.js';
 import { RepMixer } from './repmixer.js';
 import { ConvFFN } from './conv-ffn.js';
@@ -34,6 +35,24 @@ export class RepMixerBlock extends Module {
 
   get layerScale(): tf.Variable {
     return this.ownParams.get('layer_scale')!.variable;
+  }
+
+  /**
+   * The block's output at one row per sequence only (text [B, S, C] input; `flatRows` = b·S + row):
+   * the token mixer and the ConvFFN's depthwise conv + BN run on every position (their receptive
+   * field spans neighbours), the pointwise fc1/GELU/fc2 — most of the cost — only on the kept rows.
+   * Exact; used by the text tower, which pools a single (EOT) row after its last block.
+   */
+  forwardRows(x: tf.Tensor, flatRows: tf.Tensor1D): tf.Tensor2D {
+    return tf.tidy(() => {
+      const [b, s, c] = x.shape as [number, number, number];
+      const y = this.tokenMixer.call(x.expandDims(1));
+      const h = this.convffn.conv.call(y);
+      const yr = tf.gather(y.reshape([b * s, c]), flatRows);
+      const hr = tf.gather(h.reshape([b * s, c]), flatRows).reshape([-1, 1, 1, c]);
+      const f = this.convffn.fc2.call(gelu(this.convffn.fc1.call(hr))).reshape([-1, c]);
+      return yr.add(f.mul(this.layerScale)) as tf.Tensor2D;
+    });
   }
 
   forward(x: tf.Tensor): tf.Tensor {

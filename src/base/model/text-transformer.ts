@@ -1,5 +1,5 @@
 import * as tf from '../tf.js';
-import { Module, Sequential } from '../nn/module.js';
+import { Module, Sequential, captureActive } from '../nn/module.js';
 import { Initializer } from '../nn/init.js';
 import { Embedding } from '../layers/embedding.js';
 import { LayerNorm } from '../layers/layer-norm.js';
@@ -72,15 +72,33 @@ export class TextTransformer extends Module {
     return tf.tidy(() => {
       // Flat gather (b·S + argmax) rather than batchDims = 1, which the wasm backend mishandles.
       const [b, s, c] = features.shape as [number, number, number];
-      const idx = tf.argMax(tokens.toInt(), 1).toInt().add(tf.range(0, b * s, s, 'int32'));
-      return tf.gather(features.reshape([b * s, c]), idx);
+      return tf.gather(features.reshape([b * s, c]), this.eotRows(tokens));
+    });
+  }
+
+  /** Flat indices b·S + argmax(tokens[b]) of the pooled (EOT) rows. */
+  eotRows(tokens: tf.Tensor): tf.Tensor1D {
+    return tf.tidy(() => {
+      const [b, s] = tokens.shape as [number, number];
+      return tf.argMax(tokens.toInt(), 1).toInt().add(tf.range(0, b * s, s, 'int32')) as tf.Tensor1D;
     });
   }
 
   /** tokens [B, S] int32 → projected features [B, projectionDim] (not normalised). */
   forward(tokens: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
-      const pooled = this.pool(this.encodeTokens(tokens), tokens);
+      const blocks = this.transformer.children().map(([, m]) => m);
+      const last = blocks[blocks.length - 1];
+      let pooled: tf.Tensor;
+      if (!this.training && !captureActive() && last instanceof RepMixerBlock) {
+        // Inference shortcut (exact): after the last block only the EOT row is used, so its
+        // pointwise FFN runs on that row alone (about 12 % of the S0 text MACs).
+        let x = this.embed(tokens);
+        for (const m of blocks.slice(0, -1)) x = m.call(x);
+        pooled = this.finalLayerNorm.call(last.forwardRows(x, this.eotRows(tokens)));
+      } else {
+        pooled = this.pool(this.encodeTokens(tokens), tokens);
+      }
       return tf.matMul(pooled as tf.Tensor2D, this.projection as tf.Tensor2D);
     });
   }

@@ -233,6 +233,11 @@ export class Sequential extends Module {
 
 let activeCapture: Map<Module, (y: tf.Tensor) => void> | null = null;
 
+/** True while `withCapture` records activations (forward shortcuts must then run the full graph). */
+export function captureActive(): boolean {
+  return activeCapture !== null;
+}
+
 /**
  * Runs `fn` while recording the outputs of the modules named in `names` (paths relative to `root`).
  * Returns the recorded tensors (kept, caller disposes) alongside `fn`'s result.
