@@ -5,6 +5,7 @@ import { vocabCommand } from './commands/vocab.js';
 import { embedCommand } from './commands/embed.js';
 import { dataCommand } from './commands/data.js';
 import { evalCommand } from './commands/eval.js';
+import { exportCommand } from './commands/export.js';
 import { reportError, setDebug } from './run.js';
 
 /** Builds the `mclip` command line (exported for tests). */
@@ -30,6 +31,7 @@ export function buildCli(argv: string[]): Argv {
   y = embedCommand(y);
   y = dataCommand(y);
   y = evalCommand(y);
+  y = exportCommand(y);
   return y;
 }
 

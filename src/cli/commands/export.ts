@@ -1,7 +1,7 @@
 import type { Argv } from 'yargs';
 import { MclipError } from '../../errors.js';
 import { loadModel } from '../../base/model/checkpoint.js';
-import { exportOnnx, MAX_OPSET, MIN_OPSET, TOWERS, type Tower } from '../../export/index.js';
+import { exportOnnx, ortLatency, MAX_OPSET, MIN_OPSET, TOWERS, type Tower } from '../../export/index.js';
 import { startBackend, type GlobalArgs } from '../run.js';
 
 export interface ExportArgs extends GlobalArgs {
@@ -13,6 +13,7 @@ export interface ExportArgs extends GlobalArgs {
   imageSize?: number;
   tokensDtype: string;
   verify: boolean;
+  latency: boolean;
 }
 
 export async function runExport(args: ExportArgs): Promise<void> {
@@ -35,6 +36,15 @@ export async function runExport(args: ExportArgs): Promise<void> {
     const mb = (r.bytes / 2 ** 20).toFixed(1);
     const diffs = r.verify ? Object.entries(r.verify.relDiff).map(([k, v]) => `${k} ${v.toExponential(2)}`).join(', ') : 'not verified';
     if (!args.quiet) console.error(`mclip: wrote ${r.path} (${mb} MiB, ${r.tower}, opset ${r.opset}); onnxruntime vs tfjs max rel. diff: ${diffs}`);
+    if (args.latency) {
+      const towers = r.tower === 'both' ? (['image', 'text'] as const) : [r.tower];
+      for (const t of towers) {
+        for (const batch of [1, 8]) {
+          const l = await ortLatency(r.path, t, { batch, runs: 30, warmup: 5, threads: 2 });
+          console.log(`${t} batch ${batch}: median ${l.medianMs.toFixed(2)} ms, p90 ${l.p90Ms.toFixed(2)} ms (onnxruntime-node CPU, 2 threads, ${l.runs} runs)`);
+        }
+      }
+    }
   } finally {
     model.dispose();
   }
@@ -53,7 +63,8 @@ export function exportCommand(y: Argv): Argv {
         .option('opset', { type: 'number', default: MIN_OPSET, describe: `ONNX opset (${MIN_OPSET}–${MAX_OPSET}; ≥ 20 uses the Gelu op)` })
         .option('image-size', { type: 'number', describe: "input H = W (default: the model's image size)" })
         .option('tokens-dtype', { type: 'string', default: 'int64', choices: ['int64', 'int32'], describe: "element type of the 'tokens' input" })
-        .option('verify', { type: 'boolean', default: true, describe: 'check onnxruntime-node against tfjs on random inputs (max rel. diff ≤ 1e-4)' }) as unknown as Argv<ExportArgs>,
+        .option('verify', { type: 'boolean', default: true, describe: 'check onnxruntime-node against tfjs on random inputs (max rel. diff ≤ 1e-4)' })
+        .option('latency', { type: 'boolean', default: false, describe: 'print onnxruntime-node latency (batch 1 and 8, 2 threads, median/p90 of 30 runs)' }) as unknown as Argv<ExportArgs>,
     (args) => runExport(args),
   );
 }

@@ -1,0 +1,39 @@
+import * as tf from '../../src/base/tf.js';
+import type { Module } from '../../src/base/nn/module.js';
+
+/** Deterministic uniform [0, 1). */
+export function rand(seed: number): () => number {
+  let a = seed >>> 0 || 1;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Makes a freshly initialised (unfused) model non-trivial: layer scales ~0.3–0.8 instead of 1e-5,
+ * BatchNorm statistics and affine parameters away from the identity, so every branch matters.
+ */
+export function perturb(model: Module, seed = 1): void {
+  const r = rand(seed);
+  for (const [name, p] of model.namedParams()) {
+    if (p.variable.dtype !== 'float32') continue;
+    const n = p.variable.size;
+    const u = (lo: number, hi: number) => Float32Array.from({ length: n }, () => lo + (hi - lo) * r());
+    let v: Float32Array | null = null;
+    if (/layer_scale/.test(name)) v = u(0.3, 0.8);
+    else if (/running_var$/.test(name)) v = u(0.5, 2);
+    else if (/running_mean$/.test(name)) v = u(-0.3, 0.3);
+    else if (/(bn|rbr_skip|norm)\.weight$/.test(name) && p.variable.rank === 1) v = u(0.6, 1.4);
+    else if (/(bn|rbr_skip|norm)\.bias$/.test(name) && p.variable.rank === 1) v = u(-0.2, 0.2);
+    if (v) p.variable.assign(tf.tensor(v, p.variable.shape));
+  }
+}
+
+/** Replaces a child module (test-only surgery, as a pruner would do): registry and field. */
+export function replaceChild(parent: Module, name: string, m: Module, field?: string): void {
+  (parent as unknown as { addModule(n: string, m: Module): Module }).addModule(name, m);
+  if (field) (parent as unknown as Record<string, unknown>)[field] = m;
+}
