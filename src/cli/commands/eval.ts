@@ -9,6 +9,12 @@ import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
 import { preprocessImage } from '../../base/preprocess/index.js';
 import { readImageTextDataset, type ImageTextSample } from '../../base/data/index.js';
 import { evaluateModel, renderTable, renderScatterSvg, writeReport, type EvalRow } from '../../eval/index.js';
+import { exportOnnx, ortLatency } from '../../export/index.js';
+import type { LatencyStats, OrtLatency } from '../../eval/index.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { CLIP } from '../../base/model/clip.js';
 import { startBackend, type GlobalArgs } from '../run.js';
 
 export interface EvalArgs extends GlobalArgs {
@@ -23,6 +29,7 @@ export interface EvalArgs extends GlobalArgs {
   batch: number;
   latency: boolean;
   latencyRuns: number;
+  ort: boolean;
   json?: string;
   plot?: string;
 }
@@ -53,6 +60,27 @@ async function imagesTensor(samples: ImageTextSample[], size: number): Promise<t
   const data = new Float32Array(samples.length * per);
   for (let i = 0; i < samples.length; i++) data.set(await preprocessImage(Buffer.from(samples[i].image), size), i * per);
   return tf.tidy(() => tf.tensor4d(data, [samples.length, 3, size, size]).transpose([0, 2, 3, 1]) as tf.Tensor4D);
+}
+
+/** Exports the (fused) model to a temporary ONNX file, verified against tfjs, and times both towers in onnxruntime-node. */
+async function measureOrt(model: CLIP, runs: number, batch: number): Promise<OrtLatency> {
+  const dir = mkdtempSync(join(tmpdir(), 'mclip-eval-'));
+  try {
+    const path = join(dir, 'model.onnx');
+    await exportOnnx(model, path, { tower: 'both' });
+    const stats = async (tower: 'image' | 'text', b: number): Promise<LatencyStats> => {
+      const r = await ortLatency(path, tower, { batch: b, runs, threads: 2 });
+      return { batch: b, warmup: 5, runs: r.runs, medianMs: r.medianMs, p90Ms: r.p90Ms, meanMs: r.meanMs, minMs: r.minMs, maxMs: Number.NaN };
+    };
+    return {
+      image: { b1: await stats('image', 1), bN: await stats('image', batch) },
+      text: { b1: await stats('text', 1), bN: await stats('text', batch) },
+      provider: 'cpu',
+      threads: 2,
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 function atomicWrite(path: string, text: string): void {
@@ -98,6 +126,7 @@ export async function runEval(args: EvalArgs): Promise<void> {
           zeroShot: { images, labels, classNames, templates: args.templates },
           retrieval: { images, captions, textToImage },
           latency: args.latency ? { runs: args.latencyRuns } : false,
+          ort: args.latency && args.ort ? await measureOrt(model, args.latencyRuns, 8) : undefined,
           batchSize: args.batch,
         });
         rows.push(ev.row);
@@ -137,6 +166,7 @@ export function evalCommand(y: Argv): Argv {
         .option('batch', { type: 'number', default: 32, describe: 'batch size' })
         .option('latency', { type: 'boolean', default: true, describe: 'time each encoder (use --no-latency to skip)' })
         .option('latency-runs', { type: 'number', default: 30, describe: 'timed runs per measurement' })
+        .option('ort', { type: 'boolean', default: true, describe: 'also export to ONNX (verified) and time it in onnxruntime-node (--no-ort to skip)' })
         .option('json', { type: 'string', describe: 'write the JSON report here' })
         .option('plot', { type: 'string', describe: 'write the accuracy-vs-latency SVG here' }) as unknown as Argv<EvalArgs>,
     (args) => runEval(args),
