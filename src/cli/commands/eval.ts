@@ -105,7 +105,7 @@ export async function runEval(args: EvalArgs): Promise<void> {
   const captions = samples.map((s) => s.caption);
   const textToImage = Int32Array.from(captions, (_, i) => i);
   const tokenizer = ClipTokenizer.fromDir(resolveVocabDir(args.vocab));
-  await startBackend(args);
+  const backend = await startBackend(args);
   console.error(`mclip: ${samples.length} samples, ${classNames.length} classes ('${args.label}') from ${args.data}/${args.split}`);
 
   const rows: EvalRow[] = [];
@@ -139,6 +139,9 @@ export async function runEval(args: EvalArgs): Promise<void> {
     for (const t of bySize.values()) t.dispose();
   }
   console.log(renderTable(rows));
+  if (args.latency) {
+    console.log(`latency: tfjs ${backend.name} (${backend.package}, ${backend.threads} thread${backend.threads === 1 ? '' : 's'})${args.ort ? '; ORT onnxruntime-node CPU (2 threads)' : ''}; median of ${args.latencyRuns} runs after warm-up, batch 1 (batch 8 in the JSON report)`);
+  }
   if (args.json) {
     writeReport(args.json, rows, { data: args.data, split: args.split, label: args.label, samples: samples.length, classes: classNames.length, templates: args.templates });
     console.error(`mclip: report written to ${args.json}`);
