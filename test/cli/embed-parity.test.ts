@@ -6,18 +6,7 @@ import { readSafetensors } from '../../src/base/io/safetensors.js';
 import { toFloat32 } from '../../src/base/io/tensor-data.js';
 import { fixture, HAVE_FIXTURES } from '../paths.js';
 import { errorLines, runCli, show, tempDir, type CliResult } from './helpers.js';
-
-/** max|Δ| / max|ref|. */
-function relErr(ref: ArrayLike<number>, got: ArrayLike<number>): number {
-  expect(got.length).toBe(ref.length);
-  let md = 0;
-  let mr = 0;
-  for (let i = 0; i < ref.length; i++) {
-    md = Math.max(md, Math.abs(ref[i] - got[i]));
-    mr = Math.max(mr, Math.abs(ref[i]));
-  }
-  return md / Math.max(mr, 1e-30);
-}
+import { relErr } from '../model/helpers.js';
 
 const TOL = 1e-4;
 
