@@ -1,5 +1,5 @@
 import * as tf from '../tf.js';
-import type { Module } from '../nn/module.js';
+import type { Module, Param } from '../nn/module.js';
 
 export interface AdamWOptions {
   lr: number;
@@ -7,6 +7,19 @@ export interface AdamWOptions {
   beta2?: number;
   eps?: number;
   weightDecay?: number;
+  /**
+   * Which parameters get no weight decay. Default: each parameter's `noDecay` flag (set by the
+   * model; for MobileCLIP it equals `openClipExclude`, checked in test/train).
+   */
+  exclude?: (name: string, p: Param) => boolean;
+}
+
+/**
+ * open_clip's rule (`main.py`): no weight decay for parameters with PyTorch ndim < 2 or whose
+ * name contains 'bn', 'ln', 'bias' or 'logit_scale'.
+ */
+export function openClipExclude(name: string, p: Pick<Param, 'torchShape'>): boolean {
+  return p.torchShape.length < 2 || /bn|ln|bias|logit_scale/.test(name);
 }
 
 interface Slot {
@@ -38,16 +51,22 @@ export class AdamW {
     this.beta2 = opts.beta2 ?? 0.999;
     this.eps = opts.eps ?? 1e-8;
     this.weightDecay = opts.weightDecay ?? 0.01;
+    const exclude = opts.exclude ?? ((_: string, p: Param) => p.noDecay);
     this.slots = model
       .namedParams()
       .filter(([, p]) => p.trainable)
       .map(([name, p]) => ({
         name,
         variable: p.variable,
-        decay: !p.noDecay,
+        decay: !exclude(name, p),
         m: tf.variable(tf.zerosLike(p.variable), false),
         v: tf.variable(tf.zerosLike(p.variable), false),
       }));
+  }
+
+  /** Parameter names that receive weight decay (in optimiser order). */
+  decayedNames(): string[] {
+    return this.slots.filter((s) => s.decay).map((s) => s.name);
   }
 
   get variables(): tf.Variable[] {
@@ -92,8 +111,10 @@ export class AdamW {
     for (const s of this.slots) {
       const m = values.get(`${s.name}.exp_avg`);
       const v = values.get(`${s.name}.exp_avg_sq`);
-      if (m) s.m.assign(tf.tensor(m, s.m.shape));
-      if (v) s.v.assign(tf.tensor(v, s.v.shape));
+      tf.tidy(() => {
+        if (m) s.m.assign(tf.tensor(m, s.m.shape));
+        if (v) s.v.assign(tf.tensor(v, s.v.shape));
+      });
     }
   }
 

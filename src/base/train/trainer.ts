@@ -1,0 +1,317 @@
+import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import * as tf from '../tf.js';
+import { MclipError } from '../../errors.js';
+import type { CLIP } from '../model/clip.js';
+import { l2normalize } from '../model/clip.js';
+import { saveModel, readCheckpointFile } from '../model/checkpoint.js';
+import { loadStateDict } from '../model/state-dict.js';
+import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
+import { toFloat32, type StateDict } from '../io/tensor-data.js';
+import { AdamW, clipGradNorm, openClipExclude } from './adamw.js';
+import { reinforcedLoss, type TeacherSpec } from './distill-loss.js';
+import { cosineLr } from './schedule.js';
+
+/** One training batch. Teacher features are row-major [b, ΣD_k] (teachers concatenated). */
+export interface TrainBatch {
+  /** NHWC images in [0, 1]. */
+  images: tf.Tensor4D;
+  /** Ground-truth caption tokens [b, S] int32. */
+  gtTokens: tf.Tensor2D;
+  /** Synthetic caption tokens [b, S] int32 (optional: without them only L(gt) is used). */
+  synTokens?: tf.Tensor2D;
+  teacherImg?: Float32Array;
+  teacherGt?: Float32Array;
+  teacherSyn?: Float32Array;
+}
+
+/** A small seeded generator (mulberry32) whose whole state is one uint32, saved with checkpoints. */
+export class Rng {
+  state: number;
+
+  constructor(seed = 0) {
+    this.state = seed >>> 0;
+  }
+
+  /** Uniform in [0, 1). */
+  next(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = this.state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+
+  /** Uniform integer in [0, n). */
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+}
+
+export interface TrainerOptions {
+  /** Peak learning rate (MobileCLIP: 1e-3). */
+  lr: number;
+  /** Total optimiser steps (cosine reaches 0 there). */
+  totalSteps: number;
+  /** Warm-up steps (MobileCLIP: 1000). Default 0. */
+  warmup?: number;
+  beta1?: number;
+  /** Default 0.95 (MobileCLIP). */
+  beta2?: number;
+  eps?: number;
+  /** Default 0.2 (MobileCLIP); not applied to norms, biases, logit scale (open_clip rule). */
+  weightDecay?: number;
+  /** Global gradient-norm clip; default 1.0; 0 disables. */
+  gradClip?: number;
+  /** KD weight λ; default 1 when teachers are given, else 0. */
+  lambda?: number;
+  /** Teachers (widths and inverse temperatures) of the stored features. */
+  teachers?: readonly TeacherSpec[];
+  /** Seed of the trainer's Rng (for data-side sampling by the caller). Default 0. */
+  seed?: number;
+  /** Metrics JSONL file (one line per step); omitted → no file. */
+  metricsPath?: string;
+  /** Checkpoint root: `<dir>/step-<n>` plus a `latest` pointer; with `saveEvery`. */
+  checkpointDir?: string;
+  /** Save every N steps (needs checkpointDir). 0/undefined: never automatically. */
+  saveEvery?: number;
+  /** Keep this many most recent checkpoints (default 2). */
+  keep?: number;
+}
+
+export interface StepMetrics {
+  step: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  /** exp(logit_scale) after the step's clamp. */
+  logitScale: number;
+  samplesPerSec: number;
+}
+
+/** What `saveTrainState` stores besides the model weights and optimiser moments. */
+export interface TrainStateMeta {
+  /** Optimiser steps taken so far. */
+  step: number;
+  rng: number;
+  /** Opaque caller state (e.g. data-loader position), JSON-serialisable. */
+  data?: unknown;
+}
+
+const STATE_FORMAT = 'mclip-train-state-v1';
+const MODEL_FILE = 'model.safetensors';
+const OPT_FILE = 'optimizer.safetensors';
+const META_FILE = 'state.json';
+
+/**
+ * Writes a complete training state to `dir` atomically: everything goes to a sibling temporary
+ * directory which is then renamed onto `dir` (an existing `dir` is first moved aside and removed
+ * after the swap; `loadTrainState` falls back to that copy if a crash hits between the renames).
+ */
+export function saveTrainState(dir: string, s: { model: CLIP; optimizer: AdamW } & TrainStateMeta): void {
+  const parent = dirname(dir);
+  mkdirSync(parent, { recursive: true });
+  const tag = `${process.pid}-${Date.now()}`;
+  const tmp = join(parent, `.${basename(dir)}.tmp-${tag}`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp);
+  saveModel(s.model, join(tmp, MODEL_FILE));
+  const opt: StateDict = new Map();
+  for (const [k, t] of s.optimizer.state()) {
+    opt.set(k, { dtype: 'float32', shape: t.shape.slice(), data: Float32Array.from(t.dataSync() as Float32Array) });
+  }
+  writeSafetensors(join(tmp, OPT_FILE), opt, { 'mclip.format': STATE_FORMAT });
+  const meta = {
+    format: STATE_FORMAT,
+    step: s.step,
+    optimizerStep: s.optimizer.step,
+    lr: s.optimizer.lr,
+    rng: s.rng,
+    data: s.data ?? null,
+  };
+  writeFileSync(join(tmp, META_FILE), JSON.stringify(meta, null, 1));
+  const old = `${dir}.old-${tag}`;
+  const hadOld = existsSync(dir);
+  if (hadOld) renameSync(dir, old);
+  renameSync(tmp, dir);
+  if (hadOld) rmSync(old, { recursive: true, force: true });
+}
+
+/** Resolves a checkpoint root (with a `latest` pointer) or a state directory to the state directory. */
+export function resolveTrainState(path: string): string {
+  const latest = join(path, 'latest');
+  if (existsSync(latest)) return join(path, readFileSync(latest, 'utf8').trim());
+  if (existsSync(join(path, META_FILE))) return path;
+  const parent = dirname(path);
+  const aside = existsSync(parent) ? readdirSync(parent).filter((n) => n.startsWith(`${basename(path)}.old-`)) : [];
+  if (aside.length > 0) return join(parent, aside.sort().at(-1)!);
+  throw new MclipError(`${path}: no training state (${META_FILE} or 'latest') found`);
+}
+
+/**
+ * Restores model weights (incl. BatchNorm statistics and logit scale) and optimiser moments/step
+ * saved by `saveTrainState` into existing objects; returns step, rng state and the opaque data state.
+ */
+export async function loadTrainState(path: string, s: { model: CLIP; optimizer: AdamW }): Promise<TrainStateMeta> {
+  const dir = resolveTrainState(path);
+  const meta = JSON.parse(readFileSync(join(dir, META_FILE), 'utf8')) as {
+    format: string;
+    step: number;
+    optimizerStep: number;
+    lr: number;
+    rng: number;
+    data: unknown;
+  };
+  if (meta.format !== STATE_FORMAT) throw new MclipError(`${dir}: unknown training-state format '${meta.format}'`);
+  const { sd } = await readCheckpointFile(join(dir, MODEL_FILE));
+  loadStateDict(s.model, sd, join(dir, MODEL_FILE));
+  const { tensors } = readSafetensors(join(dir, OPT_FILE));
+  const values = new Map<string, Float32Array>();
+  for (const [k, t] of tensors) values.set(k, toFloat32(t));
+  const expected = [...s.optimizer.state().keys()];
+  const missing = expected.filter((k) => !values.has(k));
+  if (missing.length > 0) throw new MclipError(`${dir}: optimiser state lacks ${missing.length} entries (e.g. ${missing[0]})`);
+  s.optimizer.loadState(meta.optimizerStep, values);
+  s.optimizer.lr = meta.lr;
+  return { step: meta.step, rng: meta.rng, data: meta.data ?? undefined };
+}
+
+/**
+ * Data-agnostic MobileCLIP trainer (methods §2.1–2.5): AdamW (β₂ 0.95, wd 0.2, open_clip
+ * no-decay groups), warm-up + cosine lr, global grad-norm clipping, logit scale clamped to
+ * [0, ln 100] after each step, reinforced loss with weight λ. One text-encoder pass over
+ * [gt; syn] (2b rows), split into the two b×b problems. The model is put in train mode.
+ */
+export class Trainer {
+  readonly model: CLIP;
+  readonly optimizer: AdamW;
+  readonly rng: Rng;
+  readonly opts: TrainerOptions;
+  /** Optimiser steps taken. */
+  stepCount = 0;
+  /** Opaque caller state stored with checkpoints (e.g. data position after the batch about to be stepped); set it before `step()`. */
+  dataState: unknown = undefined;
+  private readonly lambda: number;
+
+  constructor(model: CLIP, opts: TrainerOptions) {
+    this.model = model;
+    this.opts = opts;
+    this.lambda = opts.lambda ?? (opts.teachers ? 1 : 0);
+    if (this.lambda > 0 && !opts.teachers) throw new MclipError('Trainer: lambda > 0 needs teachers');
+    this.optimizer = new AdamW(model, {
+      lr: opts.lr,
+      beta1: opts.beta1 ?? 0.9,
+      beta2: opts.beta2 ?? 0.95,
+      eps: opts.eps ?? 1e-8,
+      weightDecay: opts.weightDecay ?? 0.2,
+      exclude: (name, p) => openClipExclude(name, p),
+    });
+    this.rng = new Rng(opts.seed ?? 0);
+    model.train();
+  }
+
+  /** Learning rate used for 0-based step index `step`. */
+  lrAt(step: number): number {
+    return cosineLr(step, { baseLr: this.opts.lr, warmup: this.opts.warmup ?? 0, steps: this.opts.totalSteps });
+  }
+
+  private teacherTensor(a: Float32Array | undefined, b: number, what: string): tf.Tensor2D | undefined {
+    if (!a) return undefined;
+    const width = (this.opts.teachers ?? []).reduce((s, t) => s + t.dim, 0);
+    if (a.length !== b * width) throw new MclipError(`Trainer: ${what} has ${a.length} values, expected ${b}×${width}`);
+    return tf.tensor2d(a, [b, width]);
+  }
+
+  /** One optimiser step; returns its metrics (also appended to metricsPath). Leaves no tensors behind. */
+  step(batch: TrainBatch): StepMetrics {
+    const t0 = performance.now();
+    const b = batch.images.shape[0];
+    if (batch.gtTokens.shape[0] !== b) throw new MclipError(`Trainer: ${batch.gtTokens.shape[0]} captions for ${b} images`);
+    if (batch.synTokens && batch.synTokens.shape[0] !== b) throw new MclipError(`Trainer: ${batch.synTokens.shape[0]} synthetic captions for ${b} images`);
+    if (this.lambda > 0 && (!batch.teacherImg || !batch.teacherGt || (batch.synTokens && !batch.teacherSyn))) {
+      throw new MclipError(`Trainer: lambda ${this.lambda} > 0 needs teacherImg, teacherGt${batch.synTokens ? ' and teacherSyn' : ''} in every batch`);
+    }
+    const lr = this.lrAt(this.stepCount);
+    this.optimizer.lr = lr;
+    const lambda = this.lambda;
+    const teacherImg = lambda > 0 ? this.teacherTensor(batch.teacherImg, b, 'teacherImg') : undefined;
+    const teacherGt = lambda > 0 ? this.teacherTensor(batch.teacherGt, b, 'teacherGt') : undefined;
+    const teacherSyn = lambda > 0 && batch.synTokens ? this.teacherTensor(batch.teacherSyn, b, 'teacherSyn') : undefined;
+    const model = this.model;
+    const { value, grads } = tf.variableGrads(() => {
+      const img = l2normalize(model.encodeImage(batch.images)) as tf.Tensor2D;
+      const tokens = batch.synTokens ? tf.concat([batch.gtTokens, batch.synTokens], 0) : batch.gtTokens;
+      const txt = l2normalize(model.encodeText(tokens)) as tf.Tensor2D;
+      const gtTxt = batch.synTokens ? (txt.slice([0, 0], [b, -1]) as tf.Tensor2D) : txt;
+      const synTxt = batch.synTokens ? (txt.slice([b, 0], [b, -1]) as tf.Tensor2D) : undefined;
+      return reinforcedLoss({
+        img,
+        gtTxt,
+        synTxt,
+        scale: model.logitScaleExp(),
+        teacherImg,
+        teacherGt,
+        teacherSyn,
+        teachers: this.opts.teachers,
+        lambda,
+      });
+    }, model.trainableVariables());
+    const g = grads as Record<string, tf.Tensor>;
+    const clip = this.opts.gradClip ?? 1.0;
+    const gradNorm = clip > 0 ? clipGradNorm(g, clip) : NaN;
+    this.optimizer.apply(g);
+    tf.tidy(() => {
+      model.logitScale.assign(tf.clipByValue(model.logitScale, 0, Math.log(100)));
+    });
+    const loss = value.dataSync()[0];
+    const logitScale = Math.exp(model.logitScale.dataSync()[0]);
+    tf.dispose([value, ...Object.values(g)]);
+    tf.dispose([teacherImg, teacherGt, teacherSyn].filter((t): t is tf.Tensor2D => t !== undefined));
+    this.stepCount += 1;
+    const dt = (performance.now() - t0) / 1000;
+    const m: StepMetrics = { step: this.stepCount, loss, lr, gradNorm, logitScale, samplesPerSec: b / dt };
+    if (this.opts.metricsPath) {
+      mkdirSync(dirname(this.opts.metricsPath), { recursive: true });
+      appendFileSync(this.opts.metricsPath, JSON.stringify({ ...m, time: new Date().toISOString() }) + '\n');
+    }
+    const every = this.opts.saveEvery ?? 0;
+    if (every > 0 && this.opts.checkpointDir && this.stepCount % every === 0) this.checkpoint();
+    return m;
+  }
+
+  /** Saves the full state to `<checkpointDir>/step-<n>`, updates `latest` atomically, prunes old ones. Returns the directory. */
+  checkpoint(root = this.opts.checkpointDir): string {
+    if (!root) throw new MclipError('Trainer.checkpoint: no checkpointDir');
+    const name = `step-${String(this.stepCount).padStart(8, '0')}`;
+    const dir = join(root, name);
+    this.save(dir);
+    const tmp = join(root, `.latest.tmp-${process.pid}`);
+    writeFileSync(tmp, name + '\n');
+    renameSync(tmp, join(root, 'latest'));
+    const keep = Math.max(1, this.opts.keep ?? 2);
+    const all = readdirSync(root)
+      .filter((n) => /^step-\d+$/.test(n))
+      .sort();
+    for (const n of all.slice(0, Math.max(0, all.length - keep))) if (n !== name) rmSync(join(root, n), { recursive: true, force: true });
+    return dir;
+  }
+
+  /** Saves the full training state to `dir` (atomic). */
+  save(dir: string): void {
+    saveTrainState(dir, { model: this.model, optimizer: this.optimizer, step: this.stepCount, rng: this.rng.state, data: this.dataState });
+  }
+
+  /** Restores a state saved by `save`/`checkpoint` (a state dir or a checkpoint root with `latest`). */
+  async resume(path: string): Promise<TrainStateMeta> {
+    const meta = await loadTrainState(path, { model: this.model, optimizer: this.optimizer });
+    this.stepCount = meta.step;
+    this.rng.state = meta.rng >>> 0;
+    this.dataState = meta.data;
+    this.model.train();
+    return meta;
+  }
+
+  dispose(): void {
+    this.optimizer.dispose();
+  }
+}
