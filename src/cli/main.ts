@@ -6,6 +6,7 @@ import { embedCommand } from './commands/embed.js';
 import { dataCommand } from './commands/data.js';
 import { evalCommand } from './commands/eval.js';
 import { exportCommand } from './commands/export.js';
+import { trainCommand } from './commands/train.js';
 import { reportError, setDebug } from './run.js';
 
 /** Builds the `mclip` command line (exported for tests). */
@@ -32,6 +33,7 @@ export function buildCli(argv: string[]): Argv {
   y = dataCommand(y);
   y = evalCommand(y);
   y = exportCommand(y);
+  y = trainCommand(y);
   return y;
 }
 

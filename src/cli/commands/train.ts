@@ -1,0 +1,145 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Argv } from 'yargs';
+import cliProgress from 'cli-progress';
+import * as tf from '../../base/tf.js';
+import { MclipError } from '../../errors.js';
+import { CLIP } from '../../base/model/clip.js';
+import { getConfig } from '../../base/model/configs.js';
+import { loadModel, saveModel } from '../../base/model/checkpoint.js';
+import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
+import { ImageTextLoop, type DataPosition } from '../../base/train/data-loop.js';
+import { Trainer } from '../../base/train/trainer.js';
+import { startBackend, type GlobalArgs } from '../run.js';
+
+export interface TrainArgs extends GlobalArgs {
+  data: string;
+  split: string;
+  arch: string;
+  init?: string;
+  vocab?: string;
+  out: string;
+  steps: number;
+  batch: number;
+  lr: number;
+  warmup: number;
+  wd: number;
+  lambda: number;
+  saveEvery: number;
+  resume: boolean;
+  seed: number;
+  limit?: number;
+  stopAfter?: number;
+}
+
+function positiveInt(v: number, flag: string): void {
+  if (!Number.isInteger(v) || v < 1) throw new MclipError(`${flag} must be a positive integer, got ${v}`);
+}
+
+export async function runTrain(args: TrainArgs): Promise<void> {
+  positiveInt(args.steps, '--steps');
+  positiveInt(args.batch, '--batch');
+  if (!(args.lr > 0)) throw new MclipError(`--lr must be > 0, got ${args.lr}`);
+  if (!(args.lambda >= 0 && args.lambda <= 1)) throw new MclipError(`--lambda must be in [0, 1], got ${args.lambda}`);
+  if (args.lambda > 0) {
+    throw new MclipError('--lambda > 0 needs reinforced shards with stored teacher embeddings; reading them in `mclip train` is not implemented yet (use --lambda 0)');
+  }
+  if (!existsSync(args.data)) throw new MclipError(`${args.data}: data folder not found (build one with 'mclip data emoji --out ${args.data}')`);
+  const tokenizer = ClipTokenizer.fromDir(resolveVocabDir(args.vocab));
+  await startBackend(args, { gradients: true });
+
+  let model: CLIP;
+  if (args.init) {
+    model = (await loadModel(args.init, { arch: args.arch })).model;
+  } else {
+    const cfg = getConfig(args.arch);
+    cfg.text.vocabSize = tokenizer.vocabSize;
+    model = new CLIP(cfg, { seed: args.seed });
+  }
+  if (model.cfg.text.vocabSize !== tokenizer.vocabSize) {
+    throw new MclipError(`model text vocabulary ${model.cfg.text.vocabSize} ≠ tokenizer's ${tokenizer.vocabSize}`);
+  }
+  mkdirSync(args.out, { recursive: true });
+  const ckptDir = join(args.out, 'checkpoints');
+  const loop = await ImageTextLoop.load(args.data, args.split, model.cfg.image.imageSize, { seed: args.seed, limit: args.limit });
+  const trainer = new Trainer(model, {
+    lr: args.lr,
+    totalSteps: args.steps,
+    warmup: args.warmup,
+    weightDecay: args.wd,
+    lambda: 0,
+    seed: args.seed,
+    metricsPath: join(args.out, 'metrics.jsonl'),
+    checkpointDir: ckptDir,
+    saveEvery: args.saveEvery,
+  });
+  try {
+    if (args.resume && existsSync(join(ckptDir, 'latest'))) {
+      const meta = await trainer.resume(ckptDir);
+      if (meta.data) loop.position = meta.data as DataPosition;
+      console.error(`mclip: resumed at step ${trainer.stepCount} (epoch ${loop.position.epoch}, sample ${loop.position.index})`);
+    } else if (args.resume) {
+      console.error(`mclip: nothing to resume in ${ckptDir}; starting at step 0`);
+    }
+    console.error(`mclip: training ${model.cfg.name} on ${loop.length} samples, batch ${args.batch}, ${args.steps} steps`);
+    const tty = Boolean(process.stderr.isTTY) && !args.quiet;
+    const bar = tty ? new cliProgress.SingleBar({ format: 'train [{bar}] {value}/{total} | loss {loss} | lr {lr} | {sps} samples/s', stream: process.stderr }, cliProgress.Presets.shades_classic) : null;
+    bar?.start(args.steps, trainer.stepCount, { loss: '-', lr: '-', sps: '-' });
+    const before = tf.memory().numTensors;
+    const stopAt = Math.min(args.steps, args.stopAfter ?? args.steps);
+    while (trainer.stepCount < stopAt) {
+      const batch = loop.next(args.batch, tokenizer, model.cfg.text.contextLength);
+      trainer.dataState = loop.position;
+      try {
+        const m = trainer.step(batch);
+        const info = { loss: m.loss.toFixed(4), lr: m.lr.toExponential(2), sps: m.samplesPerSec.toFixed(1) };
+        if (bar) bar.update(m.step, info);
+        else if (!args.quiet && (m.step % 10 === 0 || m.step === args.steps)) console.error(`mclip: step ${m.step}/${args.steps} loss ${info.loss} lr ${info.lr} ${info.sps} samples/s`);
+      } finally {
+        tf.dispose([batch.images, batch.gtTokens, ...(batch.synTokens ? [batch.synTokens] : [])]);
+      }
+    }
+    bar?.stop();
+    if (stopAt < args.steps) {
+      trainer.checkpoint();
+      console.error(`mclip: stopped after step ${stopAt} of ${args.steps}; continue with --resume`);
+      return;
+    }
+    const leaked = tf.memory().numTensors - before;
+    if (leaked !== 0) console.error(`mclip: warning: tensor count changed by ${leaked} during training`);
+    trainer.checkpoint();
+    model.eval();
+    saveModel(model, join(args.out, 'model.safetensors'));
+    console.error(`mclip: wrote ${join(args.out, 'model.safetensors')} and ${join(args.out, 'metrics.jsonl')}`);
+  } finally {
+    trainer.dispose();
+    model.dispose();
+  }
+}
+
+export function trainCommand(y: Argv): Argv {
+  return y.command<TrainArgs>(
+    'train',
+    'CLIP training (AdamW, warm-up + cosine) on image–text shards, with atomic checkpoints and --resume',
+    (a) =>
+      a
+        .option('data', { type: 'string', demandOption: true, describe: 'dataset folder (mclip data …)' })
+        .option('split', { type: 'string', default: 'train', describe: 'split folder inside --data' })
+        .option('arch', { type: 'string', default: 'mobileclip_tiny', describe: 'architecture of a new model' })
+        .option('init', { type: 'string', describe: 'start from this checkpoint instead of a random model' })
+        .option('vocab', { type: 'string', describe: 'tokenizer folder (else $MCLIP_VOCAB); sets the text vocabulary of a new model' })
+        .option('out', { type: 'string', demandOption: true, describe: 'run folder: checkpoints/, metrics.jsonl, model.safetensors' })
+        .option('steps', { type: 'number', default: 1000, describe: 'optimiser steps' })
+        .option('batch', { type: 'number', default: 32, describe: 'batch size' })
+        .option('lr', { type: 'number', default: 1e-3, describe: 'peak learning rate' })
+        .option('warmup', { type: 'number', default: 0, describe: 'warm-up steps' })
+        .option('wd', { type: 'number', default: 0.2, describe: 'AdamW weight decay (not on norms, biases, logit scale)' })
+        .option('lambda', { type: 'number', default: 0, describe: 'distillation weight λ (0 = plain CLIP)' })
+        .option('save-every', { type: 'number', default: 100, describe: 'checkpoint every N steps' })
+        .option('resume', { type: 'boolean', default: false, describe: 'continue from the latest checkpoint in --out' })
+        .option('seed', { type: 'number', default: 0, describe: 'seed of the init, data order and caption sampling' })
+        .option('limit', { type: 'number', describe: 'use the first N samples' })
+        .option('stop-after', { type: 'number', describe: 'checkpoint and stop after this step (the schedule still spans --steps); continue with --resume' }) as unknown as Argv<TrainArgs>,
+    (args) => runTrain(args),
+  );
+}

@@ -1,0 +1,66 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { DatasetBuilder, rgbToPng } from '../../src/base/data/index.js';
+import { trainVocab, writeVocab } from '../../src/base/tokenizer/index.js';
+import { runCli, tempDir, expectOneLineError } from './helpers.js';
+
+const COLORS: Record<string, [number, number, number]> = { red: [220, 30, 30], green: [30, 200, 40], blue: [30, 40, 220], gray: [128, 128, 128] };
+
+interface Metric {
+  step: number;
+  loss: number;
+  lr: number;
+}
+
+function metrics(dir: string): Metric[] {
+  return readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Metric);
+}
+
+describe('mclip train', () => {
+  const tmp = tempDir('mclip-train-');
+  const dir = tmp.dir;
+  afterAll(() => tmp.cleanup());
+  beforeAll(async () => {
+    const b = new DatasetBuilder(join(dir, 'data'), { splits: ['train'], samplesPerShard: 8 });
+    let k = 0;
+    for (const [name, rgb] of Object.entries(COLORS)) {
+      for (let i = 0; i < 4; i++) {
+        const px = new Uint8Array(40 * 40 * 3);
+        for (let p = 0; p < 40 * 40; p++) px.set([rgb[0], rgb[1] - 5 * i, rgb[2]], p * 3);
+        await b.add('train', `s${k++}`, { image: await rgbToPng(px, 40, 40), caption: `a ${name} square`, captions: [`${name}`, `the color ${name}`], labels: { category: name } });
+      }
+    }
+    await b.close({ name: 'colors', image: { width: 40, height: 40 } });
+    const caps = Object.keys(COLORS).flatMap((c) => [`a ${c} square`, `the color ${c}`, c]);
+    writeVocab(join(dir, 'vocab'), trainVocab([...caps, ...Array.from({ length: 200 }, (_, i) => `word${i} thing${i % 7}`)], 600));
+  });
+
+  test('an interrupted and resumed run gives the same losses and the same model as an uninterrupted one', async () => {
+    const common = ['train', '--data', join(dir, 'data'), '--vocab', join(dir, 'vocab'), '--steps', '4', '--batch', '4', '--save-every', '2', '--lr', '2e-3', '--seed', '3'];
+    const [full, part] = await Promise.all([runCli([...common, '--out', join(dir, 'full')]), runCli([...common, '--out', join(dir, 'split'), '--stop-after', '2'])]);
+    expect(full.status, full.stderr).toBe(0);
+    expect(part.status, part.stderr).toBe(0);
+    expect(part.stderr).toMatch(/stopped after step 2 of 4/);
+    expect(existsSync(join(dir, 'split', 'model.safetensors'))).toBe(false);
+    const resumed = await runCli([...common, '--out', join(dir, 'split'), '--resume']);
+    expect(resumed.status, resumed.stderr).toBe(0);
+    expect(resumed.stderr).toMatch(/resumed at step 2/);
+    const a = metrics(join(dir, 'full'));
+    const b = metrics(join(dir, 'split'));
+    expect(a.map((m) => m.step)).toEqual([1, 2, 3, 4]);
+    expect(b.map((m) => m.step)).toEqual([1, 2, 3, 4]);
+    for (let i = 0; i < 4; i++) {
+      expect(Math.abs(a[i].loss - b[i].loss) / a[i].loss, `step ${i + 1}`).toBeLessThan(1e-6);
+      expect(a[i].lr).toBe(b[i].lr);
+    }
+    expect(readFileSync(join(dir, 'full', 'model.safetensors')).equals(readFileSync(join(dir, 'split', 'model.safetensors')))).toBe(true);
+  });
+
+  test('bad arguments are one-line errors', async () => {
+    const r1 = await runCli(['train', '--data', join(dir, 'nope'), '--vocab', join(dir, 'vocab'), '--out', join(dir, 'x')]);
+    expectOneLineError(expect, r1, /data folder not found/);
+    const r2 = await runCli(['train', '--data', join(dir, 'data'), '--vocab', join(dir, 'vocab'), '--out', join(dir, 'x'), '--batch', '0']);
+    expectOneLineError(expect, r2, /--batch must be a positive integer/);
+  });
+});
