@@ -1,6 +1,9 @@
 import * as tf from '../tf.js';
 import { MclipError } from '../../errors.js';
-import { readImageTextDataset } from '../data/index.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { applyAug, readDrDataset, readImageTextDataset, teachersFor, type AugParams } from '../data/index.js';
+import type { TeacherSpec } from './distill-loss.js';
 import { decodeImage, transformRgb } from '../preprocess/index.js';
 import type { ClipTokenizer } from '../tokenizer/index.js';
 import { Rng, type TrainBatch } from './trainer.js';
@@ -59,15 +62,7 @@ export class ImageTextLoop {
 
   private permutation(epoch: number): Int32Array {
     if (this.permEpoch !== epoch || !this.perm) {
-      const rng = new Rng((this.seed * 1_000_003 + epoch * 7919 + 1) >>> 0);
-      const p = Int32Array.from(this.examples, (_, i) => i);
-      for (let i = p.length - 1; i > 0; i--) {
-        const j = rng.int(i + 1);
-        const t = p[i];
-        p[i] = p[j];
-        p[j] = t;
-      }
-      this.perm = p;
+      this.perm = seededPermutation(this.examples.length, this.seed, epoch);
       this.permEpoch = epoch;
     }
     return this.perm;
@@ -112,4 +107,142 @@ async function toModelPixels(png: Uint8Array, size: number): Promise<Uint8Array>
   const out = new Uint8Array(hw * 3);
   for (let c = 0; c < 3; c++) for (let i = 0; i < hw; i++) out[i * 3 + c] = Math.round(chw[c * hw + i] * 255);
   return out;
+}
+
+/** One reinforced example: the original image, its stored augmentations and teacher embeddings. */
+interface DrExample {
+  key: string;
+  rgb: { data: Uint8Array; width: number; height: number };
+  caption: string;
+  synText: string[];
+  paramAug: AugParams[];
+  imageEmb: Float32Array;
+  textEmb: Float32Array;
+}
+
+/**
+ * Multi-modal reinforced training data (methods.md §2.2): each step pairs every image with one of
+ * its stored augmentations (replayed at the student's size, values in [0,1]), the real caption and
+ * one synthetic caption, plus the stored teacher embeddings of exactly those — no teacher runs.
+ * Choices are drawn from a seeded RNG keyed by the position, so resumed runs see the same batches.
+ */
+export class ReinforcedLoop {
+  private readonly examples: DrExample[];
+  readonly size: number;
+  readonly embDim: number;
+  readonly teachers: TeacherSpec[];
+  private readonly seed: number;
+  private perm: Int32Array | null = null;
+  private permEpoch = -1;
+  position: DataPosition = { epoch: 0, index: 0 };
+
+  private constructor(examples: DrExample[], size: number, embDim: number, teachers: TeacherSpec[], seed: number) {
+    this.examples = examples;
+    this.size = size;
+    this.embDim = embDim;
+    this.teachers = teachers;
+    this.seed = seed;
+  }
+
+  get length(): number {
+    return this.examples.length;
+  }
+
+  static async load(dir: string, split: string, size: number, opts: { seed?: number; limit?: number } = {}): Promise<ReinforcedLoop> {
+    const source = existsSync(join(dir, split)) ? join(dir, split) : dir;
+    const reader = readDrDataset(source);
+    const examples: DrExample[] = [];
+    let embDim = -1;
+    let teachers: TeacherSpec[] | null = null;
+    for await (const s of reader) {
+      if (!s.image) throw new MclipError(`${source}: sample '${s.key}' has no image member (png/jpg); reinforced training needs the images`);
+      if (s.paramAug.length === 0) throw new MclipError(`${source}: sample '${s.key}' has no stored augmentation`);
+      if (embDim < 0) {
+        embDim = s.embDim;
+        teachers = teachersFor(s.embDim, s.teachers).map((t) => ({ dim: t.dim, logitScale: t.logitScale }));
+      } else if (s.embDim !== embDim) {
+        throw new MclipError(`${source}: sample '${s.key}' has teacher width ${s.embDim}, earlier samples ${embDim}`);
+      }
+      const img = await decodeImage(Buffer.from(s.image.bytes));
+      examples.push({
+        key: s.key,
+        rgb: { data: img.data, width: img.width, height: img.height },
+        caption: s.caption ?? '',
+        synText: s.synText,
+        paramAug: s.paramAug,
+        imageEmb: s.imageEmb,
+        textEmb: s.textEmb,
+      });
+      if (opts.limit !== undefined && examples.length >= opts.limit) break;
+    }
+    if (examples.length === 0 || !teachers) throw new MclipError(`${source}: no reinforced samples (build them with 'mclip reinforce')`);
+    return new ReinforcedLoop(examples, size, embDim, teachers, opts.seed ?? 0);
+  }
+
+  private permutation(epoch: number): Int32Array {
+    if (this.permEpoch !== epoch || !this.perm) {
+      this.perm = seededPermutation(this.examples.length, this.seed, epoch);
+      this.permEpoch = epoch;
+    }
+    return this.perm;
+  }
+
+  /** Next batch with teacher targets; the ragged end of an epoch is dropped. Caller disposes tensors. */
+  next(batch: number, tokenizer: ClipTokenizer, contextLength: number): TrainBatch {
+    if (batch > this.examples.length) throw new MclipError(`batch ${batch} is larger than the dataset (${this.examples.length} samples)`);
+    let { epoch, index } = this.position;
+    if (index + batch > this.examples.length) {
+      epoch += 1;
+      index = 0;
+    }
+    const perm = this.permutation(epoch);
+    const s = this.size;
+    const d = this.embDim;
+    const px = new Float32Array(batch * s * s * 3);
+    const tImg = new Float32Array(batch * d);
+    const tGt = new Float32Array(batch * d);
+    const tSyn = new Float32Array(batch * d);
+    const gt: string[] = [];
+    const syn: string[] = [];
+    const rng = new Rng((this.seed * 31 + epoch * 1_000_033 + index * 17 + 11) >>> 0);
+    for (let b = 0; b < batch; b++) {
+      const ex = this.examples[perm[index + b]];
+      const a = rng.int(ex.paramAug.length);
+      const view = applyAug(ex.rgb, ex.paramAug[a], s);
+      for (let i = 0; i < view.data.length; i++) px[b * s * s * 3 + i] = view.data[i] / 255;
+      tImg.set(ex.imageEmb.subarray(a * d, (a + 1) * d), b * d);
+      tGt.set(ex.textEmb.subarray(0, d), b * d);
+      gt.push(ex.caption);
+      if (ex.synText.length > 0) {
+        const k = rng.int(ex.synText.length);
+        syn.push(ex.synText[k]);
+        tSyn.set(ex.textEmb.subarray((1 + k) * d, (2 + k) * d), b * d);
+      } else {
+        syn.push(ex.caption);
+        tSyn.set(ex.textEmb.subarray(0, d), b * d);
+      }
+    }
+    this.position = { epoch, index: index + batch };
+    return {
+      images: tf.tensor4d(px, [batch, s, s, 3]),
+      gtTokens: tf.tensor2d(tokenizer.tokenize(gt, contextLength), [batch, contextLength], 'int32'),
+      synTokens: tf.tensor2d(tokenizer.tokenize(syn, contextLength), [batch, contextLength], 'int32'),
+      teacherImg: tImg,
+      teacherGt: tGt,
+      teacherSyn: tSyn,
+    };
+  }
+}
+
+/** Fisher–Yates permutation of 0..n-1 seeded by (seed, epoch). */
+export function seededPermutation(n: number, seed: number, epoch: number): Int32Array {
+  const rng = new Rng((seed * 1_000_003 + epoch * 7919 + 1) >>> 0);
+  const p = Int32Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    const t = p[i];
+    p[i] = p[j];
+    p[j] = t;
+  }
+  return p;
 }

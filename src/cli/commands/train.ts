@@ -8,7 +8,8 @@ import { CLIP } from '../../base/model/clip.js';
 import { getConfig } from '../../base/model/configs.js';
 import { loadModel, saveModel } from '../../base/model/checkpoint.js';
 import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
-import { ImageTextLoop, type DataPosition } from '../../base/train/data-loop.js';
+import { ImageTextLoop, ReinforcedLoop, type DataPosition } from '../../base/train/data-loop.js';
+import { readShards } from '../../base/data/index.js';
 import { Trainer } from '../../base/train/trainer.js';
 import { startBackend, type GlobalArgs } from '../run.js';
 
@@ -32,6 +33,13 @@ export interface TrainArgs extends GlobalArgs {
   stopAfter?: number;
 }
 
+/** True when the split holds reinforced (DataCompDR-style) samples: an `npz` member with teacher embeddings. */
+async function isReinforced(dir: string, split: string): Promise<boolean> {
+  const source = existsSync(join(dir, split)) ? join(dir, split) : dir;
+  for await (const s of readShards(source)) return s.members.has('npz');
+  return false;
+}
+
 function positiveInt(v: number, flag: string): void {
   if (!Number.isInteger(v) || v < 1) throw new MclipError(`${flag} must be a positive integer, got ${v}`);
 }
@@ -41,9 +49,6 @@ export async function runTrain(args: TrainArgs): Promise<void> {
   positiveInt(args.batch, '--batch');
   if (!(args.lr > 0)) throw new MclipError(`--lr must be > 0, got ${args.lr}`);
   if (!(args.lambda >= 0 && args.lambda <= 1)) throw new MclipError(`--lambda must be in [0, 1], got ${args.lambda}`);
-  if (args.lambda > 0) {
-    throw new MclipError('--lambda > 0 needs reinforced shards with stored teacher embeddings; reading them in `mclip train` is not implemented yet (use --lambda 0)');
-  }
   if (!existsSync(args.data)) throw new MclipError(`${args.data}: data folder not found (build one with 'mclip data emoji --out ${args.data}')`);
   const tokenizer = ClipTokenizer.fromDir(resolveVocabDir(args.vocab));
   await startBackend(args, { gradients: true });
@@ -61,13 +66,21 @@ export async function runTrain(args: TrainArgs): Promise<void> {
   }
   mkdirSync(args.out, { recursive: true });
   const ckptDir = join(args.out, 'checkpoints');
-  const loop = await ImageTextLoop.load(args.data, args.split, model.cfg.image.imageSize, { seed: args.seed, limit: args.limit });
+  const reinforced = await isReinforced(args.data, args.split);
+  if (args.lambda > 0 && !reinforced) {
+    throw new MclipError(`${args.data}: --lambda ${args.lambda} needs reinforced shards with stored teacher embeddings (build them with 'mclip reinforce')`);
+  }
+  const loadOpts = { seed: args.seed, limit: args.limit };
+  const loop = reinforced
+    ? await ReinforcedLoop.load(args.data, args.split, model.cfg.image.imageSize, loadOpts)
+    : await ImageTextLoop.load(args.data, args.split, model.cfg.image.imageSize, loadOpts);
   const trainer = new Trainer(model, {
     lr: args.lr,
     totalSteps: args.steps,
     warmup: args.warmup,
     weightDecay: args.wd,
-    lambda: 0,
+    lambda: args.lambda,
+    teachers: loop instanceof ReinforcedLoop ? loop.teachers : undefined,
     seed: args.seed,
     metricsPath: join(args.out, 'metrics.jsonl'),
     checkpointDir: ckptDir,
@@ -81,7 +94,8 @@ export async function runTrain(args: TrainArgs): Promise<void> {
     } else if (args.resume) {
       console.error(`mclip: nothing to resume in ${ckptDir}; starting at step 0`);
     }
-    console.error(`mclip: training ${model.cfg.name} on ${loop.length} samples, batch ${args.batch}, ${args.steps} steps`);
+    const kind = loop instanceof ReinforcedLoop ? `reinforced (${loop.teachers.length} teacher${loop.teachers.length === 1 ? '' : 's'}, λ = ${args.lambda})` : 'plain';
+    console.error(`mclip: training ${model.cfg.name} on ${loop.length} ${kind} samples, batch ${args.batch}, ${args.steps} steps`);
     const tty = Boolean(process.stderr.isTTY) && !args.quiet;
     const bar = tty ? new cliProgress.SingleBar({ format: 'train [{bar}] {value}/{total} | loss {loss} | lr {lr} | {sps} samples/s', stream: process.stderr }, cliProgress.Presets.shades_classic) : null;
     bar?.start(args.steps, trainer.stepCount, { loss: '-', lr: '-', sps: '-' });
@@ -134,7 +148,7 @@ export function trainCommand(y: Argv): Argv {
         .option('lr', { type: 'number', default: 1e-3, describe: 'peak learning rate' })
         .option('warmup', { type: 'number', default: 0, describe: 'warm-up steps' })
         .option('wd', { type: 'number', default: 0.2, describe: 'AdamW weight decay (not on norms, biases, logit scale)' })
-        .option('lambda', { type: 'number', default: 0, describe: 'distillation weight λ (0 = plain CLIP)' })
+        .option('lambda', { type: 'number', default: 0, describe: 'distillation weight λ: L = (1−λ)·L_CLIP + λ·L_distill (needs reinforced shards; 0 = plain CLIP)' })
         .option('save-every', { type: 'number', default: 100, describe: 'checkpoint every N steps' })
         .option('resume', { type: 'boolean', default: false, describe: 'continue from the latest checkpoint in --out' })
         .option('seed', { type: 'number', default: 0, describe: 'seed of the init, data order and caption sampling' })
