@@ -7,6 +7,7 @@ import { dataCommand } from './commands/data.js';
 import { evalCommand } from './commands/eval.js';
 import { exportCommand } from './commands/export.js';
 import { trainCommand } from './commands/train.js';
+import { reinforceCommand } from './commands/reinforce.js';
 import { reportError, setDebug } from './run.js';
 
 /** Builds the `mclip` command line (exported for tests). */
@@ -34,6 +35,7 @@ export function buildCli(argv: string[]): Argv {
   y = evalCommand(y);
   y = exportCommand(y);
   y = trainCommand(y);
+  y = reinforceCommand(y);
   return y;
 }
 

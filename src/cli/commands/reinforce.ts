@@ -1,0 +1,125 @@
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Argv } from 'yargs';
+import cliProgress from 'cli-progress';
+import * as tf from '../../base/tf.js';
+import { MclipError } from '../../errors.js';
+import { listShards } from '../../base/data/index.js';
+import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
+import { openTeacher, reinforceShards, type ReinforceSummary, type Teacher } from '../../base/reinforce/index.js';
+import { startBackend, type GlobalArgs } from '../run.js';
+
+export interface ReinforceArgs extends GlobalArgs {
+  data: string;
+  split: string;
+  teacher: string[];
+  teacherScale?: number[];
+  augs: number;
+  out: string;
+  vocab?: string;
+  imageSize: number;
+  seed: number;
+  syn: number;
+  batch: number;
+}
+
+function list<T>(v: T | T[] | undefined): T[] {
+  return v === undefined ? [] : Array.isArray(v) ? v : [v];
+}
+
+/**
+ * `mclip reinforce`: teachers embed N augmentations of every image and the real + synthetic
+ * captions; writes DataCompDR-style shards (one per input shard, resumable). See
+ * src/base/reinforce/ for the format and the ONNX teacher interface.
+ */
+export async function runReinforce(args: ReinforceArgs): Promise<ReinforceSummary> {
+  const teachers = list(args.teacher);
+  if (teachers.length === 0) throw new MclipError('--teacher is required (a checkpoint or an .onnx model; repeat it for several teachers)');
+  const scales = list(args.teacherScale);
+  if (scales.length > 1 && scales.length !== teachers.length)
+    throw new MclipError(`--teacher-scale: give one value for all teachers or one per teacher (${teachers.length}), got ${scales.length}`);
+  for (const s of scales) if (!(s > 0)) throw new MclipError(`--teacher-scale must be > 0, got ${s}`);
+  if (!Number.isInteger(args.augs) || args.augs < 1) throw new MclipError(`--augs must be a positive integer, got ${args.augs}`);
+  if (!Number.isInteger(args.imageSize) || args.imageSize < 1) throw new MclipError(`--image-size must be a positive integer, got ${args.imageSize}`);
+  if (!Number.isInteger(args.batch) || args.batch < 1) throw new MclipError(`--batch must be a positive integer, got ${args.batch}`);
+  const input = args.split ? join(args.data, args.split) : args.data;
+  if (!existsSync(input)) throw new MclipError(`${input}: shard folder not found (expected --data DIR with a '${args.split}' split, e.g. from 'mclip data …')`);
+  for (const t of teachers) if (!existsSync(t)) throw new MclipError(`teacher ${t}: file not found`);
+  const tokenizer = ClipTokenizer.fromDir(resolveVocabDir(args.vocab));
+  await startBackend(args);
+
+  const loaded: Teacher[] = [];
+  try {
+    for (let i = 0; i < teachers.length; i++) {
+      loaded.push(await openTeacher(teachers[i], { logitScale: scales.length === 0 ? 100 : scales.length === 1 ? scales[0] : scales[i], imageSize: args.imageSize }));
+    }
+    if (!args.quiet) {
+      for (const t of loaded) console.error(`mclip: teacher ${t.name}: ${t.dim}-d, ${t.imageSize}px, logit scale ${t.logitScale}`);
+    }
+    const tty = Boolean(process.stderr.isTTY) && !args.quiet;
+    const bar = tty ? new cliProgress.SingleBar({ format: 'reinforce [{bar}] shard {value}/{total} | {samples} samples | {sps} samples/s', stream: process.stderr }, cliProgress.Presets.shades_classic) : null;
+    let samples = 0;
+    let shardsDone = 0;
+    const t0 = Date.now();
+    const before = tf.memory().numTensors;
+    bar?.start(listShards(input).length, 0, { samples: 0, sps: '-' });
+    const sum = await reinforceShards({
+      input,
+      out: args.out,
+      teachers: loaded,
+      tokenizer,
+      augs: args.augs,
+      seed: args.seed,
+      syn: args.syn,
+      batch: args.batch,
+      source: { data: resolve(args.data), split: args.split, teachers: teachers.map((t) => resolve(t)) },
+      onSample: () => {
+        samples++;
+        bar?.update(shardsDone, { samples, sps: (samples / Math.max(1e-3, (Date.now() - t0) / 1000)).toFixed(1) });
+      },
+      onShard: (e) => {
+        shardsDone = e.index + 1;
+        bar?.update(shardsDone, { samples });
+        if (bar || args.quiet) return;
+        if (e.status === 'skipped') console.error(`mclip: shard ${e.index + 1}/${e.total} ${e.output}: already done, skipped`);
+        else console.error(`mclip: shard ${e.index + 1}/${e.total} ${e.output}: ${e.samples} samples${e.bad ? ` (${e.bad} unreadable skipped)` : ''} in ${e.seconds.toFixed(1)} s`);
+      },
+    });
+    bar?.stop();
+    const leaked = tf.memory().numTensors - before;
+    if (leaked !== 0) console.error(`mclip: warning: tensor count changed by ${leaked} during reinforcement`);
+    if (!args.quiet) console.error(`mclip: ${sum.written} shard(s) written (${sum.samples} samples), ${sum.skipped} already done, in ${args.out}`);
+    return sum;
+  } finally {
+    for (const t of loaded) await t.dispose();
+  }
+}
+
+export function reinforceCommand(y: Argv): Argv {
+  return y.command<ReinforceArgs>(
+    'reinforce',
+    'dataset reinforcement: teacher embeddings of N stored augmentations per image and of the real + synthetic captions (DataCompDR-style shards, resumable)',
+    (a) =>
+      a
+        .option('data', { type: 'string', demandOption: true, describe: 'image–text dataset folder (mclip data …)' })
+        .option('split', { type: 'string', default: 'train', describe: "split folder inside --data ('' = --data itself)" })
+        .option('teacher', {
+          type: 'string',
+          array: true,
+          demandOption: true,
+          describe:
+            'teacher (repeatable; embeddings concatenated in this order): a checkpoint (.safetensors/.pt, run fused) or an ONNX model with inputs image float32 [N,3,H,W] in [0,1] and tokens int64/int32 [N,77], outputs image_features and text_features (as mclip export --tower both)',
+        })
+        .option('teacher-scale', { type: 'number', array: true, describe: 'teacher logit scale 1/τ stored with the embeddings: one for all or one per --teacher (default 100)' })
+        .option('augs', { type: 'number', demandOption: true, describe: 'augmentations per image (n_aug)' })
+        .option('out', { type: 'string', demandOption: true, describe: 'output shard folder (one shard per input shard; finished shards are skipped on rerun)' })
+        .option('vocab', { type: 'string', describe: "tokenizer folder (else $MCLIP_VOCAB); must match the teachers' text vocabulary" })
+        .option('image-size', { type: 'number', default: 64, describe: "input size of ONNX teachers whose 'image' input has no static H×W" })
+        .option('seed', { type: 'number', default: 0, describe: 'seed of the augmentation parameters (per sample: seed and key)' })
+        .option('syn', { type: 'number', default: 5, describe: "synthetic captions per sample (the first N of the sample's alternative captions)" })
+        .option('batch', { type: 'number', default: 32, describe: 'images per teacher forward' }) as unknown as Argv<ReinforceArgs>,
+    async (args) => {
+      await runReinforce(args);
+    },
+  );
+}
