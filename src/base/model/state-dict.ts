@@ -24,7 +24,7 @@ export function loadStateDict(model: Module, sd: StateDict, source: string, opts
     const t = sd.get(name) as TensorData;
     if (p.torchDtype === 'int64') {
       const v = t.data[0];
-      p.variable.assign(tf.scalar(Number(v ?? 0), 'int32'));
+      tf.tidy(() => p.variable.assign(tf.scalar(Number(v ?? 0), 'int32')));
       continue;
     }
     tf.tidy(() => {
