@@ -75,9 +75,8 @@ async function main(): Promise<void> {
   if (!existsSync(join(teacher, 'model.safetensors'))) {
     mclip(['train', '--data', data, '--vocab', vocab, '--out', teacher, '--steps', String(teacherSteps), '--batch', batch, '--save-every', '50', '--resume', '--seed', '1']);
   }
-  if (!existsSync(join(dr, 'train'))) {
-    mclip(['reinforce', '--data', data, '--split', 'train', '--teacher', join(teacher, 'model.safetensors'), '--augs', augs, '--out', dr, '--vocab', vocab]);
-  }
+  // Resumable by itself: finished shards are skipped.
+  mclip(['reinforce', '--data', data, '--split', 'train', '--teacher', join(teacher, 'model.safetensors'), '--augs', augs, '--out', dr, '--vocab', vocab]);
   const rows: Row[] = [{ model: 'teacher', lambda: null, step: teacherSteps, ...evaluate(join(teacher, 'model.safetensors'), work, vocab, data) }];
   for (const lambda of lambdas) {
     const out = join(work, `student-lambda-${lambda}`);
