@@ -33,14 +33,22 @@ export class ImageTextLoop {
   private readonly examples: Example[];
   readonly size: number;
   private readonly seed: number;
-  private perm: Int32Array | null = null;
-  private permEpoch = -1;
-  position: DataPosition = { epoch: 0, index: 0 };
+  private readonly sampler: EpochSampler;
 
   private constructor(examples: Example[], size: number, seed: number) {
     this.examples = examples;
     this.size = size;
     this.seed = seed;
+    this.sampler = new EpochSampler(examples.length, seed);
+  }
+
+  /** Where the loop is (stored in checkpoints; assign to resume). */
+  get position(): DataPosition {
+    return this.sampler.position;
+  }
+
+  set position(p: DataPosition) {
+    this.sampler.position = p;
   }
 
   get length(): number {
@@ -60,35 +68,20 @@ export class ImageTextLoop {
     return new ImageTextLoop(examples, size, opts.seed ?? 0);
   }
 
-  private permutation(epoch: number): Int32Array {
-    if (this.permEpoch !== epoch || !this.perm) {
-      this.perm = seededPermutation(this.examples.length, this.seed, epoch);
-      this.permEpoch = epoch;
-    }
-    return this.perm;
-  }
-
   /** Next batch (drops the ragged end of an epoch) and the position after it. Caller disposes tensors. */
   next(batch: number, tokenizer: ClipTokenizer, contextLength: number): TrainBatch {
-    if (batch > this.examples.length) throw new MclipError(`batch ${batch} is larger than the dataset (${this.examples.length} samples)`);
-    let { epoch, index } = this.position;
-    if (index + batch > this.examples.length) {
-      epoch += 1;
-      index = 0;
-    }
-    const perm = this.permutation(epoch);
+    const { order, epoch, index } = this.sampler.take(batch);
     const s = this.size;
     const px = new Float32Array(batch * s * s * 3);
     const gt: string[] = [];
     const syn: string[] = [];
     const rng = new Rng((this.seed * 31 + epoch * 1_000_033 + index * 17 + 5) >>> 0);
     for (let b = 0; b < batch; b++) {
-      const ex = this.examples[perm[index + b]];
+      const ex = this.examples[order[b]];
       for (let i = 0; i < ex.rgb.length; i++) px[b * ex.rgb.length + i] = ex.rgb[i] / 255;
       gt.push(ex.caption);
       syn.push(ex.synthetic.length > 0 ? ex.synthetic[rng.int(ex.synthetic.length)] : ex.caption);
     }
-    this.position = { epoch, index: index + batch };
     return {
       images: tf.tensor4d(px, [batch, s, s, 3]),
       gtTokens: tf.tensor2d(tokenizer.tokenize(gt, contextLength), [batch, contextLength], 'int32'),
@@ -132,9 +125,7 @@ export class ReinforcedLoop {
   readonly embDim: number;
   readonly teachers: TeacherSpec[];
   private readonly seed: number;
-  private perm: Int32Array | null = null;
-  private permEpoch = -1;
-  position: DataPosition = { epoch: 0, index: 0 };
+  private readonly sampler: EpochSampler;
 
   private constructor(examples: DrExample[], size: number, embDim: number, teachers: TeacherSpec[], seed: number) {
     this.examples = examples;
@@ -142,6 +133,16 @@ export class ReinforcedLoop {
     this.embDim = embDim;
     this.teachers = teachers;
     this.seed = seed;
+    this.sampler = new EpochSampler(examples.length, seed);
+  }
+
+  /** Where the loop is (stored in checkpoints; assign to resume). */
+  get position(): DataPosition {
+    return this.sampler.position;
+  }
+
+  set position(p: DataPosition) {
+    this.sampler.position = p;
   }
 
   get length(): number {
@@ -179,23 +180,9 @@ export class ReinforcedLoop {
     return new ReinforcedLoop(examples, size, embDim, teachers, opts.seed ?? 0);
   }
 
-  private permutation(epoch: number): Int32Array {
-    if (this.permEpoch !== epoch || !this.perm) {
-      this.perm = seededPermutation(this.examples.length, this.seed, epoch);
-      this.permEpoch = epoch;
-    }
-    return this.perm;
-  }
-
   /** Next batch with teacher targets; the ragged end of an epoch is dropped. Caller disposes tensors. */
   next(batch: number, tokenizer: ClipTokenizer, contextLength: number): TrainBatch {
-    if (batch > this.examples.length) throw new MclipError(`batch ${batch} is larger than the dataset (${this.examples.length} samples)`);
-    let { epoch, index } = this.position;
-    if (index + batch > this.examples.length) {
-      epoch += 1;
-      index = 0;
-    }
-    const perm = this.permutation(epoch);
+    const { order, epoch, index } = this.sampler.take(batch);
     const s = this.size;
     const d = this.embDim;
     const px = new Float32Array(batch * s * s * 3);
@@ -206,7 +193,7 @@ export class ReinforcedLoop {
     const syn: string[] = [];
     const rng = new Rng((this.seed * 31 + epoch * 1_000_033 + index * 17 + 11) >>> 0);
     for (let b = 0; b < batch; b++) {
-      const ex = this.examples[perm[index + b]];
+      const ex = this.examples[order[b]];
       const a = rng.int(ex.paramAug.length);
       const view = applyAug(ex.rgb, ex.paramAug[a], s);
       for (let i = 0; i < view.data.length; i++) px[b * s * s * 3 + i] = view.data[i] / 255;
@@ -222,7 +209,6 @@ export class ReinforcedLoop {
         tSyn.set(ex.textEmb.subarray(0, d), b * d);
       }
     }
-    this.position = { epoch, index: index + batch };
     return {
       images: tf.tensor4d(px, [batch, s, s, 3]),
       gtTokens: tf.tensor2d(tokenizer.tokenize(gt, contextLength), [batch, contextLength], 'int32'),
@@ -231,6 +217,37 @@ export class ReinforcedLoop {
       teacherGt: tGt,
       teacherSyn: tSyn,
     };
+  }
+}
+
+/**
+ * Seeded epochs over n samples: each epoch is a permutation, a batch never straddles two epochs
+ * (the ragged end is dropped), and the position fully determines what comes next.
+ */
+export class EpochSampler {
+  position: DataPosition = { epoch: 0, index: 0 };
+  private perm: Int32Array | null = null;
+  private permEpoch = -1;
+
+  constructor(
+    private readonly n: number,
+    private readonly seed: number,
+  ) {}
+
+  /** The sample indices of the next batch and the (epoch, index) it starts at; advances the position. */
+  take(batch: number): { order: Int32Array; epoch: number; index: number } {
+    if (batch > this.n) throw new MclipError(`batch ${batch} is larger than the dataset (${this.n} samples)`);
+    let { epoch, index } = this.position;
+    if (index + batch > this.n) {
+      epoch += 1;
+      index = 0;
+    }
+    if (this.permEpoch !== epoch || !this.perm) {
+      this.perm = seededPermutation(this.n, this.seed, epoch);
+      this.permEpoch = epoch;
+    }
+    this.position = { epoch, index: index + batch };
+    return { order: this.perm.subarray(index, index + batch), epoch, index };
   }
 }
 
