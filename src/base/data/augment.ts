@@ -30,6 +30,7 @@
  * (test/reinforce/augment-pil.test.ts, fixture made by fixtures/make_pil_reference.py).
  */
 import { MclipError } from '../../errors.js';
+import { resizePillow } from '../preprocess/pillow-resize.js';
 
 /** Interleaved RGB uint8 image (HWC, 3 channels). */
 export interface RgbImage {
@@ -251,112 +252,12 @@ export function cropRgb(img: RgbImage, i: number, j: number, h: number, w: numbe
   return { data: out, width: w, height: h };
 }
 
-// Pillow-exact separable resampling (libImaging/Resample.c) with the bicubic kernel.
-const PRECISION_BITS = 32 - 8 - 2;
-const HALF = 1 << (PRECISION_BITS - 1);
-const ONE = 1 << PRECISION_BITS;
-
-function bicubic(x: number): number {
-  const a = -0.5;
-  if (x < 0) x = -x;
-  if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
-  if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
-  return 0;
-}
-
-function coeffs(inSize: number, outSize: number): { ksize: number; bounds: Int32Array; kk: Int32Array } {
-  const scale = inSize / outSize;
-  const filterscale = scale < 1 ? 1 : scale;
-  const support = 2 * filterscale;
-  const ksize = Math.ceil(support) * 2 + 1;
-  const bounds = new Int32Array(outSize * 2);
-  const kk = new Int32Array(outSize * ksize);
-  const k = new Float64Array(ksize);
-  const ss = 1 / filterscale;
-  for (let xx = 0; xx < outSize; xx++) {
-    const center = (xx + 0.5) * scale;
-    let ww = 0;
-    let xmin = Math.trunc(center - support + 0.5);
-    if (xmin < 0) xmin = 0;
-    let xmax = Math.trunc(center + support + 0.5);
-    if (xmax > inSize) xmax = inSize;
-    xmax -= xmin;
-    for (let x = 0; x < xmax; x++) {
-      const wv = bicubic((x + xmin - center + 0.5) * ss);
-      k[x] = wv;
-      ww += wv;
-    }
-    for (let x = 0; x < ksize; x++) {
-      const v = x < xmax ? (ww !== 0 ? k[x] / ww : k[x]) : 0;
-      kk[xx * ksize + x] = v < 0 ? Math.trunc(-0.5 + v * ONE) : Math.trunc(0.5 + v * ONE);
-    }
-    bounds[xx * 2] = xmin;
-    bounds[xx * 2 + 1] = xmax;
-  }
-  return { ksize, bounds, kk };
-}
-
-const clip8 = (ss: number): number => {
-  const v = Math.floor(ss / ONE); // ss may exceed 32 bits: no >> here
-  return v < 0 ? 0 : v > 255 ? 255 : v;
-};
-
-/** One separable pass along x (`horizontal`) or y of an RGB image. */
-function resamplePass(src: RgbImage, outLen: number, horizontal: boolean): RgbImage {
-  const inLen = horizontal ? src.width : src.height;
-  const { ksize, bounds, kk } = coeffs(inLen, outLen);
-  const W = horizontal ? outLen : src.width;
-  const H = horizontal ? src.height : outLen;
-  const out = new Uint8Array(W * H * 3);
-  const d = src.data;
-  if (horizontal) {
-    for (let y = 0; y < H; y++) {
-      const rowIn = y * src.width * 3;
-      for (let xx = 0; xx < W; xx++) {
-        const n = bounds[xx * 2 + 1];
-        const kb = xx * ksize;
-        let p = rowIn + bounds[xx * 2] * 3;
-        let s0 = HALF, s1 = HALF, s2 = HALF;
-        for (let x = 0; x < n; x++, p += 3) {
-          const wv = kk[kb + x];
-          s0 += d[p] * wv;
-          s1 += d[p + 1] * wv;
-          s2 += d[p + 2] * wv;
-        }
-        const o = (y * W + xx) * 3;
-        out[o] = clip8(s0);
-        out[o + 1] = clip8(s1);
-        out[o + 2] = clip8(s2);
-      }
-    }
-  } else {
-    const rowLen = W * 3;
-    const acc = new Float64Array(rowLen);
-    for (let yy = 0; yy < H; yy++) {
-      const ymin = bounds[yy * 2];
-      const n = bounds[yy * 2 + 1];
-      const kb = yy * ksize;
-      acc.fill(HALF);
-      for (let y = 0; y < n; y++) {
-        const wv = kk[kb + y];
-        const base = (y + ymin) * rowLen;
-        for (let i = 0; i < rowLen; i++) acc[i] += d[base + i] * wv;
-      }
-      const o = yy * rowLen;
-      for (let i = 0; i < rowLen; i++) out[o + i] = clip8(acc[i]);
-    }
-  }
-  return { data: out, width: W, height: H };
-}
-
 /** Pillow `img.resize((outW, outH), Image.BICUBIC)` of an RGB image (antialiased when downscaling). */
 export function resizeBicubicPillow(src: RgbImage, outW: number, outH: number): RgbImage {
   checkImage(src, 'resizeBicubicPillow');
   if (!(Number.isInteger(outW) && Number.isInteger(outH) && outW > 0 && outH > 0)) throw new MclipError(`resize target must be positive integers, got ${outW}x${outH}`);
-  let img = src;
-  if (outW !== img.width) img = resamplePass(img, outW, true);
-  if (outH !== img.height) img = resamplePass(img, outH, false);
-  return img === src ? { ...src, data: src.data.slice() } : img;
+  const r = resizePillow({ ...src, channels: 3 }, outW, outH, 'bicubic');
+  return { data: r.data, width: r.width, height: r.height };
 }
 
 function hflip(img: RgbImage): RgbImage {

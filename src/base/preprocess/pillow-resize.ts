@@ -1,6 +1,6 @@
 /**
- * Pillow's `Image.resize(size, Image.BILINEAR)` for 8-bit images (libImaging/Resample.c, Pillow 9.4),
- * bit for bit: a triangle filter whose support is widened by the scale factor when downscaling
+ * Pillow's `Image.resize(size, Image.BILINEAR | Image.BICUBIC)` for 8-bit images (libImaging/Resample.c, Pillow 9.4),
+ * bit for bit: a triangle (bilinear) or cubic (bicubic, a = -0.5) filter whose support is widened by the scale factor when downscaling
  * (antialiasing), coefficients normalised per output pixel and quantised to 22-bit fixed point,
  * separable — horizontal pass first, rounded to uint8, then the vertical pass. A pass whose size does
  * not change is skipped, as in Pillow.
@@ -26,14 +26,31 @@ interface Coeffs {
   kk: Int32Array;
 }
 
+/** Pillow's resampling filters: support (in input pixels at scale 1) and kernel. */
+const FILTERS = {
+  bilinear: { support: 1, kernel: (x: number): number => bilinear(x) },
+  bicubic: { support: 2, kernel: (x: number): number => bicubic(x) },
+} as const;
+
+export type PillowFilter = keyof typeof FILTERS;
+
+/** Pillow's bicubic kernel (a = -0.5). */
+function bicubic(x: number): number {
+  const a = -0.5;
+  if (x < 0) x = -x;
+  if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+  if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0;
+}
+
 const bilinear = (x: number): number => {
   if (x < 0) x = -x;
   return x < 1 ? 1 - x : 0;
 };
 
 /** precompute_coeffs + normalize_coeffs_8bpc for the box [0, inSize]. */
-function precomputeCoeffs(inSize: number, outSize: number): Coeffs {
-  const support0 = 1.0; // BILINEAR
+function precomputeCoeffs(inSize: number, outSize: number, filter: PillowFilter): Coeffs {
+  const { support: support0, kernel } = FILTERS[filter];
   const scale = inSize / outSize;
   const filterscale = scale < 1 ? 1 : scale;
   const support = support0 * filterscale;
@@ -51,7 +68,7 @@ function precomputeCoeffs(inSize: number, outSize: number): Coeffs {
     if (xmax > inSize) xmax = inSize;
     xmax -= xmin;
     for (let x = 0; x < xmax; x++) {
-      const w = bilinear((x + xmin - center + 0.5) * ss);
+      const w = kernel((x + xmin - center + 0.5) * ss);
       k[x] = w;
       ww += w;
     }
@@ -66,12 +83,12 @@ function precomputeCoeffs(inSize: number, outSize: number): Coeffs {
 }
 
 const clip8 = (ss: number): number => {
-  const v = ss >> PRECISION_BITS;
+  const v = Math.floor(ss / ONE); // = ss >> PRECISION_BITS, but bicubic sums may leave the int32 range
   return v < 0 ? 0 : v > 255 ? 255 : v;
 };
 
-function horizontal(src: U8Image, outW: number, y0: number, y1: number): U8Image {
-  const { ksize, bounds, kk } = precomputeCoeffs(src.width, outW);
+function horizontal(src: U8Image, outW: number, y0: number, y1: number, filter: PillowFilter): U8Image {
+  const { ksize, bounds, kk } = precomputeCoeffs(src.width, outW, filter);
   const C = src.channels;
   const outH = y1 - y0;
   const out = new Uint8Array(outW * outH * C);
@@ -141,20 +158,30 @@ function vertical(src: U8Image, outH: number, coeffs: Coeffs, yOffset: number): 
 
 /** Pillow `img.resize((outW, outH), Image.BILINEAR)` of an 8-bit image with any channel count. */
 export function resizeBilinearPillow(src: U8Image, outW: number, outH: number): U8Image {
+  return resizePillow(src, outW, outH, 'bilinear');
+}
+
+/** Pillow `img.resize((outW, outH), Image.BICUBIC)` of an 8-bit image with any channel count. */
+export function resizeBicubicPillow(src: U8Image, outW: number, outH: number): U8Image {
+  return resizePillow(src, outW, outH, 'bicubic');
+}
+
+/** Pillow's 8-bit `Image.resize` with the given filter (antialiased when downscaling). */
+export function resizePillow(src: U8Image, outW: number, outH: number, filter: PillowFilter): U8Image {
   if (!(Number.isInteger(outW) && Number.isInteger(outH) && outW > 0 && outH > 0)) {
     throw new RangeError(`resize target must be positive integers, got ${outW}x${outH}`);
   }
   const needH = outW !== src.width;
   const needV = outH !== src.height;
   if (!needH && !needV) return { ...src, data: src.data.slice() };
-  const vc = precomputeCoeffs(src.height, outH);
+  const vc = precomputeCoeffs(src.height, outH, filter);
   // rows of the source the vertical pass reads
   const yFirst = vc.bounds[0];
   const yLast = vc.bounds[outH * 2 - 2] + vc.bounds[outH * 2 - 1];
   let img = src;
   let yOffset = 0;
   if (needH) {
-    img = horizontal(src, outW, yFirst, yLast);
+    img = horizontal(src, outW, yFirst, yLast, filter);
     yOffset = yFirst;
   }
   if (needV) img = vertical(img, outH, vc, yOffset);
