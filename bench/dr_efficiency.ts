@@ -1,22 +1,27 @@
 /**
  * bench/dr_efficiency — a small replication of MobileCLIP's learning-efficiency claim on the emoji
- * data (methods.md §2): a teacher trained here on the emoji train split stores its knowledge in
+ * data (methods.md §2): K teachers trained here on the emoji train split store their knowledge in
  * reinforced shards once; then `mobileclip_tiny` students train with λ = 0 (plain CLIP on the same
  * augmented images and captions) and with λ > 0 (distillation from the stored teacher embeddings)
  * for the same step budgets. Zero-shot category accuracy on the held-out vendor and retrieval R@1
  * are measured at several step counts.
  *
- *   npm run build && node dist/bench/dr_efficiency.js [--work DIR] [--teacher-steps 300]
- *       [--student-steps 200] [--every 50] [--augs 5] [--batch 32] [--lambdas 0,0.9]
+ *   npm run build && node dist/bench/dr_efficiency.js [--work DIR] [--teachers 2] [--teacher-steps 1200]
+ *       [--student-steps 900] [--every 150] [--augs 5] [--batch 32] [--lambdas 0,0.75] [--eval-sample 1000]
  *
- * Every stage is skipped when its output exists, so the script can be re-run after an interruption.
- * Prints a markdown table and writes it to DIR/dr_efficiency.md.
+ * Teachers run in parallel, one process each, and so do the students (one wasm thread per process:
+ * on this 2-core machine K = 2 teachers cost the wall time of one). Every stage is skipped when its
+ * output exists, and every evaluation is cached next to its checkpoint (eval.json), so the script
+ * can be re-run after an interruption. Each job's log goes to DIR/logs/. Prints a markdown table and
+ * writes it to DIR/dr_efficiency.md.
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readImageTextDataset } from '../src/base/data/index.js';
+import { readSafetensors } from '../src/base/io/safetensors.js';
+import { toFloat32 } from '../src/base/io/tensor-data.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = join(ROOT, 'bin', 'mclip.js');
@@ -26,75 +31,170 @@ function arg(name: string, def: string): string {
   return i >= 0 ? process.argv[i + 1] : def;
 }
 
-function mclip(args: string[]): string {
-  console.error(`$ mclip ${args.join(' ')}`);
-  const r = spawnSync(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 1 << 26 });
-  if (r.status !== 0) throw new Error(`mclip ${args[0]} failed (exit ${r.status})`);
-  return r.stdout;
+/** Runs `mclip ARGS` as a child process; its stderr goes to LOG (appended), its stdout is returned. */
+function mclip(args: string[], log: string): Promise<string> {
+  mkdirSync(dirname(log), { recursive: true });
+  const started = Date.now();
+  console.error(`$ mclip ${args.join(' ')}   (log: ${log})`);
+  return new Promise((ok, fail) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const err = createWriteStream(log, { flags: 'a' });
+    err.write(`$ mclip ${args.join(' ')}\n`);
+    child.stderr.pipe(err);
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.on('error', fail);
+    child.on('close', (code) => {
+      err.end();
+      if (code !== 0) fail(new Error(`mclip ${args[0]} failed (exit ${code}); see ${log}`));
+      else {
+        console.error(`  done in ${((Date.now() - started) / 1000).toFixed(0)} s: mclip ${args.slice(0, 2).join(' ')} … (${log})`);
+        ok(out);
+      }
+    });
+  });
 }
 
-interface Row {
+interface Scores {
+  /** Zero-shot over the 10 categories (top-1, top-5). */
+  top1: number;
+  top5: number;
+  /** Zero-shot over the subcategories (top-1) and their number. */
+  subTop1: number;
+  subClasses: number;
+  i2t: number;
+  t2i: number;
+  samples: number;
+}
+
+interface Row extends Scores {
   model: string;
   lambda: number | null;
   step: number;
-  top1: number;
-  top5: number;
-  i2t: number;
-  t2i: number;
 }
 
-function evaluate(model: string, work: string, vocab: string, data: string): Omit<Row, 'model' | 'lambda' | 'step'> {
-  const report = join(work, 'eval-tmp.json');
-  mclip(['eval', '--model', model, '--data', data, '--split', 'eval', '--vocab', vocab, '--no-latency', '--json', report, '--quiet']);
-  const r = JSON.parse(readFileSync(report, 'utf8')) as { rows: Array<{ zeroShot: { top1: number; top5: number }; retrieval: { i2t: { r1: number }; t2i: { r1: number } } }> };
-  const row = r.rows[0];
-  return { top1: row.zeroShot.top1, top5: row.zeroShot.top5, i2t: row.retrieval.i2t.r1, t2i: row.retrieval.t2i.r1 };
+interface Setup {
+  work: string;
+  data: string;
+  vocab: string;
+  evalSample: number;
+}
+
+interface Report {
+  meta: { samples?: number; classes?: number };
+  rows: Array<{ zeroShot: { top1: number; top5: number }; retrieval: { i2t: { r1: number }; t2i: { r1: number } } }>;
+}
+
+/** `mclip eval` of one checkpoint with LABEL as the zero-shot class, cached beside the checkpoint. */
+async function evalReport(ckpt: string, label: string, s: Setup, log: string): Promise<Report> {
+  const report = join(dirname(ckpt), label === 'category' ? 'eval.json' : `eval-${label}.json`);
+  if (!existsSync(report)) {
+    await mclip(['eval', '--model', ckpt, '--data', s.data, '--split', 'eval', '--vocab', s.vocab, '--sample', String(s.evalSample), '--label', label, '--no-latency', '--json', report, '--quiet'], log);
+  }
+  return JSON.parse(readFileSync(report, 'utf8')) as Report;
+}
+
+/** Zero-shot (categories and subcategories) + retrieval of one checkpoint. */
+async function evaluate(ckpt: string, s: Setup, log: string): Promise<Scores> {
+  const cat = await evalReport(ckpt, 'category', s, log);
+  const sub = await evalReport(ckpt, 'subcategory', s, log);
+  const row = cat.rows[0];
+  return {
+    top1: row.zeroShot.top1,
+    top5: row.zeroShot.top5,
+    subTop1: sub.rows[0].zeroShot.top1,
+    subClasses: sub.meta.classes ?? NaN,
+    i2t: row.retrieval.i2t.r1,
+    t2i: row.retrieval.t2i.r1,
+    samples: cat.meta.samples ?? s.evalSample,
+  };
+}
+
+/** exp(logit_scale) of a checkpoint: the teacher's own learned inverse temperature. */
+function learnedScale(ckpt: string): number {
+  const st = readSafetensors(ckpt);
+  const t = st.tensors.get('logit_scale');
+  if (!t) throw new Error(`${ckpt}: no logit_scale tensor`);
+  return Math.exp(toFloat32(t)[0]);
 }
 
 async function main(): Promise<void> {
   const work = resolve(arg('work', 'bench-out/dr_efficiency'));
-  const teacherSteps = Number(arg('teacher-steps', '300'));
-  const studentSteps = Number(arg('student-steps', '200'));
-  const every = Number(arg('every', '50'));
+  const nTeachers = Number(arg('teachers', '2'));
+  const teacherSteps = Number(arg('teacher-steps', '1200'));
+  const studentSteps = Number(arg('student-steps', '900'));
+  const every = Number(arg('every', '150'));
   const augs = arg('augs', '5');
   const batch = arg('batch', '32');
-  const lambdas = arg('lambdas', '0,0.9').split(',').map(Number);
-  const data = join(work, 'emoji');
-  const vocab = join(work, 'vocab');
+  const lambdas = arg('lambdas', '0,0.75').split(',').map(Number);
+  const setup: Setup = { work, data: join(work, 'emoji'), vocab: join(work, 'vocab'), evalSample: Number(arg('eval-sample', '1000')) };
+  const { data, vocab } = setup;
+  const logs = join(work, 'logs');
   const dr = join(work, 'reinforced');
-  if (!existsSync(join(data, 'manifest.json'))) mclip(['data', 'emoji', '--out', data]);
+  if (!existsSync(join(data, 'manifest.json'))) await mclip(['data', 'emoji', '--out', data], join(logs, 'data.log'));
   if (!existsSync(join(vocab, 'clip-vocab.json'))) {
     // Vocabulary from the training split's captions only (the held-out vendor shares the names).
     const caps = join(work, 'captions.txt');
     const lines: string[] = [];
     for await (const smp of readImageTextDataset(data, 'train')) lines.push(smp.caption, ...smp.captions);
     writeFileSync(caps, lines.join('\n'));
-    mclip(['vocab', 'train', '--texts', caps, '--size', '4096', '--out', vocab]);
+    await mclip(['vocab', 'train', '--texts', caps, '--size', '4096', '--out', vocab], join(logs, 'vocab.log'));
   }
-  const teacher = join(work, 'teacher');
-  if (!existsSync(join(teacher, 'model.safetensors'))) {
-    mclip(['train', '--data', data, '--vocab', vocab, '--out', teacher, '--steps', String(teacherSteps), '--batch', batch, '--save-every', '50', '--resume', '--seed', '1']);
-  }
+
+  // Teachers: same architecture, different seeds, trained on the plain (un-reinforced) train split.
+  const teachers = Array.from({ length: nTeachers }, (_, i) => ({ k: i + 1, dir: join(work, `teacher-${i + 1}`) }));
+  await Promise.all(
+    teachers.map(async ({ k, dir }) => {
+      if (existsSync(join(dir, 'model.safetensors'))) return;
+      await mclip(['train', '--data', data, '--vocab', vocab, '--out', dir, '--steps', String(teacherSteps), '--batch', batch, '--warmup', '50', '--save-every', '100', '--resume', '--seed', String(k)], join(logs, `teacher-${k}.log`));
+    }),
+  );
+  const teacherCkpts = teachers.map((t) => join(t.dir, 'model.safetensors'));
+  // Each teacher's targets use its own learned temperature (these small teachers are far from the
+  // official ones' 1/τ = 100; a fixed 100 would turn their soft targets into near one-hot ones).
+  const scales = teacherCkpts.map(learnedScale);
+
+  // Teachers are evaluated (one after the other) while the single reinforce process runs.
+  const teacherScores = (async () => {
+    const out: Scores[] = [];
+    for (const [i, t] of teacherCkpts.entries()) out.push(await evaluate(t, setup, join(logs, `teacher-${i + 1}.log`)));
+    return out;
+  })();
   // Resumable by itself: finished shards are skipped.
-  mclip(['reinforce', '--data', data, '--split', 'train', '--teacher', join(teacher, 'model.safetensors'), '--augs', augs, '--out', dr, '--vocab', vocab]);
-  const rows: Row[] = [{ model: 'teacher', lambda: null, step: teacherSteps, ...evaluate(join(teacher, 'model.safetensors'), work, vocab, data) }];
-  for (const lambda of lambdas) {
-    const out = join(work, `student-lambda-${lambda}`);
-    for (let s = every; s <= studentSteps; s += every) {
-      const ckpt = join(out, 'checkpoints', `step-${String(s).padStart(8, '0')}`, 'model.safetensors');
-      if (!existsSync(ckpt)) {
-        mclip(['train', '--data', dr, '--vocab', vocab, '--out', out, '--steps', String(studentSteps), '--batch', batch, '--lambda', String(lambda), '--save-every', String(every), '--stop-after', String(s), '--resume', '--seed', '2']);
+  await mclip(
+    ['reinforce', '--data', data, '--split', 'train', ...teacherCkpts.flatMap((t) => ['--teacher', t]), ...scales.flatMap((s) => ['--teacher-scale', s.toFixed(4)]), '--augs', augs, '--out', dr, '--vocab', vocab],
+    join(logs, 'reinforce.log'),
+  );
+
+  const rows: Row[] = [];
+  for (const [i, sc] of (await teacherScores).entries()) rows.push({ model: `teacher ${i + 1} (1/τ ${scales[i].toFixed(1)})`, lambda: null, step: teacherSteps, ...sc });
+
+  // Students: one process per λ, in parallel; each trains to the next step count, is evaluated, goes on.
+  const studentRows = await Promise.all(
+    lambdas.map(async (lambda) => {
+      const out = join(work, `student-lambda-${lambda}`);
+      const log = join(logs, `student-lambda-${lambda}.log`);
+      const mine: Row[] = [];
+      for (let s = every; s <= studentSteps; s += every) {
+        const ckpt = join(out, 'checkpoints', `step-${String(s).padStart(8, '0')}`, 'model.safetensors');
+        if (!existsSync(ckpt)) {
+          await mclip(['train', '--data', dr, '--vocab', vocab, '--out', out, '--steps', String(studentSteps), '--batch', batch, '--warmup', '50', '--lambda', String(lambda), '--save-every', String(every), '--stop-after', String(s), '--resume', '--seed', '7'], log);
+        }
+        mine.push({ model: 'mobileclip_tiny', lambda, step: s, ...(await evaluate(ckpt, setup, log)) });
       }
-      rows.push({ model: 'mobileclip_tiny', lambda, step: s, ...evaluate(ckpt, work, vocab, data) });
-    }
-  }
+      return mine;
+    }),
+  );
+  // Interleave by step so equal budgets sit next to each other.
+  rows.push(...studentRows.flat().sort((a, b) => a.step - b.step || (a.lambda ?? 0) - (b.lambda ?? 0)));
+
   const pct = (v: number) => (100 * v).toFixed(1);
   const md = [
-    `Emoji data: train on the google + twitter renderings, evaluate on the held-out facebook renderings (zero-shot over the categories, emoji templates; retrieval with the real captions). Reinforcement: ${augs} stored augmentations per image and the teacher's embeddings of each, of the real caption and of the alternative captions. Batch ${batch}.`,
+    `Emoji data: train on the google + twitter renderings, evaluate on ${rows[0].samples} samples evenly spaced over the held-out facebook renderings (zero-shot over the 10 categories with the emoji templates; retrieval with the real captions). Reinforcement: ${augs} stored augmentations per image and the embeddings of ${nTeachers} teacher(s) of each, of the real caption and of the synthetic captions. Batch ${batch}, lr 1e-3, 50 warm-up steps, cosine over ${studentSteps} student steps. Zero-shot is also reported over the emoji subcategories (e.g. 'face-smiling', 'animal-mammal'), which, unlike the category names, occur in the training captions.`,
     '',
-    '| model | λ | steps | zero-shot top-1 % | top-5 % | R@1 i→t % | R@1 t→i % |',
-    '|---|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.model} | ${r.lambda ?? '—'} | ${r.step} | ${pct(r.top1)} | ${pct(r.top5)} | ${pct(r.i2t)} | ${pct(r.t2i)} |`),
+    `| model | λ | steps | zero-shot category top-1 % (chance 10) | top-5 % | zero-shot subcategory top-1 % (${rows[0].subClasses} classes) | R@1 i→t % | R@1 t→i % |`,
+    '|---|---|---|---|---|---|---|---|',
+    ...rows.map((r) => `| ${r.model} | ${r.lambda ?? '—'} | ${r.step} | ${pct(r.top1)} | ${pct(r.top5)} | ${pct(r.subTop1)} | ${pct(r.i2t)} | ${pct(r.t2i)} |`),
   ].join('\n');
   writeFileSync(join(work, 'dr_efficiency.md'), md + '\n');
   console.log(md);

@@ -7,6 +7,7 @@ import { initBackend } from '../../src/base/backend/index.js';
 import { CLIP } from '../../src/base/model/clip.js';
 import { getConfig } from '../../src/base/model/configs.js';
 import { saveModel } from '../../src/base/model/checkpoint.js';
+import { evenlySpaced } from '../../src/cli/commands/eval.js';
 import { runCli, tempDir, expectOneLineError } from './helpers.js';
 
 const COLORS: Record<string, [number, number, number]> = { red: [220, 30, 30], green: [30, 200, 40], blue: [30, 40, 220] };
@@ -54,6 +55,27 @@ describe('mclip eval', () => {
     const svg = readFileSync(join(dir, 'p.svg'), 'utf8');
     expect(svg.startsWith('<svg') || svg.startsWith('<?xml')).toBe(true);
     expect(svg.match(/<circle/g)?.length).toBe(2);
+  });
+
+  test('--sample N takes N samples evenly spaced over the split, so every class stays in', async () => {
+    const r = await runCli(['eval', '--model', join(dir, 'a.safetensors'), '--data', join(dir, 'data'), '--vocab', join(dir, 'vocab'), '--sample', '3', '--no-latency', '--json', join(dir, 's.json')]);
+    expect(r.status, r.stderr + r.stdout).toBe(0);
+    const rep = JSON.parse(readFileSync(join(dir, 's.json'), 'utf8')) as { meta: { samples: number; classes: number }; rows: Array<{ zeroShot: { top1: number } }> };
+    // The split is ordered red×3, green×3, blue×3: samples 0, 3, 6 are one of each class (--limit 3 would give red only).
+    expect(rep.meta).toMatchObject({ samples: 3, classes: 3 });
+    expect(Math.abs(rep.rows[0].zeroShot.top1 * 3 - Math.round(rep.rows[0].zeroShot.top1 * 3))).toBeLessThan(1e-9);
+    const bad = await runCli(['eval', '--model', join(dir, 'a.safetensors'), '--data', join(dir, 'data'), '--vocab', join(dir, 'vocab'), '--sample', '3', '--limit', '5', '--no-latency']);
+    expectOneLineError(expect, bad, /--sample and --limit exclude each other/);
+    const zero = await runCli(['eval', '--model', join(dir, 'a.safetensors'), '--data', join(dir, 'data'), '--vocab', join(dir, 'vocab'), '--sample', '0', '--no-latency']);
+    expectOneLineError(expect, zero, /--sample: expected a positive integer/);
+  });
+
+  test('evenlySpaced picks the first of each stride, and everything when N ≥ length', () => {
+    const xs = Array.from({ length: 10 }, (_, i) => i);
+    expect(evenlySpaced(xs, 4)).toEqual([0, 2, 5, 7]);
+    expect(evenlySpaced(xs, 1)).toEqual([0]);
+    expect(evenlySpaced(xs, 10)).toEqual(xs);
+    expect(evenlySpaced(xs, 50)).toEqual(xs);
   });
 
   test('a missing data folder and an unreadable model are one-line errors', async () => {

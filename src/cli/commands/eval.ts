@@ -26,6 +26,7 @@ export interface EvalArgs extends GlobalArgs {
   label: string;
   templates: string;
   limit?: number;
+  sample?: number;
   batch: number;
   latency: boolean;
   latencyRuns: number;
@@ -39,6 +40,12 @@ function parseModelSpec(spec: string): { name: string; path: string } {
   const i = spec.indexOf('=');
   if (i > 0 && !existsSync(spec)) return { name: spec.slice(0, i), path: spec.slice(i + 1) };
   return { name: basename(spec).replace(/\.(safetensors|pt|pth)$/i, ''), path: spec };
+}
+
+/** `n` samples evenly spaced over `all` (the first of each stride), in order; all of them when n ≥ all.length. */
+export function evenlySpaced<T>(all: T[], n: number): T[] {
+  if (n >= all.length) return all;
+  return Array.from({ length: n }, (_, i) => all[Math.floor((i * all.length) / n)]);
 }
 
 async function loadSamples(dir: string, split: string, limit: number | undefined): Promise<ImageTextSample[]> {
@@ -96,7 +103,10 @@ export async function runEval(args: EvalArgs): Promise<void> {
     if (!existsSync(s.path)) throw new MclipError(`${s.path}: model checkpoint not found`);
     if (!/\.(safetensors|pt|pth|bin|ckpt)$/i.test(s.path)) throw new MclipError(`${s.path}: unknown checkpoint extension (expected .pt, .pth or .safetensors)`);
   }
-  const samples = await loadSamples(args.data, args.split, args.limit);
+  if (args.sample !== undefined && !(Number.isInteger(args.sample) && args.sample > 0)) throw new MclipError(`--sample: expected a positive integer, got ${args.sample}`);
+  if (args.sample !== undefined && args.limit !== undefined) throw new MclipError('--sample and --limit exclude each other: --limit takes the first N samples, --sample N evenly spaced ones');
+  const loaded = await loadSamples(args.data, args.split, args.limit);
+  const samples = args.sample !== undefined ? evenlySpaced(loaded, args.sample) : loaded;
   const labelsRaw = samples.map((s) => s.labels[args.label]);
   const missing = labelsRaw.findIndex((l) => typeof l !== 'string');
   if (missing >= 0) throw new MclipError(`${args.data}: sample '${samples[missing].key}' has no label '${args.label}'`);
@@ -166,6 +176,7 @@ export function evalCommand(y: Argv): Argv {
         .option('label', { type: 'string', default: 'category', describe: 'label key used as the zero-shot class' })
         .option('templates', { type: 'string', default: 'emoji', describe: 'prompt template set: openai | simple | emoji | single' })
         .option('limit', { type: 'number', describe: 'evaluate on the first N samples' })
+        .option('sample', { type: 'number', describe: 'evaluate on N samples evenly spaced over the split (all categories kept in proportion)' })
         .option('batch', { type: 'number', default: 32, describe: 'batch size' })
         .option('latency', { type: 'boolean', default: true, describe: 'time each encoder (use --no-latency to skip)' })
         .option('latency-runs', { type: 'number', default: 30, describe: 'timed runs per measurement' })
