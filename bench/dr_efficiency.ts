@@ -11,7 +11,8 @@
  *
  * Teachers run in parallel, one process each, and so do the students (one wasm thread per process:
  * on this 2-core machine K = 2 teachers cost the wall time of one). Every stage is skipped when its
- * output exists, and every evaluation is cached next to its checkpoint (eval.json), so the script
+ * output exists, and every evaluation is cached in RUN/evals/ (the trainer keeps only the last two
+ * checkpoints), so the script
  * can be re-run after an interruption. Each job's log goes to DIR/logs/. Prints a markdown table and
  * writes it to DIR/dr_efficiency.md.
  */
@@ -85,9 +86,15 @@ interface Report {
   rows: Array<{ zeroShot: { top1: number; top5: number }; retrieval: { i2t: { r1: number }; t2i: { r1: number } } }>;
 }
 
-/** `mclip eval` of one checkpoint with LABEL as the zero-shot class, cached beside the checkpoint. */
-async function evalReport(ckpt: string, label: string, s: Setup, log: string): Promise<Report> {
-  const report = join(dirname(ckpt), label === 'category' ? 'eval.json' : `eval-${label}.json`);
+/** Where the eval report of a checkpoint is cached (outside checkpoints/, which the trainer prunes). */
+function reportPath(cache: string, label: string): string {
+  return `${cache}-${label}.json`;
+}
+
+/** `mclip eval` of one checkpoint with LABEL as the zero-shot class, cached at reportPath(CACHE, LABEL). */
+async function evalReport(ckpt: string, cache: string, label: string, s: Setup, log: string): Promise<Report> {
+  const report = reportPath(cache, label);
+  mkdirSync(dirname(report), { recursive: true });
   if (!existsSync(report)) {
     await mclip(['eval', '--model', ckpt, '--data', s.data, '--split', 'eval', '--vocab', s.vocab, '--sample', String(s.evalSample), '--label', label, '--no-latency', '--json', report, '--quiet'], log);
   }
@@ -95,9 +102,9 @@ async function evalReport(ckpt: string, label: string, s: Setup, log: string): P
 }
 
 /** Zero-shot (categories and subcategories) + retrieval of one checkpoint. */
-async function evaluate(ckpt: string, s: Setup, log: string): Promise<Scores> {
-  const cat = await evalReport(ckpt, 'category', s, log);
-  const sub = await evalReport(ckpt, 'subcategory', s, log);
+async function evaluate(ckpt: string, cache: string, s: Setup, log: string): Promise<Scores> {
+  const cat = await evalReport(ckpt, cache, 'category', s, log);
+  const sub = await evalReport(ckpt, cache, 'subcategory', s, log);
   const row = cat.rows[0];
   return {
     top1: row.zeroShot.top1,
@@ -108,6 +115,14 @@ async function evaluate(ckpt: string, s: Setup, log: string): Promise<Scores> {
     t2i: row.retrieval.t2i.r1,
     samples: cat.meta.samples ?? s.evalSample,
   };
+}
+
+/** Step of the latest checkpoint of a run folder (0 when it has none). */
+function latestStep(run: string): number {
+  const p = join(run, 'checkpoints', 'latest');
+  if (!existsSync(p)) return 0;
+  const m = /step-(\d+)/.exec(readFileSync(p, 'utf8'));
+  return m ? Number(m[1]) : 0;
 }
 
 /** exp(logit_scale) of a checkpoint: the teacher's own learned inverse temperature. */
@@ -157,7 +172,7 @@ async function main(): Promise<void> {
   // Teachers are evaluated (one after the other) while the single reinforce process runs.
   const teacherScores = (async () => {
     const out: Scores[] = [];
-    for (const [i, t] of teacherCkpts.entries()) out.push(await evaluate(t, setup, join(logs, `teacher-${i + 1}.log`)));
+    for (const [i, t] of teacherCkpts.entries()) out.push(await evaluate(t, join(dirname(t), 'evals', 'final'), setup, join(logs, `teacher-${i + 1}.log`)));
     return out;
   })();
   // Resumable by itself: finished shards are skipped.
@@ -176,11 +191,17 @@ async function main(): Promise<void> {
       const log = join(logs, `student-lambda-${lambda}.log`);
       const mine: Row[] = [];
       for (let s = every; s <= studentSteps; s += every) {
-        const ckpt = join(out, 'checkpoints', `step-${String(s).padStart(8, '0')}`, 'model.safetensors');
-        if (!existsSync(ckpt)) {
-          await mclip(['train', '--data', dr, '--vocab', vocab, '--out', out, '--steps', String(studentSteps), '--batch', batch, '--warmup', '50', '--lambda', String(lambda), '--save-every', String(every), '--stop-after', String(s), '--resume', '--seed', '7'], log);
+        const name = `step-${String(s).padStart(8, '0')}`;
+        const cache = join(out, 'evals', name);
+        const cached = existsSync(reportPath(cache, 'category')) && existsSync(reportPath(cache, 'subcategory'));
+        // The trainer keeps two checkpoints: one that is gone before it was evaluated is rebuilt by a
+        // deterministic replay of the same run (same seed and arguments) in RUN/replay.
+        const run = !cached && latestStep(out) > s ? join(out, 'replay') : out;
+        const ckpt = join(run, 'checkpoints', name, 'model.safetensors');
+        if (!cached && !existsSync(ckpt)) {
+          await mclip(['train', '--data', dr, '--vocab', vocab, '--out', run, '--steps', String(studentSteps), '--batch', batch, '--warmup', '50', '--lambda', String(lambda), '--save-every', String(every), '--stop-after', String(s), '--resume', '--seed', '7'], log);
         }
-        mine.push({ model: 'mobileclip_tiny', lambda, step: s, ...(await evaluate(ckpt, setup, log)) });
+        mine.push({ model: 'mobileclip_tiny', lambda, step: s, ...(await evaluate(ckpt, cache, setup, log)) });
       }
       return mine;
     }),
