@@ -8,6 +8,7 @@ import * as tf from '../base/tf.js';
 import { MclipError } from '../errors.js';
 import type { CLIP } from '../base/model/clip.js';
 import { decodeModel, encodeModel } from './onnx-proto.js';
+import { mulberry32, type Rng } from '../base/random.js';
 
 type OrtModule = typeof Ort;
 let ortModule: OrtModule | null = null;
@@ -23,16 +24,9 @@ async function ort(): Promise<OrtModule> {
   return ortModule;
 }
 
-/** mulberry32: a small seeded PRNG in [0, 1). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0 || 0x9e3779b9;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+/** mulberry32 seeded with `seed` (a zero state is replaced by a fixed odd constant). */
+function rng(seed: number): Rng {
+  return mulberry32(seed >>> 0 || 0x9e3779b9);
 }
 
 /** Uniform [0, 1) images, NCHW [n, 3, h, w]. */

@@ -31,6 +31,7 @@
  */
 import { MclipError } from '../../errors.js';
 import { resizePillow } from '../preprocess/pillow-resize.js';
+import type { Rng } from '../random.js';
 
 /** Interleaved RGB uint8 image (HWC, 3 channels). */
 export interface RgbImage {
@@ -71,20 +72,8 @@ export type RandAugOpName = (typeof RAND_AUG_OPS)[number];
 // ---------------------------------------------------------------------------------------------
 // RNG
 
-/** A seeded uniform [0, 1) generator. */
-export type Rng = () => number;
-
-/** mulberry32: small, fast, seeded 32-bit PRNG. */
-export function mulberry32(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The seeded generator (src/base/random.ts), re-exported with the augmentation API. */
+export { mulberry32, type Rng } from '../random.js';
 
 /** Integer in [lo, hi) (like torch.randint(lo, hi)). */
 function randint(rng: Rng, lo: number, hi: number): number {

@@ -11,6 +11,7 @@ import { toFloat32, type StateDict } from '../io/tensor-data.js';
 import { AdamW, clipGradNorm, openClipExclude } from './adamw.js';
 import { reinforcedLoss, type TeacherSpec } from './distill-loss.js';
 import { cosineLr } from './schedule.js';
+import { mulberry32Step } from '../random.js';
 
 /** One training batch. Teacher features are row-major [b, ΣD_k] (teachers concatenated). */
 export interface TrainBatch {
@@ -35,11 +36,9 @@ export class Rng {
 
   /** Uniform in [0, 1). */
   next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    const [next, value] = mulberry32Step(this.state);
+    this.state = next;
+    return value;
   }
 
   /** Uniform integer in [0, n). */
