@@ -23,22 +23,19 @@ export interface DataPosition {
 }
 
 /**
- * An in-memory image–text training set (small datasets such as the emoji shards): images are
- * decoded and resized once to `size`×`size` (shorter side + centre crop, Pillow bilinear), epochs
- * are seeded permutations, and a batch pairs each image with its real caption and one synthetic
- * (alternative) caption chosen by a seeded RNG — so a position fully determines the next batch and
- * resumed runs see exactly the same data.
+ * What both loops share: examples held in memory, seeded epochs over them, the position to store in
+ * checkpoints, and a per-batch RNG keyed by (seed, position, salt) so a position fully determines
+ * the next batch.
  */
-export class ImageTextLoop {
-  private readonly examples: Example[];
-  readonly size: number;
-  private readonly seed: number;
+abstract class ShuffledLoop<E> {
   private readonly sampler: EpochSampler;
 
-  private constructor(examples: Example[], size: number, seed: number) {
-    this.examples = examples;
-    this.size = size;
-    this.seed = seed;
+  protected constructor(
+    protected readonly examples: E[],
+    readonly size: number,
+    private readonly seed: number,
+    private readonly salt: number,
+  ) {
     this.sampler = new EpochSampler(examples.length, seed);
   }
 
@@ -53,6 +50,34 @@ export class ImageTextLoop {
 
   get length(): number {
     return this.examples.length;
+  }
+
+  /** The next batch's examples (advancing the position) and the RNG for that batch's choices. */
+  protected draw(batch: number): { items: E[]; rng: Rng } {
+    const { order, epoch, index } = this.sampler.take(batch);
+    const rng = new Rng((this.seed * 31 + epoch * 1_000_033 + index * 17 + this.salt) >>> 0);
+    return { items: Array.from(order, (i) => this.examples[i]), rng };
+  }
+}
+
+/** Token tensors [b, contextLength] int32 of the real and the synthetic captions of a batch. */
+function captionTokens(tokenizer: ClipTokenizer, gt: string[], syn: string[], contextLength: number): Pick<TrainBatch, 'gtTokens' | 'synTokens'> {
+  return {
+    gtTokens: tf.tensor2d(tokenizer.tokenize(gt, contextLength), [gt.length, contextLength], 'int32'),
+    synTokens: tf.tensor2d(tokenizer.tokenize(syn, contextLength), [syn.length, contextLength], 'int32'),
+  };
+}
+
+/**
+ * An in-memory image–text training set (small datasets such as the emoji shards): images are
+ * decoded and resized once to `size`×`size` (shorter side + centre crop, Pillow bilinear), epochs
+ * are seeded permutations, and a batch pairs each image with its real caption and one synthetic
+ * (alternative) caption chosen by a seeded RNG — so a position fully determines the next batch and
+ * resumed runs see exactly the same data.
+ */
+export class ImageTextLoop extends ShuffledLoop<Example> {
+  private constructor(examples: Example[], size: number, seed: number) {
+    super(examples, size, seed, 5);
   }
 
   static async load(dir: string, split: string, size: number, opts: { seed?: number; limit?: number } = {}): Promise<ImageTextLoop> {
@@ -70,23 +95,18 @@ export class ImageTextLoop {
 
   /** Next batch (drops the ragged end of an epoch) and the position after it. Caller disposes tensors. */
   next(batch: number, tokenizer: ClipTokenizer, contextLength: number): TrainBatch {
-    const { order, epoch, index } = this.sampler.take(batch);
+    const { items, rng } = this.draw(batch);
     const s = this.size;
     const px = new Float32Array(batch * s * s * 3);
     const gt: string[] = [];
     const syn: string[] = [];
-    const rng = new Rng((this.seed * 31 + epoch * 1_000_033 + index * 17 + 5) >>> 0);
     for (let b = 0; b < batch; b++) {
-      const ex = this.examples[order[b]];
+      const ex = items[b];
       for (let i = 0; i < ex.rgb.length; i++) px[b * ex.rgb.length + i] = ex.rgb[i] / 255;
       gt.push(ex.caption);
       syn.push(ex.synthetic.length > 0 ? ex.synthetic[rng.int(ex.synthetic.length)] : ex.caption);
     }
-    return {
-      images: tf.tensor4d(px, [batch, s, s, 3]),
-      gtTokens: tf.tensor2d(tokenizer.tokenize(gt, contextLength), [batch, contextLength], 'int32'),
-      synTokens: tf.tensor2d(tokenizer.tokenize(syn, contextLength), [batch, contextLength], 'int32'),
-    };
+    return { images: tf.tensor4d(px, [batch, s, s, 3]), ...captionTokens(tokenizer, gt, syn, contextLength) };
   }
 }
 
@@ -119,34 +139,15 @@ interface DrExample {
  * one synthetic caption, plus the stored teacher embeddings of exactly those — no teacher runs.
  * Choices are drawn from a seeded RNG keyed by the position, so resumed runs see the same batches.
  */
-export class ReinforcedLoop {
-  private readonly examples: DrExample[];
-  readonly size: number;
-  readonly embDim: number;
-  readonly teachers: TeacherSpec[];
-  private readonly seed: number;
-  private readonly sampler: EpochSampler;
-
-  private constructor(examples: DrExample[], size: number, embDim: number, teachers: TeacherSpec[], seed: number) {
-    this.examples = examples;
-    this.size = size;
-    this.embDim = embDim;
-    this.teachers = teachers;
-    this.seed = seed;
-    this.sampler = new EpochSampler(examples.length, seed);
-  }
-
-  /** Where the loop is (stored in checkpoints; assign to resume). */
-  get position(): DataPosition {
-    return this.sampler.position;
-  }
-
-  set position(p: DataPosition) {
-    this.sampler.position = p;
-  }
-
-  get length(): number {
-    return this.examples.length;
+export class ReinforcedLoop extends ShuffledLoop<DrExample> {
+  private constructor(
+    examples: DrExample[],
+    size: number,
+    readonly embDim: number,
+    readonly teachers: TeacherSpec[],
+    seed: number,
+  ) {
+    super(examples, size, seed, 11);
   }
 
   static async load(dir: string, split: string, size: number, opts: { seed?: number; limit?: number } = {}): Promise<ReinforcedLoop> {
@@ -182,7 +183,7 @@ export class ReinforcedLoop {
 
   /** Next batch with teacher targets; the ragged end of an epoch is dropped. Caller disposes tensors. */
   next(batch: number, tokenizer: ClipTokenizer, contextLength: number): TrainBatch {
-    const { order, epoch, index } = this.sampler.take(batch);
+    const { items, rng } = this.draw(batch);
     const s = this.size;
     const d = this.embDim;
     const px = new Float32Array(batch * s * s * 3);
@@ -191,9 +192,8 @@ export class ReinforcedLoop {
     const tSyn = new Float32Array(batch * d);
     const gt: string[] = [];
     const syn: string[] = [];
-    const rng = new Rng((this.seed * 31 + epoch * 1_000_033 + index * 17 + 11) >>> 0);
     for (let b = 0; b < batch; b++) {
-      const ex = this.examples[order[b]];
+      const ex = items[b];
       const a = rng.int(ex.paramAug.length);
       const view = applyAug(ex.rgb, ex.paramAug[a], s);
       for (let i = 0; i < view.data.length; i++) px[b * s * s * 3 + i] = view.data[i] / 255;
@@ -211,8 +211,7 @@ export class ReinforcedLoop {
     }
     return {
       images: tf.tensor4d(px, [batch, s, s, 3]),
-      gtTokens: tf.tensor2d(tokenizer.tokenize(gt, contextLength), [batch, contextLength], 'int32'),
-      synTokens: tf.tensor2d(tokenizer.tokenize(syn, contextLength), [batch, contextLength], 'int32'),
+      ...captionTokens(tokenizer, gt, syn, contextLength),
       teacherImg: tImg,
       teacherGt: tGt,
       teacherSyn: tSyn,
