@@ -9,6 +9,21 @@ import { exportCommand } from './commands/export.js';
 import { trainCommand } from './commands/train.js';
 import { reinforceCommand } from './commands/reinforce.js';
 import { reportError, setDebug } from './run.js';
+import { checkCommand, checkNumbers, cleanYargsMessage, helpPointer, packageVersion, UsageError, type CommandTable } from './usage.js';
+
+/** Every command and its subcommands, in the order `mclip --help` lists them. */
+const COMMANDS: readonly { name: string; subcommands: readonly string[]; register: (y: Argv) => Argv }[] = [
+  { name: 'tokenize', subcommands: [], register: tokenizeCommand },
+  { name: 'vocab', subcommands: ['train'], register: vocabCommand },
+  { name: 'embed', subcommands: [], register: embedCommand },
+  { name: 'data', subcommands: ['emoji', 'fashion-mnist'], register: dataCommand },
+  { name: 'eval', subcommands: [], register: evalCommand },
+  { name: 'export', subcommands: [], register: exportCommand },
+  { name: 'train', subcommands: [], register: trainCommand },
+  { name: 'reinforce', subcommands: [], register: reinforceCommand },
+];
+
+export const COMMAND_TABLE: CommandTable = Object.fromEntries(COMMANDS.map((c) => [c.name, c.subcommands]));
 
 /** Builds the `mclip` command line (exported for tests). */
 export function buildCli(argv: string[]): Argv {
@@ -18,37 +33,29 @@ export function buildCli(argv: string[]): Argv {
     .option('debug', { type: 'boolean', default: false, describe: 'print stack traces' })
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress or backend lines' })
     .middleware((a) => setDebug(Boolean(a.debug)))
+    .middleware((a) => checkNumbers(a, argv), true)
     .strict()
-    .demandCommand(1, 'name a command (see --help)')
-    .recommendCommands()
+    .demandCommand(1, 'name a command')
     .help()
-    .version(false)
+    .version(packageVersion())
     .wrap(Math.min(110, process.stdout.columns ?? 100))
     .exitProcess(false)
     .fail((msg, err) => {
-      throw err ?? new UsageError(msg);
+      throw err ?? new UsageError(cleanYargsMessage(msg, argv));
     });
-  y = tokenizeCommand(y);
-  y = vocabCommand(y);
-  y = embedCommand(y);
-  y = dataCommand(y);
-  y = evalCommand(y);
-  y = exportCommand(y);
-  y = trainCommand(y);
-  y = reinforceCommand(y);
+  for (const c of COMMANDS) y = c.register(y);
   return y;
 }
 
-class UsageError extends Error {}
-
-/** CLI entry: runs the command, prints one-line errors, sets the exit code. */
+/** CLI entry: runs the command, prints one-line errors, sets the exit code (1 error, 2 usage error). */
 export async function main(argv: string[] = hideBin(process.argv)): Promise<void> {
   if (argv.includes('--debug')) setDebug(true);
   try {
+    checkCommand(argv, COMMAND_TABLE);
     await buildCli(argv).parseAsync();
   } catch (e) {
     if (e instanceof UsageError) {
-      console.error(`mclip: usage error: ${e.message} (see mclip --help)`);
+      console.error(`mclip: usage error: ${e.message} (see ${helpPointer(argv, COMMAND_TABLE)})`);
       process.exitCode = 2;
       return;
     }

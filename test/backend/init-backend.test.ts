@@ -1,5 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { MclipError } from '../../src/errors.js';
 import {
@@ -27,23 +30,32 @@ afterEach(() => {
 });
 
 describe('initBackend', () => {
-  it('defaults to wasm (SIMD) when tfjs-node is absent, prints one line, is idempotent', async () => {
+  it('defaults to wasm (SIMD) when tfjs-node is absent, says why on the backend line and how to get it (once), is idempotent', async () => {
     delete process.env.MCLIP_BACKEND;
+    const savedCache = process.env.MCLIP_CACHE_DIR;
+    process.env.MCLIP_CACHE_DIR = mkdtempSync(join(tmpdir(), 'mclip-cache-'));
     const err = captureStderr();
     try {
       const info = await initBackend();
       expect(info).toMatchObject({ name: 'wasm', package: '@tensorflow/tfjs-backend-wasm', gpu: false, threads: 1 });
+      expect(info.nativeUnavailable).toMatch(/Cannot find package '@tensorflow\/tfjs-node'/);
       expect(typeof info.simd).toBe('boolean');
       expect(tf.getBackend()).toBe('wasm');
-      expect(err.lines()).toEqual([`mclip: backend wasm (${info.simd ? 'SIMD' : 'no SIMD'}, 1 thread)`]);
+      expect(err.lines()).toEqual([
+        `mclip: backend wasm (${info.simd ? 'SIMD' : 'no SIMD'}, 1 thread): @tensorflow/tfjs-node is not installed`,
+        expect.stringMatching(/^mclip: for the native TensorFlow backend: npm install @tensorflow\/tfjs-node --allow-scripts=@tensorflow\/tfjs-node .*\(this hint is shown once\)$/),
+      ]);
       expect(gradientsRegistered()).toBe(true);
       // again: same result, nothing printed; also concurrently
       const again = await Promise.all([initBackend(), initBackend()]);
       expect(again).toEqual([info, info]);
-      expect(err.lines()).toHaveLength(1);
+      expect(err.lines()).toHaveLength(2);
       expect(currentBackend()).toEqual(info);
     } finally {
       err.restore();
+      rmSync(process.env.MCLIP_CACHE_DIR, { recursive: true, force: true });
+      if (savedCache == null) delete process.env.MCLIP_CACHE_DIR;
+      else process.env.MCLIP_CACHE_DIR = savedCache;
     }
   });
 

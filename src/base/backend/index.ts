@@ -13,6 +13,7 @@ import { dirname, join } from 'node:path';
 import { MclipError } from '../../errors.js';
 import { gradientsRegistered, registerGradients } from './gradients.js';
 import { registerWasmKernels } from './wasm-kernels/index.js';
+import { firstTime, nativeHint, nativeReason } from './native-notice.js';
 
 export { registerGradients, gradientsRegistered } from './gradients.js';
 export { registerWasmKernels, ADDED_WASM_KERNELS, OVERRIDDEN_WASM_KERNELS } from './wasm-kernels/index.js';
@@ -26,6 +27,8 @@ export interface BackendInfo {
   threads: number;
   /** wasm only: whether the SIMD build is used. */
   simd?: boolean;
+  /** Automatic choice only: why the native @tensorflow/tfjs-node backend is not the one running. */
+  nativeUnavailable?: string;
 }
 
 export interface InitBackendOptions {
@@ -225,7 +228,7 @@ async function select(choice: BackendChoice, threads: number | undefined): Promi
       const reasons: string[] = [];
       for (const attempt of [() => tryTfjsNode(NODE_GPU, threads), () => tryTfjsNode(NODE_CPU, threads), tryWasm, tryCpu]) {
         const r = await attempt();
-        if (r.ok) return r.info;
+        if (r.ok) return reasons.length >= 2 && r.info.name !== 'tensorflow' ? { ...r.info, nativeUnavailable: reasons[1] } : r.info;
         reasons.push(r.reason);
       }
       throw new MclipError(`no tfjs backend could be initialised: ${reasons.join('; ')}`);
@@ -257,7 +260,11 @@ export function initBackend(opts: InitBackendOptions = {}): Promise<BackendInfo>
     } else {
       info = await select(choice, opts.threads);
       current = { choice, info };
-      if (!opts.quiet) process.stderr.write(describe(info) + '\n');
+      if (!opts.quiet) {
+        const why = info.nativeUnavailable;
+        process.stderr.write(describe(info) + (why ? `: ${nativeReason(why)}` : '') + '\n');
+        if (why && firstTime(`native-hint:${nativeReason(why)}`)) process.stderr.write(`mclip: ${nativeHint(why)} (this hint is shown once)\n`);
+      }
     }
     if (opts.gradients !== false && !gradientsRegistered()) {
       try {

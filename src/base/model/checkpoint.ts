@@ -6,7 +6,8 @@ import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import type { StateDict } from '../io/tensor-data.js';
 import { CLIP } from './clip.js';
 import { getConfig, type ClipConfig } from './configs.js';
-import { exportStateDict, loadStateDict, stripPrefix } from './state-dict.js';
+import { expectedShapes, exportStateDict, loadStateDict, stripPrefix } from './state-dict.js';
+import { diffStateDict, type StateDictDiff } from '../io/state-dict-check.js';
 import { reparameterize } from './reparameterize.js';
 
 /** Metadata keys of our own checkpoint format (safetensors + the JSON config in its header). */
@@ -92,6 +93,13 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
   const config = configFromStateDict(base, sd, path);
   const storedFused = isFusedStateDict(sd);
   const model = new CLIP(config, { inferenceMode: storedFused });
+  if (opts.arch) {
+    const diff = diffStateDict(expectedShapes(model), sd);
+    if (diff.missing.length + diff.unexpected.length + diff.misshaped.length > 0) {
+      model.dispose();
+      throw new MclipError(archMismatch(path, opts.arch, diff, stored?.name));
+    }
+  }
   try {
     loadStateDict(model, sd, path);
   } catch (e) {
@@ -101,6 +109,23 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
   model.eval();
   if (opts.fused && !storedFused) reparameterize(model);
   return { model, config, storedFused, source: path };
+}
+
+/** A short message for a checkpoint that does not fit the `--arch` given: says so first, counts, one example. */
+function archMismatch(path: string, arch: string, d: StateDictDiff, storedName: string | undefined): string {
+  const counts = [
+    d.missing.length ? `${d.missing.length} missing` : '',
+    d.unexpected.length ? `${d.unexpected.length} unexpected` : '',
+    d.misshaped.length ? `${d.misshaped.length} mis-shaped` : '',
+  ].filter(Boolean);
+  const m = d.misshaped[0];
+  const example = m
+    ? `${m.key}: ${arch} has [${m.expected.join(', ')}], the file [${m.got.join(', ')}]`
+    : d.missing[0] !== undefined
+      ? `${d.missing[0]} is missing`
+      : `${d.unexpected[0]} is unexpected`;
+  const hint = storedName && storedName !== arch ? `; the file says it is ${storedName}: drop --arch` : '; check --arch';
+  return `wrong --arch? ${path} does not fit ${arch}: ${counts.join(', ')} keys (e.g. ${example})${hint}`;
 }
 
 /** Saves a model in our format: safetensors (official key names and layouts) + JSON config. */

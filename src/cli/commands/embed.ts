@@ -84,11 +84,19 @@ function tokensAsInt32(t: TensorData, model: CLIP, file: string): Int32Array {
   return out;
 }
 
-function formatMatrix(rows: string[], cols: string[], m: number[][]): string {
-  const w = Math.max(8, ...rows.map((r) => r.length)) + 2;
-  const cw = Math.max(9, ...cols.map((c) => Math.min(24, c.length) + 2));
-  const lines = [' '.repeat(w) + cols.map((c) => c.slice(0, 24).padStart(cw)).join('')];
-  rows.forEach((r, i) => lines.push(r.padEnd(w) + m[i].map((v) => v.toFixed(4).padStart(cw)).join('')));
+/**
+ * A similarity matrix with short unambiguous headers (`i1`, `t2`, …) and a key that gives each its full
+ * image path or text, so long paths and texts with a common prefix never collide or get cut.
+ */
+export function formatMatrix(rows: { prefix: string; names: readonly string[] }, cols: { prefix: string; names: readonly string[] }, m: number[][]): string {
+  const id = (p: string, i: number) => `${p}${i + 1}`;
+  const w = Math.max(...rows.names.map((_, i) => id(rows.prefix, i).length)) + 2;
+  const cw = Math.max(9, ...cols.names.map((_, j) => id(cols.prefix, j).length + 2));
+  const lines = [' '.repeat(w) + cols.names.map((_, j) => id(cols.prefix, j).padStart(cw)).join('')];
+  rows.names.forEach((_, i) => lines.push(id(rows.prefix, i).padEnd(w) + m[i]!.map((v) => v.toFixed(4).padStart(cw)).join('')));
+  const key = (side: { prefix: string; names: readonly string[] }) => side.names.map((n, i) => `  ${id(side.prefix, i)} = ${side.prefix === 't' ? JSON.stringify(n) : n}`);
+  lines.push(...key(rows));
+  if (cols.prefix !== rows.prefix) lines.push(...key(cols));
   return lines.join('\n');
 }
 
@@ -158,16 +166,17 @@ export async function runEmbed(args: EmbedArgs): Promise<void> {
         if (args.json) console.log(JSON.stringify({ images, texts, cosine: m, probs }));
         else {
           console.log('cosine similarity (image × text):');
-          console.log(formatMatrix(images, texts, m));
+          console.log(formatMatrix({ prefix: 'i', names: images }, { prefix: 't', names: texts }, m));
           console.log('\nzero-shot probabilities over the texts:');
-          console.log(formatMatrix(images, texts, probs));
+          console.log(formatMatrix({ prefix: 'i', names: images }, { prefix: 't', names: texts }, probs));
         }
       } else {
         const f = (imgFeat ?? txtFeat)!;
         const names = imgFeat ? images : texts;
+        const side = { prefix: imgFeat ? 'i' : 't', names };
         const m = tf.tidy(() => tf.matMul(f, f, false, true).arraySync() as number[][]);
         if (args.json) console.log(JSON.stringify({ items: names, cosine: m }));
-        else console.log(formatMatrix(names, names, m));
+        else console.log(formatMatrix(side, side, m));
       }
       imgFeat?.dispose();
       txtFeat?.dispose();
