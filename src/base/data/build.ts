@@ -2,7 +2,7 @@
  * Building image–text datasets (sample.ts convention): one ShardWriter per split under
  * `out/<split>/`, per-split/per-group counts, and `out/manifest.json` written atomically at the end.
  */
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { MclipError } from '../../errors.js';
@@ -177,4 +177,17 @@ export async function compositeToRgbPng(input: string | Uint8Array, size: number
 export async function decodePng(png: Uint8Array): Promise<{ data: Uint8Array; width: number; height: number; channels: number }> {
   const { data, info } = await sharp(Buffer.from(png.buffer, png.byteOffset, png.byteLength)).raw().toBuffer({ resolveWithObject: true });
   return { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height, channels: info.channels };
+}
+
+/** The sample count of `split` from `dir/manifest.json`, or undefined when there is no readable manifest or no such split. */
+export function manifestSampleCount(dir: string, split: string): number | undefined {
+  const path = join(dir, 'manifest.json');
+  if (!existsSync(path)) return undefined;
+  try {
+    const m = JSON.parse(readFileSync(path, 'utf8')) as Partial<DatasetManifest>;
+    const n = m.splits?.[split]?.samples;
+    return typeof n === 'number' && n >= 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -55,6 +55,10 @@ export interface EmojiOptions {
   samplesPerShard?: number;
   /** keep only the first `limit` emoji (in emoji-datasource sort order), each with its skin variants */
   limit?: number;
+  /** keep `sample` emoji evenly spaced over the sort order (so every category keeps its share), each with its skin variants */
+  sample?: number;
+  /** told about selections that are probably not what the user wants (e.g. `limit` dropping categories) */
+  onWarning?: (message: string) => void;
   /** keep only emoji with one of these short names (e.g. `grinning`, `wave`) */
   only?: string[];
   force?: boolean;
@@ -150,13 +154,23 @@ class Emojibase {
 }
 
 /** Lists the samples (without images) for the given vendors; throws MclipError when a package is missing. */
-export function listEmojiItems(options: Pick<EmojiOptions, 'vendors' | 'limit' | 'only'> = {}): { items: EmojiItem[]; missingImages: number; packages: Record<string, string> } {
+export function listEmojiItems(options: Pick<EmojiOptions, 'vendors' | 'limit' | 'sample' | 'only'> = {}): {
+  items: EmojiItem[];
+  missingImages: number;
+  packages: Record<string, string>;
+  /** Categories of the vendors' emoji before `limit` (after `only`). */
+  categoriesAvailable: string[];
+  /** The smallest `limit` that keeps every available category. */
+  limitForAllCategories: number;
+} {
   const vendors = options.vendors ?? ['google', 'twitter', 'facebook'];
   const baseDir = resolvePackageDir('emojibase-data');
   const packages: Record<string, string> = { 'emojibase-data': readJson<{ version: string }>(join(baseDir, 'package.json')).version };
   const base = new Emojibase(readJson<EmojibaseEntry[]>(join(baseDir, 'en', 'data.json')));
   const items: EmojiItem[] = [];
   let missingImages = 0;
+  const available = new Set<string>();
+  let limitForAllCategories = 0;
   for (const vendor of vendors) {
     const pkg = `emoji-datasource-${vendor}`;
     const dir = resolvePackageDir(pkg);
@@ -168,7 +182,20 @@ export function listEmojiItems(options: Pick<EmojiOptions, 'vendors' | 'limit' |
       const want = new Set(options.only);
       list = list.filter((e) => (e.short_names ?? []).some((s) => want.has(s)));
     }
+    const firstOfCategory = new Map<string, number>();
+    list.forEach((e, i) => {
+      if (!firstOfCategory.has(e.category)) firstOfCategory.set(e.category, i);
+    });
+    for (const [c, i] of firstOfCategory) {
+      available.add(c);
+      limitForAllCategories = Math.max(limitForAllCategories, i + 1);
+    }
     if (options.limit !== undefined) list = list.slice(0, options.limit);
+    if (options.sample !== undefined && options.sample < list.length) {
+      const all = list;
+      const n = options.sample;
+      list = Array.from({ length: n }, (_, i) => all[Math.floor((i * all.length) / n)]!);
+    }
     const flag = `has_img_${vendor}`;
     for (const e of list) {
       const eb = base.get(e.unified, e.non_qualified);
@@ -209,7 +236,7 @@ export function listEmojiItems(options: Pick<EmojiOptions, 'vendors' | 'limit' |
       }
     }
   }
-  return { items, missingImages, packages };
+  return { items, missingImages, packages, categoriesAvailable: [...available].sort(), limitForAllCategories };
 }
 
 /** Builds the emoji dataset into `out/train`, `out/eval` and `out/manifest.json`. */
@@ -223,7 +250,19 @@ export async function buildEmojiDataset(out: string, options: EmojiOptions = {})
   const size = options.size ?? 64;
   if (!Number.isInteger(size) || size < 8 || size > 1024) throw new MclipError(`--size must be an integer in 8..1024, got ${size}`);
   const background = options.background ?? [255, 255, 255];
-  const { items, missingImages, packages } = listEmojiItems({ vendors, limit: options.limit, only: options.only });
+  const { items, missingImages, packages, categoriesAvailable, limitForAllCategories } = listEmojiItems({ vendors, limit: options.limit, sample: options.sample, only: options.only });
+  if (options.limit !== undefined && options.sample !== undefined) throw new MclipError('--limit and --sample exclude each other: --limit takes the first N emoji, --sample N evenly spaced ones');
+  const selected = new Set(items.map((it) => it.labels.category));
+  if ((options.limit !== undefined || options.sample !== undefined) && selected.size < categoriesAvailable.length) {
+    const missing = categoriesAvailable.filter((c) => !selected.has(c));
+    const left = `${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', …' : ''} ${missing.length === 1 ? 'is' : 'are'} left out`;
+    const classes = `zero-shot over categories on this data has ${selected.size} class${selected.size === 1 ? '' : 'es'}`;
+    options.onWarning?.(
+      options.limit !== undefined
+        ? `--limit ${options.limit} keeps ${selected.size} of ${categoriesAvailable.length} categories (emoji are taken in sort order, so ${left}); ${classes}: use --sample ${options.limit} to spread ${options.limit} emoji over all categories (or --limit ${limitForAllCategories} or more)`
+        : `--sample ${options.sample} keeps ${selected.size} of ${categoriesAvailable.length} categories (${left}); ${classes}: raise --sample to keep all`,
+    );
+  }
   if (items.length === 0) throw new MclipError(`emoji: no samples selected (vendors ${vendors.join(',')}${options.only ? `, --only ${options.only.join(',')}` : ''})`);
   const builder = new DatasetBuilder(out, { splits: ['train', 'eval'], samplesPerShard: options.samplesPerShard, force: options.force });
   try {
@@ -241,7 +280,7 @@ export async function buildEmojiDataset(out: string, options: EmojiOptions = {})
     return await builder.close({
       name: 'emoji',
       image: { width: size, height: size },
-      source: { packages, vendors, trainVendors: vendors.filter((v) => v !== evalVendor), evalVendor, background: [...background], missingImages, limit: options.limit ?? null, only: options.only ?? null },
+      source: { packages, vendors, trainVendors: vendors.filter((v) => v !== evalVendor), evalVendor, background: [...background], missingImages, limit: options.limit ?? null, sample: options.sample ?? null, only: options.only ?? null },
     });
   } catch (e) {
     builder.abort();

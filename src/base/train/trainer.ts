@@ -176,6 +176,29 @@ export async function loadTrainState(path: string, s: { model: CLIP; optimizer: 
 }
 
 /**
+ * Keeps only the lines of a metrics JSONL file whose `step` is ≤ `step` (atomically), so a run resumed
+ * from an earlier checkpoint than where it was killed logs each step once. A missing file is fine; an
+ * unreadable line (a kill mid-write) is dropped.
+ */
+export function truncateMetrics(path: string, step: number): void {
+  if (!existsSync(path)) return;
+  const kept = readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((line) => {
+      if (line.trim() === '') return false;
+      try {
+        const v = JSON.parse(line) as { step?: unknown };
+        return typeof v.step === 'number' && v.step <= step;
+      } catch {
+        return false;
+      }
+    });
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, kept.map((l) => l + '\n').join(''));
+  renameSync(tmp, path);
+}
+
+/**
  * Data-agnostic MobileCLIP trainer (methods §2.1–2.5): AdamW (β₂ 0.95, wd 0.2, open_clip
  * no-decay groups), warm-up + cosine lr, global grad-norm clipping, logit scale clamped to
  * [0, ln 100] after each step, reinforced loss with weight λ. One text-encoder pass over
@@ -307,6 +330,7 @@ export class Trainer {
     this.rng.state = meta.rng >>> 0;
     this.dataState = meta.data;
     this.model.train();
+    if (this.opts.metricsPath) truncateMetrics(this.opts.metricsPath, meta.step);
     return meta;
   }
 

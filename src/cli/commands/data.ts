@@ -12,6 +12,7 @@ export interface DataEmojiArgs {
   background: string;
   'samples-per-shard': number;
   limit?: number;
+  sample?: number;
   only?: string;
   force: boolean;
 }
@@ -76,11 +77,13 @@ export function dataCommand(y: Argv): Argv {
             .option('background', { type: 'string', default: '255,255,255', describe: 'R,G,B background for transparent pixels' })
             .option('samples-per-shard', { type: 'number', default: 1000, describe: 'samples per tar shard' })
             .option('limit', { type: 'number', describe: 'only the first N emoji (with their skin variants) per vendor' })
+            .option('sample', { type: 'number', describe: 'only N emoji evenly spaced over the sort order (every category keeps its share), with their skin variants' })
             .option('only', { type: 'string', describe: 'only these emoji short names, comma-separated (e.g. grinning,wave)' })
             .option('force', { type: 'boolean', default: false, describe: 'replace shards already in the output folders' }) as unknown as Argv<DataEmojiArgs>,
         async (args) => {
           checkCount('samples-per-shard', args['samples-per-shard'], 1);
           checkCount('limit', args.limit, 1);
+          checkCount('sample', args.sample, 1);
           checkCount('size', args.size, 8);
           const bar = progress('emoji');
           try {
@@ -91,9 +94,14 @@ export function dataCommand(y: Argv): Argv {
               background: parseRgb(args.background),
               samplesPerShard: args['samples-per-shard'],
               limit: args.limit,
+              sample: args.sample,
               only: args.only?.split(',').map((s) => s.trim()).filter(Boolean),
               force: args.force,
               onProgress: bar.update,
+              onWarning: (msg) => {
+                bar.stop();
+                console.error(`mclip: warning: ${msg}`);
+              },
             });
             bar.stop();
             report(m, args.out);

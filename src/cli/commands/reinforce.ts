@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
-import cliProgress from 'cli-progress';
 import * as tf from '../../base/tf.js';
 import { MclipError } from '../../errors.js';
-import { listShards } from '../../base/data/index.js';
+import { listShards, manifestSampleCount } from '../../base/data/index.js';
+import { startProgress, formatDuration, progressLogSeconds } from '../progress.js';
 import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
 import { openTeacher, reinforceShards, type ReinforceSummary, type Teacher } from '../../base/reinforce/index.js';
 import { startBackend, type GlobalArgs } from '../run.js';
@@ -56,13 +56,21 @@ export async function runReinforce(args: ReinforceArgs): Promise<ReinforceSummar
     if (!args.quiet) {
       for (const t of loaded) console.error(`mclip: teacher ${t.name}: ${t.dim}-d, ${t.imageSize}px, logit scale ${t.logitScale}`);
     }
-    const tty = Boolean(process.stderr.isTTY) && !args.quiet;
-    const bar = tty ? new cliProgress.SingleBar({ format: 'reinforce [{bar}] shard {value}/{total} | {samples} samples | {sps} samples/s', stream: process.stderr }, cliProgress.Presets.shades_classic) : null;
+    const nShards = listShards(input).length;
+    // Progress counts samples: the split's size from the dataset manifest, else 1000 per shard (re-estimated as shards finish).
+    const known = args.split ? manifestSampleCount(args.data, args.split) : manifestSampleCount(args.data, '');
+    let total = known ?? nShards * 1000;
+    const tty = Boolean(process.stderr.isTTY);
+    const bar = tty ? startProgress({ label: 'reinforce', total, unit: 'samples', quiet: args.quiet, tty: true }) : null;
     let samples = 0;
-    let shardsDone = 0;
+    let done = 0;
+    let inShard = 0;
+    let shardT0 = Date.now();
+    let lastLine = Date.now();
     const t0 = Date.now();
     const before = tf.memory().numTensors;
-    bar?.start(listShards(input).length, 0, { samples: 0, sps: '-' });
+    const logEveryMs = 1000 * progressLogSeconds();
+    const rate = () => (samples / Math.max(1e-3, (Date.now() - t0) / 1000)).toFixed(1);
     const sum = await reinforceShards({
       input,
       out: args.out,
@@ -75,14 +83,25 @@ export async function runReinforce(args: ReinforceArgs): Promise<ReinforceSummar
       source: { data: resolve(args.data), split: args.split, teachers: teachers.map((t) => resolve(t)) },
       onSample: () => {
         samples++;
-        bar?.update(shardsDone, { samples, sps: (samples / Math.max(1e-3, (Date.now() - t0) / 1000)).toFixed(1) });
+        done++;
+        inShard++;
+        bar?.update(Math.min(done, total), `${rate()} samples/s`);
+        // in a log (no terminal): a line within a long shard every $MCLIP_PROGRESS_SECONDS (default 30 s)
+        if (!bar && !args.quiet && Date.now() - lastLine >= logEveryMs) {
+          lastLine = Date.now();
+          console.error(`mclip: shard in progress: ${inShard} samples in ${formatDuration((Date.now() - shardT0) / 1000)}, ${done}/${total} samples overall, ${rate()} samples/s`);
+        }
       },
       onShard: (e) => {
-        shardsDone = e.index + 1;
-        bar?.update(shardsDone, { samples });
+        if (e.status === 'skipped') done += Math.round(total / nShards);
+        if (known === undefined && e.status === 'written') total = Math.max(done, Math.round((done / (e.index + 1)) * e.total));
+        bar?.update(Math.min(done, total), `shard ${e.index + 1}/${e.total}`);
+        inShard = 0;
+        shardT0 = Date.now();
+        lastLine = Date.now();
         if (bar || args.quiet) return;
         if (e.status === 'skipped') console.error(`mclip: shard ${e.index + 1}/${e.total} ${e.output}: already done, skipped`);
-        else console.error(`mclip: shard ${e.index + 1}/${e.total} ${e.output}: ${e.samples} samples${e.bad ? ` (${e.bad} unreadable skipped)` : ''} in ${e.seconds.toFixed(1)} s`);
+        else console.error(`mclip: shard ${e.index + 1}/${e.total} ${e.output}: ${e.samples} samples${e.bad ? ` (${e.bad} unreadable skipped)` : ''} in ${e.seconds.toFixed(1)} s | ${formatDuration((Date.now() - t0) / 1000)} elapsed`);
       },
     });
     bar?.stop();

@@ -1,7 +1,6 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Argv } from 'yargs';
-import cliProgress from 'cli-progress';
 import * as tf from '../../base/tf.js';
 import { MclipError } from '../../errors.js';
 import { CLIP } from '../../base/model/clip.js';
@@ -10,7 +9,8 @@ import { loadModel, saveModel } from '../../base/model/checkpoint.js';
 import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
 import { ImageTextLoop, ReinforcedLoop, type DataPosition } from '../../base/train/data-loop.js';
 import { readShards } from '../../base/data/index.js';
-import { Trainer } from '../../base/train/trainer.js';
+import { Trainer, truncateMetrics } from '../../base/train/trainer.js';
+import { etaSeconds, formatDuration, startProgress } from '../progress.js';
 import { startBackend, type GlobalArgs } from '../run.js';
 
 export interface TrainArgs extends GlobalArgs {
@@ -28,6 +28,7 @@ export interface TrainArgs extends GlobalArgs {
   lambda: number;
   saveEvery: number;
   resume: boolean;
+  force: boolean;
   seed: number;
   limit?: number;
   stopAfter?: number;
@@ -38,6 +39,48 @@ async function isReinforced(dir: string, split: string): Promise<boolean> {
   const source = existsSync(join(dir, split)) ? join(dir, split) : dir;
   for await (const s of readShards(source)) return s.members.has('npz');
   return false;
+}
+
+/** What in a run folder marks it as holding a run already. */
+const RUN_FILES = ['metrics.jsonl', 'checkpoints', 'model.safetensors'] as const;
+
+/** Refuses to train into a folder that holds a run unless --resume or --force says what to do with it; --force clears it. */
+function prepareOut(args: TrainArgs): void {
+  if (args.resume && args.force) throw new MclipError('--resume and --force exclude each other: --resume continues the run in --out, --force deletes it and starts over');
+  const found = RUN_FILES.filter((f) => existsSync(join(args.out, f)));
+  if (found.length === 0) return;
+  if (args.force) {
+    for (const f of found) rmSync(join(args.out, f), { recursive: true, force: true });
+    console.error(`mclip: --force: removed the previous run's ${found.join(', ')} from ${args.out}`);
+    return;
+  }
+  if (!args.resume) {
+    throw new MclipError(`${args.out} already holds a run (${found.join(', ')}): continue it with --resume, or start over with --force (deletes them)`);
+  }
+}
+
+/** Seconds per step measured over the steps after the first (which carries one-off warm-up work). */
+class StepClock {
+  private first: number | null = null;
+  private firstStep = 0;
+  private announced = false;
+
+  /** Call after each step; returns the one-time estimate line once `settle` steps after the first are timed. */
+  tick(step: number, total: number, settle = 3): string | null {
+    const now = performance.now();
+    if (this.first === null) {
+      this.first = now;
+      this.firstStep = step;
+      return null;
+    }
+    if (this.announced || step - this.firstStep < settle) return null;
+    this.announced = true;
+    const perStep = (now - this.first) / 1000 / (step - this.firstStep);
+    const left = perStep * (total - step);
+    const done = new Date(Date.now() + left * 1000);
+    const hhmm = `${String(done.getHours()).padStart(2, '0')}:${String(done.getMinutes()).padStart(2, '0')}`;
+    return `mclip: ${perStep.toFixed(2)} s/step over steps ${this.firstStep + 1}–${step} → the remaining ${total - step} steps take about ${formatDuration(left)} (done about ${hhmm})`;
+  }
 }
 
 function positiveInt(v: number, flag: string): void {
@@ -51,6 +94,7 @@ export async function runTrain(args: TrainArgs): Promise<void> {
   if (!(args.lambda >= 0 && args.lambda <= 1)) throw new MclipError(`--lambda must be in [0, 1], got ${args.lambda}`);
   if (!existsSync(args.data)) throw new MclipError(`${args.data}: data folder not found (build one with 'mclip data emoji --out ${args.data}')`);
   const tokenizer = ClipTokenizer.fromDir(resolveVocabDir(args.vocab));
+  prepareOut(args);
   await startBackend(args, { gradients: true });
 
   let model: CLIP;
@@ -87,18 +131,22 @@ export async function runTrain(args: TrainArgs): Promise<void> {
     saveEvery: args.saveEvery,
   });
   try {
+    const metricsPath = join(args.out, 'metrics.jsonl');
     if (args.resume && existsSync(join(ckptDir, 'latest'))) {
       const meta = await trainer.resume(ckptDir);
       if (meta.data) loop.position = meta.data as DataPosition;
       console.error(`mclip: resumed at step ${trainer.stepCount} (epoch ${loop.position.epoch}, sample ${loop.position.index})`);
     } else if (args.resume) {
+      truncateMetrics(metricsPath, 0);
       console.error(`mclip: nothing to resume in ${ckptDir}; starting at step 0`);
     }
     const kind = loop instanceof ReinforcedLoop ? `reinforced (${loop.teachers.length} teacher${loop.teachers.length === 1 ? '' : 's'}, λ = ${args.lambda})` : 'plain';
     console.error(`mclip: training ${model.cfg.name} on ${loop.length} ${kind} samples, batch ${args.batch}, ${args.steps} steps`);
-    const tty = Boolean(process.stderr.isTTY) && !args.quiet;
-    const bar = tty ? new cliProgress.SingleBar({ format: 'train [{bar}] {value}/{total} | loss {loss} | lr {lr} | {sps} samples/s', stream: process.stderr }, cliProgress.Presets.shades_classic) : null;
-    bar?.start(args.steps, trainer.stepCount, { loss: '-', lr: '-', sps: '-' });
+    const tty = Boolean(process.stderr.isTTY);
+    const startStep = trainer.stepCount;
+    const bar = tty ? startProgress({ label: 'train', total: args.steps, start: startStep, unit: 'steps', quiet: args.quiet, tty: true }) : null;
+    const clock = new StepClock();
+    const t0 = performance.now();
     const before = tf.memory().numTensors;
     const stopAt = Math.min(args.steps, args.stopAfter ?? args.steps);
     while (trainer.stepCount < stopAt) {
@@ -106,9 +154,18 @@ export async function runTrain(args: TrainArgs): Promise<void> {
       trainer.dataState = loop.position;
       try {
         const m = trainer.step(batch);
-        const info = { loss: m.loss.toFixed(4), lr: m.lr.toExponential(2), sps: m.samplesPerSec.toFixed(1) };
+        const info = `loss ${m.loss.toFixed(4)} | lr ${m.lr.toExponential(2)} | ${m.samplesPerSec.toFixed(1)} samples/s`;
+        const estimate = clock.tick(m.step, stopAt);
+        if (estimate && !args.quiet) {
+          if (bar) process.stderr.write('\n');
+          console.error(estimate);
+        }
         if (bar) bar.update(m.step, info);
-        else if (!args.quiet && (m.step % 10 === 0 || m.step === args.steps)) console.error(`mclip: step ${m.step}/${args.steps} loss ${info.loss} lr ${info.lr} ${info.sps} samples/s`);
+        else if (!args.quiet && (m.step % 10 === 0 || m.step === stopAt)) {
+          const elapsed = (performance.now() - t0) / 1000;
+          const eta = formatDuration(etaSeconds(elapsed, m.step, startStep, stopAt));
+          console.error(`mclip: step ${m.step}/${args.steps} ${info} | ${formatDuration(elapsed)} elapsed | eta ${eta}`);
+        }
       } finally {
         tf.dispose([batch.images, batch.gtTokens, ...(batch.synTokens ? [batch.synTokens] : [])]);
       }
@@ -151,6 +208,7 @@ export function trainCommand(y: Argv): Argv {
         .option('lambda', { type: 'number', default: 0, describe: 'distillation weight λ: L = (1−λ)·L_CLIP + λ·L_distill (needs reinforced shards; 0 = plain CLIP)' })
         .option('save-every', { type: 'number', default: 100, describe: 'checkpoint every N steps' })
         .option('resume', { type: 'boolean', default: false, describe: 'continue from the latest checkpoint in --out' })
+        .option('force', { type: 'boolean', default: false, describe: 'delete the run already in --out (checkpoints, metrics, model) and start over' })
         .option('seed', { type: 'number', default: 0, describe: 'seed of the init, data order and caption sampling' })
         .option('limit', { type: 'number', describe: 'use the first N samples' })
         .option('stop-after', { type: 'number', describe: 'checkpoint and stop after this step (the schedule still spans --steps); continue with --resume' }) as unknown as Argv<TrainArgs>,
