@@ -21,6 +21,8 @@ export interface EmbedOptions {
   batchSize?: number;
   /** L2-normalise each row (default true). */
   normalize?: boolean;
+  /** Called after each batch with the number of rows it embedded (progress reporting). */
+  onRows?: (rows: number) => void;
 }
 
 /** Runs `encode` on row batches of `x` (first axis) inside tf.tidy and gathers the rows. */
@@ -48,6 +50,7 @@ async function embedBatches(x: tf.Tensor, encode: (b: tf.Tensor) => tf.Tensor, o
     } finally {
       y.dispose();
     }
+    opts.onRows?.(m);
   }
   return { data: data ?? new Float32Array(0), n, dim };
 }

@@ -1,15 +1,16 @@
 /**
  * One model → one `EvalRow`: cost (params, MACs), optional tfjs latency, optional zero-shot and
- * retrieval on caller-provided data. Image tensors stay owned by the caller.
+ * retrieval on caller-provided data. Image tensors stay owned by the caller; when zero-shot and
+ * retrieval get the same image tensor its embeddings are computed once.
  */
 import type * as tf from '../base/tf.js';
 import type { CLIP } from '../base/model/clip.js';
 import { modelCost, textMacsForTokens, type ModelCost } from './cost.js';
 import { measureLatency, type ModelLatencyOptions, type OrtLatency } from './latency.js';
-import { evaluateRetrieval, type RetrievalMetrics } from './retrieval.js';
-import { evaluateZeroShot, type ZeroShotMetrics } from './zero-shot.js';
+import { scoreRetrieval, type RetrievalMetrics } from './retrieval.js';
+import { buildClassifier, scoreZeroShot, type ZeroShotMetrics } from './zero-shot.js';
 import { fillTemplate, resolveTemplates } from './templates.js';
-import type { TextTokenizer } from './embed.js';
+import { embedImages, embedTexts, type Embeddings, type TextTokenizer } from './embed.js';
 import type { EvalRow } from './report.js';
 
 export interface ZeroShotData {
@@ -37,6 +38,23 @@ export interface EvaluateOptions {
   ort?: OrtLatency;
   batchSize?: number;
   contextLength?: number;
+  /**
+   * Progress: called after each embedded batch with its phase and row count (the rows add up to
+   * `embeddingWork(opts)`), and once with ('latency', 0) before timing starts.
+   */
+  onProgress?: (phase: EvalPhase, rows: number) => void;
+}
+
+export type EvalPhase = 'class prompts' | 'images' | 'captions' | 'latency';
+
+/** Rows `evaluateModel` embeds with these data: class × template prompts, images (once when both parts share the tensor), captions. */
+export function embeddingWork(opts: Pick<EvaluateOptions, 'zeroShot' | 'retrieval'>): number {
+  const z = opts.zeroShot;
+  const r = opts.retrieval;
+  let n = 0;
+  if (z) n += z.classNames.length * resolveTemplates(z.templates ?? 'openai').length + (z.images.shape[0] as number);
+  if (r) n += (r.images === z?.images ? 0 : (r.images.shape[0] as number)) + r.captions.length;
+  return n;
 }
 
 export interface ModelEvaluation {
@@ -53,13 +71,20 @@ export async function evaluateModel(name: string, model: CLIP, tokenizer: TextTo
   const row: EvalRow = { name, params: { image: cost.params.image, text: cost.params.text, total: cost.params.total }, macs: { ...cost.macs } };
   const out: ModelEvaluation = { row, cost };
   const embed = { batchSize: opts.batchSize, contextLength: ctx };
+  const progress = (phase: EvalPhase) => (opts.onProgress ? (rows: number) => opts.onProgress!(phase, rows) : undefined);
   const presentTexts: string[] = [];
   if (opts.zeroShot || opts.retrieval) {
     if (!tokenizer) throw new Error('a tokenizer is needed for zero-shot / retrieval evaluation');
   }
+  let embedded: { of: tf.Tensor4D; emb: Embeddings } | undefined;
+  const imageEmbeddings = async (images: tf.Tensor4D): Promise<Embeddings> => {
+    if (embedded?.of !== images) embedded = { of: images, emb: await embedImages(model, images, { ...embed, onRows: progress('images') }) };
+    return embedded.emb;
+  };
   if (opts.zeroShot && tokenizer) {
     const z = opts.zeroShot;
-    const zs = await evaluateZeroShot(model, tokenizer, z.images, z.labels, z.classNames, { ...embed, templates: z.templates });
+    const clf = await buildClassifier(model, tokenizer, z.classNames, { ...embed, templates: z.templates, onRows: progress('class prompts') });
+    const zs = scoreZeroShot(await imageEmbeddings(z.images), z.labels, clf);
     out.zeroShot = zs;
     row.zeroShot = { top1: zs.top1, top5: zs.top5 };
     const templates = resolveTemplates(z.templates ?? 'openai');
@@ -67,7 +92,9 @@ export async function evaluateModel(name: string, model: CLIP, tokenizer: TextTo
   }
   if (opts.retrieval && tokenizer) {
     const r = opts.retrieval;
-    const rm = await evaluateRetrieval(model, tokenizer, r.images, r.captions, r.textToImage, embed);
+    const ie = await imageEmbeddings(r.images);
+    const te = await embedTexts(model, tokenizer, r.captions, { ...embed, onRows: progress('captions') });
+    const rm = scoreRetrieval(ie, te, r.textToImage);
     out.retrieval = rm;
     row.retrieval = { i2t: rm.i2t, t2i: rm.t2i };
     presentTexts.length = 0;
@@ -77,6 +104,7 @@ export async function evaluateModel(name: string, model: CLIP, tokenizer: TextTo
     row.macs.textPresent = textMacsForTokens(cost.records, tokenizer.tokenize(presentTexts, ctx), ctx);
   }
   if (opts.latency !== false) {
+    opts.onProgress?.('latency', 0);
     row.latency = { tfjs: await measureLatency(model, { contextLength: ctx, ...(opts.latency ?? {}) }) };
     if (opts.ort) row.latency.ort = opts.ort;
   } else if (opts.ort) {

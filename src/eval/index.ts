@@ -5,6 +5,7 @@ export * from './zero-shot.js';
 export * from './retrieval.js';
 export * from './cost.js';
 export * from './latency.js';
+export * from './baselines.js';
 export * from './report.js';
 export * from './table.js';
 export * from './plot.js';

@@ -1,9 +1,10 @@
 /**
- * Accuracy-vs-cost scatter plot as a standalone SVG: axes with "nice" ticks and labels, one
- * labelled point per model (rows lacking either value are left out, listed in a comment), and
- * the Pareto front (lowest cost, highest accuracy) drawn as a polyline.
+ * Accuracy-vs-cost scatter plot as a standalone SVG: axes with "nice" ticks and labels (the
+ * latency axis names engine, batch and towers), one labelled point per model (rows lacking
+ * either value are left out, listed in a comment), and the Pareto front (lowest cost, highest
+ * accuracy; latency differences within the measurement's spread count as ties) drawn as a polyline.
  */
-import { xValue, yValue, type EvalRow, type LatencyChoice, type XMetric, type YMetric } from './report.js';
+import { describeLatency, latencySpreadMs, xValue, yValue, type EvalRow, type LatencyChoice, type XMetric, type YMetric } from './report.js';
 
 export interface ScatterOptions {
   x: XMetric;
@@ -19,6 +20,8 @@ export interface ScatterPoint {
   name: string;
   x: number;
   y: number;
+  /** Measurement spread of x (≥ 0; latency: p90 − median); x values closer than this are not told apart. Default 0. */
+  spread?: number;
 }
 
 /** Escapes text for XML content and attribute values. */
@@ -27,20 +30,26 @@ export function xmlEscape(s: string): string {
 }
 
 /**
- * Pareto-optimal points for (min x, max y): sorted by x, each strictly better in y than every
- * point with smaller or equal x.
+ * Whether `q` dominates `p` for (min x, max y) when x is only known up to its spread: q is at least as
+ * accurate, not slower beyond the spread (q.x ≤ p.x + tol), and strictly better somewhere: more
+ * accurate, or faster by more than the spread (q.x < p.x − tol); tol = the larger of the two
+ * points' spreads. A latency difference within tol is a tie: it neither keeps a less accurate
+ * model on the front nor pushes an equally accurate one off it. With spread 0 this is the usual
+ * Pareto dominance.
+ */
+export function dominates(q: ScatterPoint, p: ScatterPoint): boolean {
+  const tol = Math.max(q.spread ?? 0, p.spread ?? 0, 0);
+  if (q.y < p.y || q.x > p.x + tol) return false;
+  return q.y > p.y || q.x < p.x - tol;
+}
+
+/**
+ * The points no other point dominates (see `dominates`), sorted by x (then y, descending).
+ * Exact duplicates keep only the first.
  */
 export function paretoFront(points: readonly ScatterPoint[]): ScatterPoint[] {
-  const s = [...points].sort((a, b) => a.x - b.x || b.y - a.y);
-  const out: ScatterPoint[] = [];
-  let best = -Infinity;
-  for (const p of s) {
-    if (p.y > best) {
-      out.push(p);
-      best = p.y;
-    }
-  }
-  return out;
+  const out = points.filter((p, i) => !points.some((q, j) => j !== i && (dominates(q, p) || (j < i && q.x === p.x && q.y === p.y))));
+  return out.sort((a, b) => a.x - b.x || b.y - a.y);
 }
 
 /** About `n` round tick values covering [lo, hi]. */
@@ -82,10 +91,12 @@ export function renderScatterSvg(rows: readonly EvalRow[], opts: ScatterOptions)
   for (const r of rows) {
     const x = xValue(r, opts.x, opts.latency);
     const y = yValue(r, opts.y);
+    const spread = opts.x === 'latency' ? (latencySpreadMs(r, opts.latency) ?? 0) : 0;
     if (x == null || y == null || !Number.isFinite(x) || !Number.isFinite(y)) skipped.push(r.name);
-    else pts.push({ name: r.name, x, y: y * 100 });
+    else pts.push({ name: r.name, x, y: y * 100, spread: Number.isFinite(spread) ? spread : 0 });
   }
-  const xs = pts.map((p) => p.x);
+  const xLabel = opts.x === 'latency' ? describeLatency(rows, opts.latency) : X_LABEL[opts.x];
+  const xs = pts.map((p) => p.x + (p.spread ?? 0));
   const ys = pts.map((p) => p.y);
   const xt = niceTicks(xs.length ? Math.min(0, ...xs) : 0, xs.length ? Math.max(...xs) : 1);
   const yt = niceTicks(ys.length ? Math.min(...ys) : 0, ys.length ? Math.max(...ys) : 100);
@@ -111,7 +122,7 @@ export function renderScatterSvg(rows: readonly EvalRow[], opts: ScatterOptions)
   for (const v of xt) out.push(`<text x="${f(px(v))}" y="${H - m.b + 18}" text-anchor="middle">${fmtTick(v)}</text>`);
   for (const v of yt) out.push(`<text x="${m.l - 8}" y="${f(py(v) + 4)}" text-anchor="end">${fmtTick(v)}</text>`);
   out.push('</g>');
-  out.push(`<text class="x-label" x="${f((m.l + W - m.r) / 2)}" y="${H - 15}" text-anchor="middle">${xmlEscape(X_LABEL[opts.x])}</text>`);
+  out.push(`<text class="x-label" x="${f((m.l + W - m.r) / 2)}" y="${H - 15}" text-anchor="middle">${xmlEscape(xLabel)}</text>`);
   out.push(`<text class="y-label" transform="translate(18 ${f((m.t + H - m.b) / 2)}) rotate(-90)" text-anchor="middle">${xmlEscape(Y_LABEL[opts.y])}</text>`);
   const front = paretoFront(pts);
   if (front.length > 0) {
@@ -122,13 +133,18 @@ export function renderScatterSvg(rows: readonly EvalRow[], opts: ScatterOptions)
   out.push('<g class="points">');
   for (const p of pts) {
     const fill = onFront.has(p) ? '#d62728' : '#1f77b4';
+    // The spread as a whisker from the median to the p90: two points tie on latency when closer than the longer whisker.
+    if (p.spread) out.push(`<line class="spread" x1="${f(px(p.x))}" y1="${f(py(p.y))}" x2="${f(px(p.x + p.spread))}" y2="${f(py(p.y))}" stroke="${fill}" stroke-width="1" opacity="0.6"/>`);
+    const spread = p.spread ? ` (p90 − median ${fmtTick(Number(p.spread.toPrecision(3)))})` : '';
     out.push(
-      `<g class="point"><circle cx="${f(px(p.x))}" cy="${f(py(p.y))}" r="5" fill="${fill}"><title>${xmlEscape(`${p.name}: ${fmtTick(p.x)}, ${p.y.toFixed(2)}`)}</title></circle>` +
+      `<g class="point"><circle cx="${f(px(p.x))}" cy="${f(py(p.y))}" r="5" fill="${fill}"><title>${xmlEscape(`${p.name}: ${fmtTick(p.x)}${spread}, ${p.y.toFixed(2)}`)}</title></circle>` +
         `<text x="${f(px(p.x) + 8)}" y="${f(py(p.y) - 8)}">${xmlEscape(p.name)}</text></g>`,
     );
   }
   out.push('</g>');
-  out.push(`<g class="legend" transform="translate(${W - m.r - 150} ${m.t + 6})"><line x1="0" y1="0" x2="24" y2="0" stroke="#d62728" stroke-width="2" stroke-dasharray="6 3"/><text x="30" y="4">Pareto front</text></g>`);
+  const rule = opts.x === 'latency' ? '<text class="pareto-rule" x="0" y="20" font-size="10">latency closer than p90 − median (whisker) counts as a tie</text>' : '';
+  const legendX = opts.x === 'latency' ? W - m.r - 280 : W - m.r - 150;
+  out.push(`<g class="legend" transform="translate(${legendX} ${m.t + 6})"><line x1="0" y1="0" x2="24" y2="0" stroke="#d62728" stroke-width="2" stroke-dasharray="6 3"/><text x="30" y="4">Pareto front</text>${rule}</g>`);
   out.push('</svg>');
   return out.join('\n') + '\n';
 }

@@ -4,8 +4,9 @@
  */
 import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { LatencyRow } from './latency.js';
+import type { LatencyRow, LatencyStats } from './latency.js';
 import type { RecallAtK } from './retrieval.js';
+import type { SplitBaselines } from './baselines.js';
 
 export interface EvalRow {
   name: string;
@@ -29,6 +30,8 @@ export interface EvalReport {
   version: 1;
   createdAt: string;
   meta: ReportMeta;
+  /** Chance and majority-class accuracy of the evaluated split (absent when not given). */
+  baselines?: SplitBaselines;
   rows: EvalRow[];
 }
 
@@ -44,12 +47,18 @@ export interface LatencyChoice {
   batch?: 'b1' | 'bN';
 }
 
-/** Median latency (ms) of the chosen engine/tower/batch, or undefined when not measured. */
-export function latencyMs(row: EvalRow, c: LatencyChoice = {}): number | undefined {
+/** The chosen engine's image and text stats at the chosen batch (either may be missing). */
+function chosenStats(row: EvalRow, c: LatencyChoice): { image?: LatencyStats; text?: LatencyStats } {
   const eng = c.engine === 'ort' ? row.latency?.ort : row.latency?.tfjs;
   const b = c.batch ?? 'b1';
-  const im = eng?.image?.[b]?.medianMs;
-  const tx = eng?.text?.[b]?.medianMs;
+  return { image: eng?.image?.[b], text: eng?.text?.[b] };
+}
+
+/** `f` of the chosen tower(s): one tower's value, or the sum of both (undefined when a needed one is missing). */
+function perTower(row: EvalRow, c: LatencyChoice, f: (s: LatencyStats) => number): number | undefined {
+  const { image, text } = chosenStats(row, c);
+  const im = image ? f(image) : undefined;
+  const tx = text ? f(text) : undefined;
   switch (c.tower ?? 'sum') {
     case 'image':
       return im;
@@ -58,6 +67,48 @@ export function latencyMs(row: EvalRow, c: LatencyChoice = {}): number | undefin
     default:
       return im != null && tx != null ? im + tx : undefined;
   }
+}
+
+/** Median latency (ms) of the chosen engine/tower/batch, or undefined when not measured. */
+export function latencyMs(row: EvalRow, c: LatencyChoice = {}): number | undefined {
+  return perTower(row, c, (s) => s.medianMs);
+}
+
+/**
+ * The run-to-run spread (ms) of `latencyMs`: p90 − median of each timed tower, summed for
+ * image + text (a conservative bound: the two towers are timed separately). Undefined when not measured.
+ */
+export function latencySpreadMs(row: EvalRow, c: LatencyChoice = {}): number | undefined {
+  return perTower(row, c, (s) => Math.max(0, s.p90Ms - s.medianMs));
+}
+
+function distinct(values: Array<string | undefined>): string {
+  return [...new Set(values.filter((v): v is string => v !== undefined))].join(' / ');
+}
+
+/**
+ * What `latencyMs(row, c)` measures, as an axis label: "latency (ms, median): ORT onnxruntime-node
+ * 1.30.0 CPU (2 threads), batch 1, image + text". Engine and batch details come from the rows.
+ */
+export function describeLatency(rows: readonly EvalRow[], c: LatencyChoice = {}): string {
+  const threads = (n: number) => `${n} thread${n === 1 ? '' : 's'}`;
+  const engines = rows.map((r): string | undefined => {
+    if (c.engine === 'ort') {
+      const o = r.latency?.ort;
+      return o ? `ORT onnxruntime-node${o.version ? ` ${o.version}` : ''} ${(o.provider ?? 'cpu').toUpperCase()}${o.threads ? ` (${threads(o.threads)})` : ''}` : undefined;
+    }
+    const t = r.latency?.tfjs;
+    return t ? `tfjs ${t.backend} (${t.package && t.package !== t.backend ? `${t.package}, ` : ''}${threads(t.threads)})` : undefined;
+  });
+  const batches = rows.map((r): string | undefined => {
+    const s = chosenStats(r, c);
+    const st = s.image ?? s.text;
+    return st ? String(st.batch) : undefined;
+  });
+  const engine = distinct(engines) || (c.engine === 'ort' ? 'ORT' : 'tfjs');
+  const batch = `batch ${distinct(batches) || ((c.batch ?? 'b1') === 'b1' ? '1' : 'N')}`;
+  const tower = { image: 'image', text: 'text', sum: 'image + text' }[c.tower ?? 'sum'];
+  return `latency (ms, median): ${engine}, ${batch}, ${tower}`;
 }
 
 /** x value: latency in ms, MACs in G (image + text), params in M (total). */
@@ -88,9 +139,12 @@ export function yValue(row: EvalRow, y: YMetric): number | undefined {
   }
 }
 
-/** Writes `{format, version, createdAt, meta, rows}` as JSON via a temp file and a rename. */
-export function writeReport(path: string, rows: readonly EvalRow[], meta: ReportMeta = {}): EvalReport {
-  const report: EvalReport = { format: 'mclip-eval', version: 1, createdAt: new Date().toISOString(), meta, rows: [...rows] };
+/**
+ * Writes `{format, version, createdAt, meta, baselines?, rows}` as JSON via a temp file and a
+ * rename. Non-finite numbers are written as null.
+ */
+export function writeReport(path: string, rows: readonly EvalRow[], meta: ReportMeta = {}, baselines?: SplitBaselines): EvalReport {
+  const report: EvalReport = { format: 'mclip-eval', version: 1, createdAt: new Date().toISOString(), meta, ...(baselines ? { baselines } : {}), rows: [...rows] };
   mkdirSync(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${process.pid}-${Date.now().toString(36)}`;
   try {

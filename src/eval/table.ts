@@ -1,10 +1,13 @@
 /**
  * The comparison table (cli-table3, no colours): one row per model with parameters, MACs,
  * latency (tfjs, ORT), zero-shot top-1/top-5, retrieval R@1 and the change against the first
- * (baseline) row. Missing values print as '—'.
+ * (baseline) row; then, when given, two reference rows of the split (chance, majority class)
+ * with the accuracies a model must beat. Missing values print as '—'; cells that do not apply
+ * to a reference row stay empty.
  */
 import Table from 'cli-table3';
 import { latencyMs, type EvalRow } from './report.js';
+import type { SplitBaselines } from './baselines.js';
 
 const NA = '—';
 
@@ -60,8 +63,23 @@ export const TABLE_HEAD = [
   'Δ vs baseline',
 ] as const;
 
+export interface TableOptions {
+  /** Chance / majority-class rows under the models. */
+  baselines?: SplitBaselines;
+}
+
+/** The two reference rows: chance (uniform guess) and majority class. */
+export function baselineRows(b: SplitBaselines): string[][] {
+  const pct = (v: number | undefined) => fmt(v, 1, 100);
+  const chanceR1 = b.chance.i2tR1 == null && b.chance.t2iR1 == null ? NA : pair(b.chance.i2tR1, b.chance.t2iR1, 1, 100);
+  return [
+    ['chance', '', '', '', '', pct(b.chance.top1), pct(b.chance.top5), chanceR1, `reference: uniform guess over ${b.classes} classes`],
+    ['majority class', '', '', '', '', pct(b.majority.top1), pct(b.majority.top5), NA, `reference: always '${b.majority.class}' (${b.majority.count} of ${b.samples} samples)`],
+  ];
+}
+
 /** Renders the rows as a text table; the first row is the baseline of the Δ column. */
-export function renderTable(rows: readonly EvalRow[]): string {
+export function renderTable(rows: readonly EvalRow[], opts: TableOptions = {}): string {
   const t = new Table({ head: [...TABLE_HEAD], style: { head: [], border: [] } });
   const base = rows[0];
   for (const r of rows) {
@@ -79,5 +97,6 @@ export function renderTable(rows: readonly EvalRow[]): string {
       r === base ? 'baseline' : deltaText(r, base),
     ]);
   }
+  if (opts.baselines) for (const r of baselineRows(opts.baselines)) t.push(r);
   return t.toString();
 }

@@ -141,9 +141,14 @@ export interface LatencyResult {
   p90Ms: number;
   meanMs: number;
   minMs: number;
+  maxMs: number;
   batch: number;
+  /** Untimed runs before the timed ones. */
+  warmup: number;
   runs: number;
   threads: number;
+  /** onnxruntime-node version, when it says. */
+  version?: string;
 }
 
 /**
@@ -180,12 +185,12 @@ export function extractTower(bytes: Uint8Array, tower: 'image' | 'text'): Uint8A
 /**
  * onnxruntime-node latency of one tower of an exported model (a file from `exportOnnx`; for a
  * `both` model the tower's sub-graph is extracted first, see `extractTower`). Inputs are random
- * (images in [0, 1], token rows as `randomTokens`); median and p90 over `runs` timed runs.
+ * (images in [0, 1], token rows as `randomTokens`); median, p90, mean, min and max over `runs` (≥ 1) timed runs.
  */
 export async function ortLatency(onnxPath: string, tower: 'image' | 'text', opts: LatencyOptions = {}): Promise<LatencyResult> {
   const o = await ort();
   const batch = opts.batch ?? 1;
-  const runs = opts.runs ?? 30;
+  const runs = Math.max(1, opts.runs ?? 30);
   const warmup = opts.warmup ?? 5;
   const threads = opts.threads ?? 2;
   let bytes: Uint8Array;
@@ -234,9 +239,12 @@ export async function ortLatency(onnxPath: string, tower: 'image' | 'text', opts
       p90Ms: q(0.9),
       meanMs: times.reduce((a, b) => a + b, 0) / times.length,
       minMs: sorted[0],
+      maxMs: sorted[sorted.length - 1],
       batch,
+      warmup,
       runs,
       threads,
+      version: o.env.versions?.node ?? o.env.versions?.common,
     };
   } finally {
     await session.release();

@@ -6,7 +6,7 @@ import { getConfig } from '../../src/base/model/configs.js';
 import { reparameterize } from '../../src/base/model/reparameterize.js';
 import { embedImages, embedTexts, type TextTokenizer } from '../../src/eval/embed.js';
 import { buildClassifier, scoreZeroShot } from '../../src/eval/zero-shot.js';
-import { evaluateModel } from '../../src/eval/evaluate.js';
+import { embeddingWork, evaluateModel, type EvalPhase } from '../../src/eval/evaluate.js';
 import { renderTable } from '../../src/eval/table.js';
 
 /** Word-hash tokenizer for the tiny vocabulary (4096): SOT 4094, words, EOT 4095 (the row max), zero padding. */
@@ -73,5 +73,35 @@ test('evaluateModel: a full EvalRow on the tiny model', async () => {
   expect(r.latency!.tfjs.image.bN.batch).toBe(2);
   expect(renderTable([r, { ...r, name: 'copy' }])).toContain('top1 +0.0pp');
   images.dispose();
+  m.dispose();
+});
+
+test('evaluateModel progress: rows per phase add up to embeddingWork; a shared image tensor is embedded once', async () => {
+  const m = reparameterize(new CLIP(getConfig('mobileclip_tiny'), { seed: 5 }));
+  const images = tf.randomUniform([5, 64, 64, 3], 0, 1, 'float32', 3) as tf.Tensor4D;
+  const other = images.clone();
+  const zeroShot = { images, labels: [0, 1, 2, 0, 1], classNames: ['cat', 'dog', 'car'], templates: 'emoji' }; // 3 × 6 prompts
+  const captions = ['a cat', 'a dog', 'a car', 'cats', 'dogs', 'a red car'];
+  const seen = (): { by: Map<EvalPhase, number>; calls: EvalPhase[]; onProgress: (p: EvalPhase, n: number) => void } => {
+    const by = new Map<EvalPhase, number>();
+    const calls: EvalPhase[] = [];
+    return { by, calls, onProgress: (p, n) => (calls.push(p), by.set(p, (by.get(p) ?? 0) + n)) };
+  };
+  const shared = seen();
+  const retrieval = { images, captions, textToImage: [0, 1, 2, 3, 4, 4] };
+  const a = await evaluateModel('a', m, fakeTokenizer, { zeroShot, retrieval, latency: { warmup: 0, runs: 1, batch: 1 }, batchSize: 2, onProgress: shared.onProgress });
+  expect(Object.fromEntries(shared.by)).toEqual({ 'class prompts': 18, images: 5, captions: 6, latency: 0 });
+  expect(embeddingWork({ zeroShot, retrieval })).toBe(18 + 5 + 6);
+  expect(shared.calls.filter((p) => p === 'images')).toHaveLength(3); // batches of 2, 2, 1
+  expect(shared.calls[shared.calls.length - 1]).toBe('latency');
+  // A different tensor with the same pixels: embedded twice, same metrics.
+  const separate = seen();
+  const b = await evaluateModel('b', m, fakeTokenizer, { zeroShot, retrieval: { ...retrieval, images: other }, latency: false, batchSize: 2, onProgress: separate.onProgress });
+  expect(Object.fromEntries(separate.by)).toEqual({ 'class prompts': 18, images: 10, captions: 6 });
+  expect(embeddingWork({ zeroShot, retrieval: { ...retrieval, images: other } })).toBe(18 + 10 + 6);
+  expect(b.row.zeroShot).toEqual(a.row.zeroShot);
+  expect(b.row.retrieval).toEqual(a.row.retrieval);
+  images.dispose();
+  other.dispose();
   m.dispose();
 });

@@ -2,8 +2,9 @@ import { describe, expect, test } from 'vitest';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeReport, type EvalRow } from '../../src/eval/report.js';
+import { describeLatency, latencyMs, latencySpreadMs, writeReport, type EvalRow } from '../../src/eval/report.js';
 import { renderTable } from '../../src/eval/table.js';
+import { splitBaselines } from '../../src/eval/baselines.js';
 import { niceTicks, paretoFront, renderScatterSvg } from '../../src/eval/plot.js';
 import type { LatencyStats, TfjsLatency } from '../../src/eval/latency.js';
 
@@ -87,7 +88,50 @@ describe('table', () => {
   });
 });
 
+describe('table: reference rows', () => {
+  test('chance and majority class sit under the models with their accuracies; cost cells stay empty', () => {
+    // 4 classes, 'cat' is 3 of 6 samples; one caption per image.
+    const b = splitBaselines([0, 0, 0, 1, 2, 3], ['cat', 'dog', 'car', 'cow'], { textToImage: [0, 1, 2, 3, 4, 5], images: 6 });
+    const lines = renderTable(ROWS.slice(0, 2), { baselines: b }).split('\n');
+    const cells = (name: string) => lines.find((l) => l.startsWith(`│ ${name} `))!.split('│').slice(1, -1).map((c) => c.trim());
+    expect(cells('chance')).toEqual(['chance', '', '', '', '', '25.0', '100.0', '16.7 / 16.7', 'reference: uniform guess over 4 classes']);
+    expect(cells('majority class')).toEqual(['majority class', '', '', '', '', '50.0', '100.0', '—', "reference: always 'cat' (3 of 6 samples)"]);
+    // after the model rows
+    expect(lines.findIndex((l) => l.startsWith('│ chance '))).toBeGreaterThan(lines.findIndex((l) => l.startsWith('│ S0 pruned')));
+    expect(renderTable(ROWS.slice(0, 2))).not.toContain('chance');
+  });
+});
+
+describe('latency accessors', () => {
+  test('spread = p90 − median summed over the towers; the label names engine, batch and towers', () => {
+    const r = ROWS[1]; // tfjs 14 + 7 ms, p90 = 1.1 × median; ORT 5 + 3 ms
+    expect(latencyMs(r)).toBeCloseTo(21, 12);
+    expect(latencySpreadMs(r)).toBeCloseTo(2.1, 12);
+    expect(latencySpreadMs(r, { tower: 'image' })).toBeCloseTo(1.4, 12);
+    expect(latencySpreadMs(r, { engine: 'ort' })).toBeCloseTo(0.8, 12);
+    expect(latencySpreadMs(ROWS[4])).toBeUndefined();
+    expect(describeLatency(ROWS)).toBe('latency (ms, median): tfjs wasm (1 thread), batch 1, image + text');
+    expect(describeLatency(ROWS, { batch: 'bN', tower: 'text' })).toBe('latency (ms, median): tfjs wasm (1 thread), batch 8, text');
+    expect(describeLatency(ROWS, { engine: 'ort' })).toBe('latency (ms, median): ORT onnxruntime-node CPU, batch 1, image + text');
+  });
+});
+
 describe('report', () => {
+  test('writeReport: baselines go into the JSON beside meta', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mclip-eval-'));
+    try {
+      const p = join(dir, 'report.json');
+      writeReport(p, ROWS.slice(0, 1), { split: 'eval' }, splitBaselines([0, 1, 1], ['a', 'b']));
+      const j = JSON.parse(readFileSync(p, 'utf8'));
+      expect(j.baselines.chance.top1).toBe(0.5);
+      expect(j.baselines.majority).toEqual({ top1: 2 / 3, top5: 1, class: 'b', count: 2 });
+      writeReport(p, ROWS.slice(0, 1));
+      expect(JSON.parse(readFileSync(p, 'utf8'))).not.toHaveProperty('baselines');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('writeReport: JSON round trip, no temp file left', () => {
     const dir = mkdtempSync(join(tmpdir(), 'mclip-eval-'));
     try {

@@ -8,7 +8,7 @@ import { reparameterize } from '../../base/model/reparameterize.js';
 import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
 import { preprocessImage } from '../../base/preprocess/index.js';
 import { readImageTextDataset, type ImageTextSample } from '../../base/data/index.js';
-import { evaluateModel, renderTable, renderScatterSvg, writeReport, type EvalRow } from '../../eval/index.js';
+import { evaluateModel, renderTable, renderScatterSvg, splitBaselines, writeReport, TEMPLATE_SETS, type EvalRow, type LatencyChoice } from '../../eval/index.js';
 import { exportOnnx, ortLatency } from '../../export/index.js';
 import type { LatencyStats, OrtLatency } from '../../eval/index.js';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -16,6 +16,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CLIP } from '../../base/model/clip.js';
 import { startBackend, type GlobalArgs } from '../run.js';
+import { startProgress, type Progress } from '../progress.js';
+import { UsageError } from '../usage.js';
 
 export interface EvalArgs extends GlobalArgs {
   model: string[];
@@ -62,12 +64,27 @@ async function loadSamples(dir: string, split: string, limit: number | undefined
   return out;
 }
 
-async function imagesTensor(samples: ImageTextSample[], size: number): Promise<tf.Tensor4D> {
+/** The template-set names `--templates` accepts. */
+export const TEMPLATE_CHOICES: readonly string[] = Object.keys(TEMPLATE_SETS);
+
+/** `--templates` must name a known set; checked before any data loads. */
+export function checkTemplates(name: string): void {
+  if (!Object.hasOwn(TEMPLATE_SETS, name)) throw new UsageError(`--templates: unknown template set '${name}' (choices: ${TEMPLATE_CHOICES.join(', ')})`);
+}
+
+/** Preprocesses every sample's image (NHWC in [0, 1]); `onImage` after each one. */
+async function imagesTensor(samples: ImageTextSample[], size: number, onImage: () => void): Promise<tf.Tensor4D> {
   const per = 3 * size * size;
   const data = new Float32Array(samples.length * per);
-  for (let i = 0; i < samples.length; i++) data.set(await preprocessImage(Buffer.from(samples[i].image), size), i * per);
+  for (let i = 0; i < samples.length; i++) {
+    data.set(await preprocessImage(Buffer.from(samples[i].image), size), i * per);
+    onImage();
+  }
   return tf.tidy(() => tf.tensor4d(data, [samples.length, 3, size, size]).transpose([0, 2, 3, 1]) as tf.Tensor4D);
 }
+
+/** intra-op threads of the ORT timing. */
+const ORT_THREADS = 2;
 
 /** Exports the (fused) model to a temporary ONNX file, verified against tfjs, and times both towers in onnxruntime-node. */
 async function measureOrt(model: CLIP, runs: number, batch: number): Promise<OrtLatency> {
@@ -75,16 +92,15 @@ async function measureOrt(model: CLIP, runs: number, batch: number): Promise<Ort
   try {
     const path = join(dir, 'model.onnx');
     await exportOnnx(model, path, { tower: 'both' });
+    let version: string | undefined;
     const stats = async (tower: 'image' | 'text', b: number): Promise<LatencyStats> => {
-      const r = await ortLatency(path, tower, { batch: b, runs, threads: 2 });
-      return { batch: b, warmup: 5, runs: r.runs, medianMs: r.medianMs, p90Ms: r.p90Ms, meanMs: r.meanMs, minMs: r.minMs, maxMs: Number.NaN };
+      const r = await ortLatency(path, tower, { batch: b, runs, threads: ORT_THREADS });
+      version = r.version;
+      return { batch: b, warmup: r.warmup, runs: r.runs, medianMs: r.medianMs, p90Ms: r.p90Ms, meanMs: r.meanMs, minMs: r.minMs, maxMs: r.maxMs };
     };
-    return {
-      image: { b1: await stats('image', 1), bN: await stats('image', batch) },
-      text: { b1: await stats('text', 1), bN: await stats('text', batch) },
-      provider: 'cpu',
-      threads: 2,
-    };
+    const image = { b1: await stats('image', 1), bN: await stats('image', batch) };
+    const text = { b1: await stats('text', 1), bN: await stats('text', batch) };
+    return { image, text, provider: 'cpu', threads: ORT_THREADS, ...(version ? { version } : {}) };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -96,7 +112,16 @@ function atomicWrite(path: string, text: string): void {
   renameSync(tmp, path);
 }
 
+/** Which latency the plot's x axis shows: ORT when it was measured, else tfjs; image + text, batch 1. */
+export function plotLatency(args: Pick<EvalArgs, 'ort'>): LatencyChoice {
+  return { engine: args.ort ? 'ort' : 'tfjs', tower: 'sum', batch: 'b1' };
+}
+
+/** The larger batch of the latency measurements. */
+const LATENCY_BATCH = 8;
+
 export async function runEval(args: EvalArgs): Promise<void> {
+  checkTemplates(args.templates);
   if (args.model.length === 0) throw new MclipError('give at least one --model');
   const specs = args.model.map(parseModelSpec);
   for (const s of specs) {
@@ -105,6 +130,7 @@ export async function runEval(args: EvalArgs): Promise<void> {
   }
   if (args.sample !== undefined && !(Number.isInteger(args.sample) && args.sample > 0)) throw new MclipError(`--sample: expected a positive integer, got ${args.sample}`);
   if (args.sample !== undefined && args.limit !== undefined) throw new MclipError('--sample and --limit exclude each other: --limit takes the first N samples, --sample N evenly spaced ones');
+  if (!(Number.isInteger(args.latencyRuns) && args.latencyRuns > 0)) throw new MclipError(`--latency-runs: expected a positive integer, got ${args.latencyRuns}`);
   const loaded = await loadSamples(args.data, args.split, args.limit);
   const samples = args.sample !== undefined ? evenlySpaced(loaded, args.sample) : loaded;
   const labelsRaw = samples.map((s) => s.labels[args.label]);
@@ -114,14 +140,36 @@ export async function runEval(args: EvalArgs): Promise<void> {
   const labels = Int32Array.from(labelsRaw as string[], (l) => classNames.indexOf(l));
   const captions = samples.map((s) => s.caption);
   const textToImage = Int32Array.from(captions, (_, i) => i);
+  const baselines = splitBaselines(labels, classNames, { textToImage, images: samples.length });
   const tokenizer = ClipTokenizer.fromDir(resolveVocabDir(args.vocab));
   const backend = await startBackend(args);
   console.error(`mclip: ${samples.length} samples, ${classNames.length} classes ('${args.label}') from ${args.data}/${args.split}`);
+
+  // Progress over the inputs each model goes through: its images preprocessed (a size already
+  // done counts at once), then what evaluateModel embeds (embeddingWork: class prompts, images
+  // once, captions). Timing is not counted; the bar names it while it runs.
+  const n = samples.length;
+  const promptRows = classNames.length * TEMPLATE_SETS[args.templates].length;
+  const perModel = n + promptRows + n + captions.length;
+  const tty = Boolean(process.stderr.isTTY);
+  const progress: Progress = startProgress({ label: 'eval', total: perModel * specs.length, unit: 'inputs', quiet: args.quiet, tty });
+  let done = 0;
+  const advance = (rows: number, info: string) => {
+    done += rows;
+    progress.update(done, info);
+  };
+  const finished: string[] = [];
+  const note = (line: string) => {
+    if (tty && !args.quiet) finished.push(line); // a line would break the bar: print after it
+    else console.error(line);
+  };
 
   const rows: EvalRow[] = [];
   const bySize = new Map<number, tf.Tensor4D>();
   try {
     for (const spec of specs) {
+      const t0 = Date.now();
+      progress.update(done, `${spec.name}: loading`);
       const { model } = await loadModel(spec.path, { arch: args.arch });
       try {
         reparameterize(model);
@@ -129,35 +177,45 @@ export async function runEval(args: EvalArgs): Promise<void> {
           throw new MclipError(`${spec.path}: text vocabulary ${model.cfg.text.vocabSize} ≠ tokenizer's ${tokenizer.vocabSize} (pass the model's --vocab)`);
         }
         const size = model.cfg.image.imageSize;
-        if (!bySize.has(size)) bySize.set(size, await imagesTensor(samples, size));
+        if (!bySize.has(size)) bySize.set(size, await imagesTensor(samples, size, () => advance(1, `${spec.name}: preprocessing ${size}×${size}`)));
+        else advance(n, `${spec.name}: images already preprocessed`);
         const images = bySize.get(size)!;
-        const t0 = Date.now();
+        const zeroShot = { images, labels, classNames, templates: args.templates };
+        const retrieval = { images, captions, textToImage };
+        let ort: OrtLatency | undefined;
+        if (args.latency && args.ort) {
+          progress.update(done, `${spec.name}: ONNX export + ORT latency`);
+          ort = await measureOrt(model, args.latencyRuns, LATENCY_BATCH);
+        }
         const ev = await evaluateModel(spec.name, model, tokenizer, {
-          zeroShot: { images, labels, classNames, templates: args.templates },
-          retrieval: { images, captions, textToImage },
-          latency: args.latency ? { runs: args.latencyRuns } : false,
-          ort: args.latency && args.ort ? await measureOrt(model, args.latencyRuns, 8) : undefined,
+          zeroShot,
+          retrieval,
+          latency: args.latency ? { runs: args.latencyRuns, batch: LATENCY_BATCH } : false,
+          ort,
           batchSize: args.batch,
+          onProgress: (phase, k) => advance(k, `${spec.name}: ${phase === 'latency' ? `tfjs latency` : phase}`),
         });
         rows.push(ev.row);
-        console.error(`mclip: ${spec.name}: top-1 ${(100 * (ev.row.zeroShot?.top1 ?? 0)).toFixed(1)} % in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+        note(`mclip: ${spec.name}: top-1 ${(100 * (ev.row.zeroShot?.top1 ?? 0)).toFixed(1)} % in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
       } finally {
         model.dispose();
       }
     }
   } finally {
+    progress.stop();
+    for (const line of finished) console.error(line);
     for (const t of bySize.values()) t.dispose();
   }
-  console.log(renderTable(rows));
+  console.log(renderTable(rows, { baselines }));
   if (args.latency) {
-    console.log(`latency: tfjs ${backend.name} (${backend.package}, ${backend.threads} thread${backend.threads === 1 ? '' : 's'})${args.ort ? '; ORT onnxruntime-node CPU (2 threads)' : ''}; median of ${args.latencyRuns} runs after warm-up, batch 1 (batch 8 in the JSON report)`);
+    console.log(`latency: tfjs ${backend.name} (${backend.package}, ${backend.threads} thread${backend.threads === 1 ? '' : 's'})${args.ort ? `; ORT onnxruntime-node CPU (${ORT_THREADS} threads)` : ''}; median of ${args.latencyRuns} runs after warm-up, batch 1 (batch ${LATENCY_BATCH} in the JSON report)`);
   }
   if (args.json) {
-    writeReport(args.json, rows, { data: args.data, split: args.split, label: args.label, samples: samples.length, classes: classNames.length, templates: args.templates });
+    writeReport(args.json, rows, { data: args.data, split: args.split, label: args.label, samples: samples.length, classes: classNames.length, templates: args.templates }, baselines);
     console.error(`mclip: report written to ${args.json}`);
   }
   if (args.plot) {
-    atomicWrite(args.plot, renderScatterSvg(rows, { x: args.latency ? 'latency' : 'macs', y: 'top1' }));
+    atomicWrite(args.plot, renderScatterSvg(rows, { x: args.latency ? 'latency' : 'macs', y: 'top1', latency: plotLatency(args) }));
     console.error(`mclip: plot written to ${args.plot}`);
   }
 }
@@ -174,7 +232,7 @@ export function evalCommand(y: Argv): Argv {
         .option('arch', { type: 'string', describe: 'architecture for checkpoints that carry no config' })
         .option('vocab', { type: 'string', describe: 'tokenizer folder (else $MCLIP_VOCAB)' })
         .option('label', { type: 'string', default: 'category', describe: 'label key used as the zero-shot class' })
-        .option('templates', { type: 'string', default: 'emoji', describe: 'prompt template set: openai | simple | emoji | single' })
+        .option('templates', { type: 'string', default: 'emoji', describe: `prompt template set: ${TEMPLATE_CHOICES.join(' | ')}` })
         .option('limit', { type: 'number', describe: 'evaluate on the first N samples' })
         .option('sample', { type: 'number', describe: 'evaluate on N samples evenly spaced over the split (all categories kept in proportion)' })
         .option('batch', { type: 'number', default: 32, describe: 'batch size' })
