@@ -6,14 +6,14 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import sharp from 'sharp';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { readSafetensors } from '../../src/base/io/safetensors.js';
 import { toFloat32 } from '../../src/base/io/tensor-data.js';
-import { fixture, HAVE_FIXTURES } from '../paths.js';
+import { fixture, describeFixtures } from '../paths.js';
 import { errorLines, runCli, show, STACK_FRAME, syntheticCorpus, tempDir, type CliResult } from './helpers.js';
 
-describe.skipIf(!HAVE_FIXTURES)('mclip embed --images / --texts', () => {
+describeFixtures('mclip embed --images / --texts', () => {
   const S0 = (f: string) => fixture('mobileclip_s0', f);
   const tmp = tempDir('files');
   const pngs = [join(tmp.dir, 'a.png'), join(tmp.dir, 'b.png')];

@@ -6,14 +6,14 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { afterAll, describe, it } from 'vitest';
+import { afterAll, it } from 'vitest';
 
 import { writeSafetensors } from '../../src/base/io/safetensors.js';
 import type { TensorData } from '../../src/base/io/tensor-data.js';
-import { fixture, HAVE_FIXTURES } from '../paths.js';
+import { fixture, describeFixtures } from '../paths.js';
 import { expectOneLineError, runCli, tempDir } from './helpers.js';
 
-describe.skipIf(!HAVE_FIXTURES).concurrent('mclip embed: invalid input tensors', () => {
+describeFixtures('mclip embed: invalid input tensors', { concurrent: true }, () => {
   const tmp = tempDir('inputs');
   afterAll(() => tmp.cleanup());
   const out = join(tmp.dir, 'never-written.safetensors');

@@ -1,16 +1,16 @@
 import { join } from 'node:path';
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { readSafetensors } from '../../src/base/io/safetensors.js';
 import { toFloat32 } from '../../src/base/io/tensor-data.js';
-import { fixture, HAVE_FIXTURES } from '../paths.js';
+import { fixture, describeFixtures } from '../paths.js';
 import { errorLines, runCli, show, tempDir, type CliResult } from './helpers.js';
 import { relErr } from '../model/helpers.js';
 
 const TOL = 1e-4;
 
-describe.skipIf(!HAVE_FIXTURES)('mclip embed --inputs (S0 fixture, wasm)', () => {
+describeFixtures('mclip embed --inputs (S0 fixture, wasm)', () => {
   const S0 = (f: string) => fixture('mobileclip_s0', f);
   const tmp = tempDir('embed');
   const outUnfused = join(tmp.dir, 'out.safetensors');

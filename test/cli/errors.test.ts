@@ -8,12 +8,12 @@ import { copyFileSync, openSync, readSync, closeSync, writeFileSync } from 'node
 import { join } from 'node:path';
 
 import { zipSync } from 'fflate';
-import { afterAll, describe, it } from 'vitest';
+import { afterAll, it } from 'vitest';
 
-import { fixture, HAVE_FIXTURES } from '../paths.js';
+import { fixture, HAVE_FIXTURES, describeFixtures } from '../paths.js';
 import { expectOneLineError, runCli, show, STACK_FRAME, tempDir } from './helpers.js';
 
-describe.skipIf(!HAVE_FIXTURES).concurrent('one-line CLI errors', () => {
+describeFixtures('one-line CLI errors', { concurrent: true }, () => {
   const S0 = (f: string) => fixture('mobileclip_s0', f);
   const tmp = tempDir('errors');
   afterAll(() => tmp.cleanup());

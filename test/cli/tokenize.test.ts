@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 
-import { describe, it } from 'vitest';
+import { it } from 'vitest';
 
-import { fixture, HAVE_FIXTURES } from '../paths.js';
+import { fixture, HAVE_FIXTURES, describeFixtures } from '../paths.js';
 import { errorLines, runCli, show, STACK_FRAME } from './helpers.js';
 
 interface Case {
@@ -15,7 +15,7 @@ interface Case {
 const SOT = 49406;
 const EOT = 49407;
 
-describe.skipIf(!HAVE_FIXTURES).concurrent('mclip tokenize', () => {
+describeFixtures('mclip tokenize', { concurrent: true }, () => {
   const VOCAB = fixture('tokenizer');
   const cases: Case[] = HAVE_FIXTURES ? JSON.parse(readFileSync(fixture('tokenizer', 'cases.json'), 'utf8')) : [];
   const byText = (t: string): Case => {

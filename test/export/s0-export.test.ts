@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, expect, test } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,10 +8,10 @@ import { loadModel } from '../../src/base/model/checkpoint.js';
 import type { CLIP } from '../../src/base/model/clip.js';
 import { toFloat32 } from '../../src/base/io/tensor-data.js';
 import { exportOnnx } from '../../src/export/index.js';
-import { fixture, HAVE_FIXTURES } from '../paths.js';
+import { fixture, describeFixtures } from '../paths.js';
 import { readFixture, relErr } from '../model/helpers.js';
 
-describe.skipIf(!HAVE_FIXTURES)('ONNX export: MobileCLIP-S0 fixture (fused)', () => {
+describeFixtures('ONNX export: MobileCLIP-S0 fixture (fused)', () => {
   let dir: string;
   let model: CLIP;
 

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { readSafetensors, serializeSafetensors, writeSafetensors } from '../../src/base/io/safetensors.js';
 import { DTYPE_SIZE, type StateDict, type TensorData } from '../../src/base/io/tensor-data.js';
 import { MclipError } from '../../src/errors.js';
-import { HAVE_FIXTURES, fixture } from '../paths.js';
+import { fixture, describeFixtures } from '../paths.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'mclip-st-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -165,7 +165,7 @@ describe('safetensors validation', () => {
   });
 });
 
-describe.skipIf(!HAVE_FIXTURES)('fixture safetensors', () => {
+describeFixtures('fixture safetensors', () => {
   it('inputs.safetensors: image = image_u8 / 255 (NCHW vs NHWC), tokens from summary.json', () => {
     const { tensors } = readSafetensors(fixture('mobileclip_s0', 'inputs.safetensors'));
     expect([...tensors.keys()].sort()).toEqual(['image', 'image_u8', 'tokens']);

@@ -4,7 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { loadTorchCheckpoint } from '../../src/base/io/torch-checkpoint.js';
 import { readSafetensors } from '../../src/base/io/safetensors.js';
 import { toFloat32, type StateDict, type TensorData } from '../../src/base/io/tensor-data.js';
-import { HAVE_FIXTURES, fixture } from '../paths.js';
+import { fixture, describeFixtures } from '../paths.js';
 import { f32Bytes, stateDictPickle, torchZip, PickleWriter, writeTensor } from './pickle-builder.js';
 
 interface KeyInfo {
@@ -50,7 +50,7 @@ function sum(a: ArrayLike<number>): number {
   return s;
 }
 
-describe.skipIf(!HAVE_FIXTURES)('mobileclip_s0/model_fp16.pt', () => {
+describeFixtures('mobileclip_s0/model_fp16.pt', () => {
   const path = fixture('mobileclip_s0', 'model_fp16.pt');
   let sd: StateDict;
   let loadMs = 0;
@@ -149,7 +149,7 @@ describe.skipIf(!HAVE_FIXTURES)('mobileclip_s0/model_fp16.pt', () => {
   });
 });
 
-describe.skipIf(!HAVE_FIXTURES)('text_tower_fp32 checkpoints', () => {
+describeFixtures('text_tower_fp32 checkpoints', () => {
   for (const [name, count] of [
     ['text_mct_d64', 85],
     ['text_base_causal_d64', 29],

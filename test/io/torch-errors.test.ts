@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { loadTorchCheckpoint } from '../../src/base/io/torch-checkpoint.js';
 import { unpickleTorch } from '../../src/base/io/pickle.js';
 import { MclipError } from '../../src/errors.js';
-import { HAVE_FIXTURES, fixture } from '../paths.js';
+import { fixture, describeFixtures } from '../paths.js';
 import { f32Bytes, PickleWriter, stateDictPickle, torchZip, writeTensor } from './pickle-builder.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'mclip-io-'));
@@ -40,7 +40,7 @@ function headOf(path: string, n: number): Uint8Array {
 const simple = () =>
   stateDictPickle([{ name: 'w', storage: 'FloatStorage', key: '0', numel: 2, shape: [2] }]);
 
-describe.skipIf(!HAVE_FIXTURES)('damaged fixture copies', () => {
+describeFixtures('damaged fixture copies', () => {
   const src = fixture('text_tower_fp32', 'text_mct_d64_fp32.pt');
 
   it.each([10, 1000, 400_000, 810_900])('truncated to %i bytes', async (n) => {

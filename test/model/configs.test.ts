@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, test } from 'vitest';
 import * as tf from '../../src/base/tf.js';
 import { initBackend } from '../../src/base/backend/index.js';
-import { CLIP } from '../../src/base/model/clip.js';
+import { CLIP, ImageEncoder } from '../../src/base/model/clip.js';
 import { archNames, getConfig } from '../../src/base/model/configs.js';
 import { reparameterize } from '../../src/base/model/reparameterize.js';
 import { MclipError } from '../../src/errors.js';
@@ -39,8 +39,10 @@ describe('named architectures', () => {
   test('mobileclip_b: causal text tower and a ViT-B/16 image tower run at 224×224', () => {
     const cfg = getConfig('mobileclip_b');
     expect(cfg.text.causalMasking).toBe(true);
-    const model = new CLIP(cfg).eval();
-    const y = tf.tidy(() => model.encodeImage(tf.randomUniform([1, 224, 224, 3])));
+    // Only the image tower runs here, so only it is built (the 63 M text parameters took seconds to
+    // initialise; the text tower's size is checked by the parameter counts above).
+    const model = new ImageEncoder(cfg, {}).eval();
+    const y = tf.tidy(() => model.call(tf.randomUniform([1, 224, 224, 3])));
     expect(y.shape).toEqual([1, 512]);
     expect(Number.isFinite(y.sum().dataSync()[0])).toBe(true);
     y.dispose();

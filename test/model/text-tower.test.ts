@@ -1,4 +1,4 @@
-import { beforeAll, describe, expect, test } from 'vitest';
+import { beforeAll, expect, test } from 'vitest';
 import * as tf from '../../src/base/tf.js';
 import { initBackend } from '../../src/base/backend/index.js';
 import { loadTorchCheckpoint } from '../../src/base/io/torch-checkpoint.js';
@@ -8,12 +8,12 @@ import { fromOfficialJson } from '../../src/base/model/configs.js';
 import { exportStateDict, loadStateDict } from '../../src/base/model/state-dict.js';
 import { reparameterize } from '../../src/base/model/reparameterize.js';
 import { withCapture } from '../../src/base/nn/module.js';
-import { fixture, HAVE_FIXTURES } from '../paths.js';
+import { fixture, describeFixtures } from '../paths.js';
 import { readFixture, readJson, relErr, tokensTensor } from './helpers.js';
 
 const TOL = 1e-4;
 
-describe.skipIf(!HAVE_FIXTURES)('float32 text towers (mct and causal base)', () => {
+describeFixtures('float32 text towers (mct and causal base)', () => {
   beforeAll(async () => {
     await initBackend({ backend: 'wasm', quiet: true, gradients: false });
   });

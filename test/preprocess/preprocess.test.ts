@@ -13,7 +13,7 @@ import {
   resizedSize,
   resizeBilinearPillow,
 } from '../../src/base/preprocess/index.js';
-import { HAVE_FIXTURES, fixture } from '../paths.js';
+import { HAVE_FIXTURES, fixture, describeFixtures } from '../paths.js';
 
 /** Minimal safetensors reader (U8 / F32 only), local to this test on purpose. */
 function readSafetensors(path: string): Map<string, { dtype: string; shape: number[]; data: Uint8Array | Float32Array }> {
@@ -40,7 +40,7 @@ function readSafetensors(path: string): Map<string, { dtype: string; shape: numb
   return out;
 }
 
-describe.skipIf(!HAVE_FIXTURES)('official MobileCLIP preprocessing (fixture)', () => {
+describeFixtures('official MobileCLIP preprocessing (fixture)', () => {
   const tensors = HAVE_FIXTURES ? readSafetensors(fixture('preprocess', 'preprocess.safetensors')) : new Map();
 
   for (const name of ['landscape_320x240', 'portrait_200x300']) {

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 import { ClipTokenizer, fixText, htmlUnescape } from '../../src/base/tokenizer/index.js';
-import { HAVE_FIXTURES, fixture } from '../paths.js';
+import { fixture, describeFixtures } from '../paths.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ref: { cases: { text: string; fixed: string; ids: number[] }[] } = JSON.parse(
@@ -43,7 +43,7 @@ describe('Python html.unescape port', () => {
   });
 });
 
-describe.skipIf(!HAVE_FIXTURES)('encode matches open_clip SimpleTokenizer.encode', () => {
+describeFixtures('encode matches open_clip SimpleTokenizer.encode', () => {
   it(`on ${ref.cases.length} reference texts`, () => {
     const tok = ClipTokenizer.fromDir(fixture('tokenizer'));
     const bad = ref.cases

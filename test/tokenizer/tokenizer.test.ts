@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 
 import { MclipError } from '../../src/errors.js';
 import { ClipTokenizer, cleanLower, resolveVocabDir, VOCAB_ENV } from '../../src/base/tokenizer/index.js';
-import { HAVE_FIXTURES, fixture } from '../paths.js';
+import { HAVE_FIXTURES, fixture, describeFixtures, missingFixtures } from '../paths.js';
 
 interface Case {
   text: string;
@@ -20,7 +20,7 @@ interface Case {
 
 const VOCAB_DIR = fixture('tokenizer');
 
-describe.skipIf(!HAVE_FIXTURES)('ClipTokenizer vs the official open_clip tokenizer (fixture)', () => {
+describeFixtures('ClipTokenizer vs the official open_clip tokenizer (fixture)', () => {
   const tok = HAVE_FIXTURES ? ClipTokenizer.fromDir(VOCAB_DIR) : (undefined as unknown as ClipTokenizer);
   const cases: Case[] = HAVE_FIXTURES ? JSON.parse(readFileSync(fixture('tokenizer', 'cases.json'), 'utf8')) : [];
 
@@ -116,7 +116,7 @@ describe('vocabulary location', () => {
     mkdirSync(other);
     expect(() => resolveVocabDir(other)).toThrow(/--vocab .*sub: missing/);
     expect(() => resolveVocabDir(join(dir, 'nope'))).toThrow(/not a directory/);
-    if (HAVE_FIXTURES) {
+    if (!missingFixtures('the official-vocabulary part of "flag first, then the environment"')) {
       expect(resolveVocabDir(VOCAB_DIR)).toBe(VOCAB_DIR);
       expect(ClipTokenizer.load(VOCAB_DIR).vocabSize).toBe(49408);
     }

@@ -9,7 +9,7 @@ import { trainVocab, ClipTokenizer, writeVocab } from '../../src/base/tokenizer/
 import { ReinforcedLoop } from '../../src/base/train/data-loop.js';
 import { Trainer } from '../../src/base/train/trainer.js';
 import { CLIP } from '../../src/base/model/clip.js';
-import { getConfig } from '../../src/base/model/configs.js';
+import { microConfig } from '../micro-config.js';
 
 const N = 8;
 const AUGS = 3;
@@ -91,12 +91,14 @@ describe('ReinforcedLoop: stored augmentations and teacher rows stay paired', ()
 
   test('λ = 1 training on stored teachers runs with a flat tensor count and finite losses', async () => {
     const loop = await ReinforcedLoop.load(dir, 'train', 32, { seed: 2 });
-    const cfg = getConfig('mobileclip_tiny');
+    // Every block type of mobileclip_tiny at micro widths (test/micro-config.ts), 32×32 like the loop.
+    const cfg = microConfig();
     cfg.text.vocabSize = tok.vocabSize;
+    expect(cfg.image.imageSize).toBe(32);
     const model = new CLIP(cfg, { seed: 4 });
     const trainer = new Trainer(model, { lr: 1e-3, totalSteps: 4, lambda: 1, teachers: loop.teachers });
     const run = () => {
-      const b = loop.next(4, tok, 77);
+      const b = loop.next(4, tok, cfg.text.contextLength);
       try {
         return trainer.step(b).loss;
       } finally {

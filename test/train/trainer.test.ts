@@ -5,20 +5,21 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as tf from '../../src/base/tf.js';
 import { initBackend } from '../../src/base/backend/index.js';
 import { CLIP } from '../../src/base/model/clip.js';
-import { getConfig } from '../../src/base/model/configs.js';
 import { exportStateDict } from '../../src/base/model/state-dict.js';
 import { openClipExclude } from '../../src/base/train/adamw.js';
 import { Trainer, loadTrainState, saveTrainState, type TrainBatch, type TrainerOptions } from '../../src/base/train/trainer.js';
 import type { TeacherSpec } from '../../src/base/train/distill-loss.js';
+import { MICRO_CONTEXT as L, microConfig } from '../micro-config.js';
 
 const B = 4;
-const S = 32;
+/** Every block type of mobileclip_tiny at micro widths (test/micro-config.ts): a step takes a fraction of a second. */
+const cfg = microConfig();
+const S = cfg.image.imageSize;
 const TEACHERS: TeacherSpec[] = [
   { dim: 8, logitScale: 100 },
   { dim: 12, logitScale: 50 },
 ];
 const W = 20;
-const cfg = getConfig('mobileclip_tiny');
 
 /** Deterministic synthetic batch keyed by the step index; `pick` (from the trainer's rng) selects the synthetic caption. */
 function makeBatch(step: number, pick: number): TrainBatch {
@@ -26,12 +27,12 @@ function makeBatch(step: number, pick: number): TrainBatch {
   const rnd = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
   const images = Float32Array.from({ length: B * S * S * 3 }, rnd);
   const tokens = (variant: number) => {
-    const t = new Int32Array(B * 77);
+    const t = new Int32Array(B * L);
     for (let b = 0; b < B; b++) {
       const len = 4 + ((b + variant + step) % 6);
-      t[b * 77] = cfg.text.vocabSize - 2;
-      for (let j = 1; j < len; j++) t[b * 77 + j] = 1 + Math.floor(rnd() * (cfg.text.vocabSize - 3));
-      t[b * 77 + len] = cfg.text.vocabSize - 1;
+      t[b * L] = cfg.text.vocabSize - 2;
+      for (let j = 1; j < len; j++) t[b * L + j] = 1 + Math.floor(rnd() * (cfg.text.vocabSize - 3));
+      t[b * L + len] = cfg.text.vocabSize - 1;
     }
     return t;
   };
@@ -41,8 +42,8 @@ function makeBatch(step: number, pick: number): TrainBatch {
   const teacherSyns = [feats(), feats()];
   return {
     images: tf.tensor4d(images, [B, S, S, 3]),
-    gtTokens: tf.tensor2d(gt, [B, 77], 'int32'),
-    synTokens: tf.tensor2d(syns[pick], [B, 77], 'int32'),
+    gtTokens: tf.tensor2d(gt, [B, L], 'int32'),
+    synTokens: tf.tensor2d(syns[pick], [B, L], 'int32'),
     teacherImg: feats(),
     teacherGt: feats(),
     teacherSyn: teacherSyns[pick],
@@ -71,7 +72,7 @@ const opts = (extra: Partial<TrainerOptions> = {}): TrainerOptions => ({
   ...extra,
 });
 
-describe('Trainer (mobileclip_tiny, wasm)', () => {
+describe('Trainer (mobileclip_tiny at micro widths, wasm)', () => {
   beforeAll(async () => {
     await initBackend({ backend: 'wasm', quiet: true, gradients: true });
     dir = mkdtempSync(join(tmpdir(), 'mclip-trainer-'));

@@ -1,0 +1,30 @@
+/**
+ * Micro model configurations for tests that train or compare backends: every block type of the named
+ * config they derive from (MCi: MobileOne stem, RepMixer stages, PatchEmbed downsamplers with and without
+ * SE, RepCPE, the attention stage, conv_exp with SE and the GlobalPool2D head; text: the `mct` RepMixer
+ * blocks around transformer encoders, or the causal `base` encoders), at the smallest widths, depths,
+ * vocabulary and context that keep each layer meaningful. A step costs milliseconds on wasm and ~1 s on the
+ * pure-JS cpu backend (whose embedding gradient, UnsortedSegmentSum, costs vocab × tokens × width), so the
+ * tests stay fast on a loaded 2-core machine.
+ */
+import { getConfig, type ClipConfig } from '../src/base/model/configs.js';
+
+/** Context length of the micro text towers (tests build token rows of this length). */
+export const MICRO_CONTEXT = 16;
+/** Vocabulary of the micro text towers: SOT = MICRO_VOCAB − 2, EOT = MICRO_VOCAB − 1. */
+export const MICRO_VOCAB = 256;
+
+/**
+ * `mobileclip_tiny` (or `mobileclip_tiny_base`) at micro size: MCi widths 8/16/32/64 with one block per
+ * stage (the last stage: attention, 4 heads of 16), 32×32 input, text width 64 (2 heads), one transformer
+ * encoder (plus the two RepMixer blocks of `mct`), context 16, vocabulary 256, embedding 64.
+ */
+export function microConfig(base: 'mobileclip_tiny' | 'mobileclip_tiny_base' = 'mobileclip_tiny'): ClipConfig {
+  const cfg = getConfig(base);
+  if (cfg.image.kind !== 'mci') throw new Error(`${base}: expected an MCi image tower`);
+  cfg.name = `${base}_micro`;
+  cfg.embedDim = 64;
+  cfg.image = { ...cfg.image, name: 'mci_micro', imageSize: 32, layers: [1, 1, 1, 1], embedDims: [8, 16, 32, 64], headDim: 16 };
+  cfg.text = { ...cfg.text, contextLength: MICRO_CONTEXT, vocabSize: MICRO_VOCAB, dim: 64, nHeads: 2, nTransformerLayers: 1 };
+  return cfg;
+}
