@@ -6,8 +6,8 @@ export default defineConfig({
     // A safety net, not a budget: tests are meant to take at most ~10 s on an idle 2-core machine (20 s
     // loaded); test/slowest-reporter.ts prints the slowest ten after every run. (60 s once the ONNX export
     // no longer spends ~20 s in tf.tidy: test/export/s0-export.test.ts takes ~55 s beside a busy core.)
-    testTimeout: 120_000,
-    hookTimeout: 120_000,
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
     pool: 'forks',
     maxWorkers: 2,
     // describe.concurrent suites (the CLI ones spawn a node process per test): two at a time per worker is

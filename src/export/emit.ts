@@ -45,6 +45,19 @@ function ownParam(m: Module, name: string): tf.Tensor {
   return p[1].variable;
 }
 
+/**
+ * tf.tidy for callbacks that return plain data: tf.tidy walks whatever its callback returns looking for
+ * tensors, element by element through typed arrays (about 20 s for the S0 weights); this keeps the result
+ * out of that walk.
+ */
+function tidyData<T>(fn: () => T): T {
+  let out!: T;
+  tf.tidy(() => {
+    out = fn();
+  });
+  return out;
+}
+
 function f32(t: tf.Tensor): Float32Array {
   return Float32Array.from(t.dataSync() as Float32Array);
 }
@@ -52,7 +65,7 @@ function f32(t: tf.Tensor): Float32Array {
 /** TF.js conv kernel (dense HWIO or depthwise [kh,kw,Ci,m]) → PyTorch OIHW data and dims. */
 function oihw(w: tf.Tensor4D, depthwise: boolean): { data: Float32Array; dims: number[] } {
   const [kh, kw, ci, co] = w.shape;
-  return tf.tidy(() => {
+  return tidyData(() => {
     if (depthwise) return { data: f32(w.transpose([2, 3, 0, 1])), dims: [ci * co, 1, kh, kw] };
     return { data: f32(w.transpose([3, 2, 0, 1])), dims: [co, ci, kh, kw] };
   });
@@ -90,7 +103,7 @@ export class OnnxEmitter {
   conv(x: string, s: ConvSpec, name: string, layout: ConvLayout): string {
     const [kh, kw, ci, co] = s.w.shape;
     const outC = s.depthwise ? ci * co : co;
-    const k = tf.tidy(() => {
+    const k = tidyData(() => {
       let w = s.w;
       let b: tf.Tensor = s.b ?? tf.zeros([outC]);
       if (s.outScale) {
@@ -126,7 +139,7 @@ export class OnnxEmitter {
   /** y = x @ W (+ b) over the last axis; W in TF.js layout [in, out]; optional output scale. */
   linear(x: string, w: tf.Tensor, b: tf.Tensor | undefined | null, name: string, outScale?: tf.Tensor | null): string {
     const [inD, outD] = w.shape as [number, number];
-    const { wd, bd } = tf.tidy(() => {
+    const { wd, bd } = tidyData(() => {
       let ww = w;
       let bb: tf.Tensor | null = b ?? null;
       if (outScale) {
@@ -187,7 +200,7 @@ export class OnnxEmitter {
     if (!Number.isInteger(hd) || hd % heads !== 0) throw new MclipError(`export: ${name}: qkv width ${out3} is not 3 × heads (${heads}) × head dim`);
     const d = hd / heads;
     const scale = d ** -0.5;
-    const parts = tf.tidy(() => {
+    const parts = tidyData(() => {
       let W = qkvW;
       let B: tf.Tensor = qkvB ?? tf.zeros([out3]);
       if (opts.preShift) B = B.add(tf.matMul(opts.preShift.reshape([1, inD]), W).reshape([out3]));

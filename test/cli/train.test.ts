@@ -3,7 +3,8 @@ import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatasetBuilder, rgbToPng } from '../../src/base/data/index.js';
 import { trainVocab, writeVocab } from '../../src/base/tokenizer/index.js';
-import { runCli, tempDir, expectOneLineError } from './helpers.js';
+import { tempDir, expectOneLineError } from './helpers.js';
+import { runMain } from './in-process.js';
 
 const COLORS: Record<string, [number, number, number]> = { red: [220, 30, 30], green: [30, 200, 40], blue: [30, 40, 220], gray: [128, 128, 128] };
 
@@ -37,16 +38,16 @@ describe('mclip train', () => {
   });
 
   test('an interrupted and resumed run gives the same losses and the same model as an uninterrupted one', async () => {
-    // Small on purpose (each process spends ~3 s starting up, a mobileclip_tiny step ~0.6 s at batch 2): 3 steps,
-    // interrupted after the first, and the uninterrupted run beside the interrupted + resumed pair rather than
-    // before it, so the longest chain is two processes.
+    // Small on purpose (a process spends ~3 s starting up, a mobileclip_tiny step ~0.6 s at batch 2): 3 steps,
+    // interrupted after the first. All three runs go in-process (a spawned node costs ~3 s): each builds its
+    // model, optimiser and data loop anew, so the resume continues only from what the stopped run left on disk.
     const common = ['train', '--data', join(dir, 'data'), '--vocab', join(dir, 'vocab'), '--steps', '3', '--batch', '2', '--save-every', '1', '--lr', '2e-3', '--seed', '3'];
     const split = async () => {
-      const part = await runCli([...common, '--out', join(dir, 'split'), '--stop-after', '1']);
+      const part = await runMain([...common, '--out', join(dir, 'split'), '--stop-after', '1']);
       const modelAfterStop = existsSync(join(dir, 'split', 'model.safetensors'));
-      return { part, modelAfterStop, resumed: part.status === 0 ? await runCli([...common, '--out', join(dir, 'split'), '--resume']) : null };
+      return { part, modelAfterStop, resumed: part.status === 0 ? await runMain([...common, '--out', join(dir, 'split'), '--resume']) : null };
     };
-    const [full, { part, modelAfterStop, resumed }] = await Promise.all([runCli([...common, '--out', join(dir, 'full')]), split()]);
+    const [full, { part, modelAfterStop, resumed }] = await Promise.all([runMain([...common, '--out', join(dir, 'full')]), split()]);
     expect(full.status, full.stderr).toBe(0);
     expect(part.status, part.stderr).toBe(0);
     expect(part.stderr).toMatch(/stopped after step 1 of 3/);
@@ -65,9 +66,9 @@ describe('mclip train', () => {
   });
 
   test('bad arguments are one-line errors', async () => {
-    const r1 = await runCli(['train', '--data', join(dir, 'nope'), '--vocab', join(dir, 'vocab'), '--out', join(dir, 'x')]);
+    const r1 = await runMain(['train', '--data', join(dir, 'nope'), '--vocab', join(dir, 'vocab'), '--out', join(dir, 'x')]);
     expectOneLineError(expect, r1, /data folder not found/);
-    const r2 = await runCli(['train', '--data', join(dir, 'data'), '--vocab', join(dir, 'vocab'), '--out', join(dir, 'x'), '--batch', '0']);
+    const r2 = await runMain(['train', '--data', join(dir, 'data'), '--vocab', join(dir, 'vocab'), '--out', join(dir, 'x'), '--batch', '0']);
     expectOneLineError(expect, r2, /--batch must be a positive integer/);
   });
 });
