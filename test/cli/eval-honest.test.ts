@@ -7,16 +7,11 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DatasetBuilder, rgbToPng } from '../../src/base/data/index.js';
-import { trainVocab, writeVocab } from '../../src/base/tokenizer/index.js';
-import { initBackend } from '../../src/base/backend/index.js';
-import { CLIP } from '../../src/base/model/clip.js';
-import { getConfig } from '../../src/base/model/configs.js';
-import { saveModel } from '../../src/base/model/checkpoint.js';
+import { colorEvalSetup, type Rgb } from './color-data.js';
 import { runCli, show, tempDir, expectOneLineError } from './helpers.js';
 
 /** An unbalanced split: red ×5, green ×2, blue ×2 (majority 5/9, chance 1/3). */
-const COUNTS: Record<string, { rgb: [number, number, number]; n: number }> = {
+const COUNTS: Record<string, { rgb: Rgb; n: number }> = {
   red: { rgb: [220, 30, 30], n: 5 },
   green: { rgb: [30, 200, 40], n: 2 },
   blue: { rgb: [30, 40, 220], n: 2 },
@@ -56,24 +51,7 @@ describe('mclip eval: honest tables', () => {
   const base = () => ['eval', '--data', join(dir, 'data'), '--vocab', join(dir, 'vocab')];
   afterAll(() => tmp.cleanup());
   beforeAll(async () => {
-    const b = new DatasetBuilder(join(dir, 'data'), { splits: ['eval'], samplesPerShard: 4 });
-    let k = 0;
-    for (const [name, { rgb, n }] of Object.entries(COUNTS)) {
-      for (let i = 0; i < n; i++) {
-        const px = new Uint8Array(16 * 16 * 3);
-        for (let p = 0; p < 16 * 16; p++) px.set([rgb[0] - 10 * i, rgb[1], rgb[2]], p * 3);
-        await b.add('eval', `s${k++}`, { image: await rgbToPng(px, 16, 16), caption: `a ${name} square`, captions: [name], labels: { category: name } });
-      }
-    }
-    await b.close({ name: 'colors', image: { width: 16, height: 16 } });
-    const caps = Object.keys(COUNTS).flatMap((c) => [`a ${c} square`, `an emoji of ${c}`, c]);
-    const cfg = getConfig('mobileclip_tiny');
-    const vocab = trainVocab([...caps, ...Array.from({ length: 200 }, (_, i) => `word${i} thing${i % 7}`)], 600);
-    writeVocab(join(dir, 'vocab'), vocab);
-    cfg.text.vocabSize = Object.keys(vocab.vocab).length;
-    await initBackend({ backend: 'wasm', quiet: true, gradients: false });
-    saveModel(new CLIP(cfg, { seed: 1 }), join(dir, 'a.safetensors'));
-    saveModel(new CLIP(cfg, { seed: 2 }), join(dir, 'b.safetensors'));
+    await colorEvalSetup(dir, COUNTS, 16);
   });
 
   test('chance and majority class: reference rows under the models and `baselines` in --json; progress lines with ETA on a non-terminal stderr', async () => {

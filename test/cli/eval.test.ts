@@ -1,40 +1,18 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DatasetBuilder, rgbToPng } from '../../src/base/data/index.js';
-import { trainVocab, writeVocab } from '../../src/base/tokenizer/index.js';
-import { initBackend } from '../../src/base/backend/index.js';
-import { CLIP } from '../../src/base/model/clip.js';
-import { getConfig } from '../../src/base/model/configs.js';
-import { saveModel } from '../../src/base/model/checkpoint.js';
+import { colorEvalSetup, each, type Rgb } from './color-data.js';
 import { evenlySpaced } from '../../src/cli/commands/eval.js';
 import { runCli, tempDir, expectOneLineError } from './helpers.js';
 
-const COLORS: Record<string, [number, number, number]> = { red: [220, 30, 30], green: [30, 200, 40], blue: [30, 40, 220] };
+const COLORS: Record<string, Rgb> = { red: [220, 30, 30], green: [30, 200, 40], blue: [30, 40, 220] };
 
 describe('mclip eval', () => {
   const tmp = tempDir('mclip-eval-');
   const dir = tmp.dir;
   afterAll(() => tmp.cleanup());
   beforeAll(async () => {
-    const b = new DatasetBuilder(join(dir, 'data'), { splits: ['eval'], samplesPerShard: 4 });
-    let k = 0;
-    for (const [name, rgb] of Object.entries(COLORS)) {
-      for (let i = 0; i < 3; i++) {
-        const px = new Uint8Array(32 * 32 * 3);
-        for (let p = 0; p < 32 * 32; p++) px.set([rgb[0] - 10 * i, rgb[1], rgb[2]], p * 3);
-        await b.add('eval', `s${k++}`, { image: await rgbToPng(px, 32, 32), caption: `a ${name} square`, captions: [`${name}`], labels: { category: name } });
-      }
-    }
-    await b.close({ name: 'colors', image: { width: 32, height: 32 } });
-    const caps = Object.keys(COLORS).flatMap((c) => [`a ${c} square`, `an emoji of ${c}`, c]);
-    const cfg = getConfig('mobileclip_tiny');
-    const vocab = trainVocab([...caps, ...Array.from({ length: 200 }, (_, i) => `word${i} thing${i % 7}`)], 600);
-    writeVocab(join(dir, 'vocab'), vocab);
-    cfg.text.vocabSize = Object.keys(vocab.vocab).length;
-    await initBackend({ backend: 'wasm', quiet: true, gradients: false });
-    saveModel(new CLIP(cfg, { seed: 1 }), join(dir, 'a.safetensors'));
-    saveModel(new CLIP(cfg, { seed: 2 }), join(dir, 'b.safetensors'));
+    await colorEvalSetup(dir, each(COLORS, 3), 32);
   });
 
   test('two models: a table with a baseline and a Δ row, a JSON report and an SVG with one point each', async () => {

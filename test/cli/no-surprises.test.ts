@@ -9,15 +9,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { initBackend } from '../../src/base/backend/index.js';
-import { DatasetBuilder, rgbToPng } from '../../src/base/data/index.js';
 import { CLIP } from '../../src/base/model/clip.js';
 import { getConfig } from '../../src/base/model/configs.js';
 import { saveModel } from '../../src/base/model/checkpoint.js';
-import { trainVocab, writeVocab } from '../../src/base/tokenizer/index.js';
+import { buildColorDataset, each, writeColorVocab, type Rgb } from './color-data.js';
 import { errorLines, expectOneLineError, runCli, show, tempDir } from './helpers.js';
 import { runMain } from './in-process.js';
 
-const COLORS: Record<string, [number, number, number]> = { red: [220, 30, 30], green: [30, 200, 40], blue: [30, 40, 220], gray: [128, 128, 128] };
+const COLORS: Record<string, Rgb> = { red: [220, 30, 30], green: [30, 200, 40], blue: [30, 40, 220], gray: [128, 128, 128] };
 
 function steps(dir: string): number[] {
   return readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { step: number }).step);
@@ -31,20 +30,11 @@ describe('no silent surprises', () => {
   let vocabSize = 0;
   afterAll(() => tmp.cleanup());
   beforeAll(async () => {
-    const b = new DatasetBuilder(data, { splits: ['train'], samplesPerShard: 8 });
-    let k = 0;
-    for (const [name, rgb] of Object.entries(COLORS)) {
-      for (let i = 0; i < 4; i++) {
-        const px = new Uint8Array(32 * 32 * 3);
-        for (let p = 0; p < 32 * 32; p++) px.set([rgb[0], rgb[1] - 5 * i, rgb[2]], p * 3);
-        await b.add('train', `s${k++}`, { image: await rgbToPng(px, 32, 32), caption: `a ${name} square`, captions: [`${name}`, `the color ${name}`], labels: { category: name } });
-      }
-    }
-    await b.close({ name: 'colors', image: { width: 32, height: 32 } });
-    const caps = Object.keys(COLORS).flatMap((c) => [`a ${c} square`, `the color ${c}`, c]);
-    const v = trainVocab([...caps, ...Array.from({ length: 200 }, (_, i) => `word${i} thing${i % 7}`)], 600);
-    writeVocab(vocab, v);
-    vocabSize = Object.keys(v.vocab).length;
+    await buildColorDataset(data, {
+      split: 'train', colors: each(COLORS, 4), size: 32, samplesPerShard: 8,
+      shade: ([r, g, b], i) => [r, g - 5 * i, b], captions: (name) => [name, `the color ${name}`],
+    });
+    vocabSize = writeColorVocab(vocab, Object.keys(COLORS).flatMap((c) => [`a ${c} square`, `the color ${c}`, c]));
   });
   // Batch 2: a mobileclip_tiny step costs about half of batch 4, and nothing here depends on the batch.
   const train = (out: string, ...extra: string[]) => ['train', '--data', data, '--vocab', vocab, '--out', out, '--batch', '2', '--seed', '3', ...extra];

@@ -1,12 +1,11 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { DatasetBuilder, rgbToPng } from '../../src/base/data/index.js';
-import { trainVocab, writeVocab } from '../../src/base/tokenizer/index.js';
+import { buildColorDataset, each, writeColorVocab, type Rgb } from './color-data.js';
 import { tempDir, expectOneLineError } from './helpers.js';
 import { runMain } from './in-process.js';
 
-const COLORS: Record<string, [number, number, number]> = { red: [220, 30, 30], green: [30, 200, 40], blue: [30, 40, 220], gray: [128, 128, 128] };
+const COLORS: Record<string, Rgb> = { red: [220, 30, 30], green: [30, 200, 40], blue: [30, 40, 220], gray: [128, 128, 128] };
 
 interface Metric {
   step: number;
@@ -23,18 +22,11 @@ describe('mclip train', () => {
   const dir = tmp.dir;
   afterAll(() => tmp.cleanup());
   beforeAll(async () => {
-    const b = new DatasetBuilder(join(dir, 'data'), { splits: ['train'], samplesPerShard: 8 });
-    let k = 0;
-    for (const [name, rgb] of Object.entries(COLORS)) {
-      for (let i = 0; i < 4; i++) {
-        const px = new Uint8Array(40 * 40 * 3);
-        for (let p = 0; p < 40 * 40; p++) px.set([rgb[0], rgb[1] - 5 * i, rgb[2]], p * 3);
-        await b.add('train', `s${k++}`, { image: await rgbToPng(px, 40, 40), caption: `a ${name} square`, captions: [`${name}`, `the color ${name}`], labels: { category: name } });
-      }
-    }
-    await b.close({ name: 'colors', image: { width: 40, height: 40 } });
-    const caps = Object.keys(COLORS).flatMap((c) => [`a ${c} square`, `the color ${c}`, c]);
-    writeVocab(join(dir, 'vocab'), trainVocab([...caps, ...Array.from({ length: 200 }, (_, i) => `word${i} thing${i % 7}`)], 600));
+    await buildColorDataset(join(dir, 'data'), {
+      split: 'train', colors: each(COLORS, 4), size: 40, samplesPerShard: 8,
+      shade: ([r, g, b], i) => [r, g - 5 * i, b], captions: (name) => [name, `the color ${name}`],
+    });
+    writeColorVocab(join(dir, 'vocab'), Object.keys(COLORS).flatMap((c) => [`a ${c} square`, `the color ${c}`, c]));
   });
 
   test('an interrupted and resumed run gives the same losses and the same model as an uninterrupted one', async () => {
