@@ -44,8 +44,6 @@ export interface ProgressOptions {
 export interface Progress {
   /** Sets the done count; `info` is shown after the counts (e.g. `loss 1.23`). */
   update(done: number, info?: string): void;
-  /** Elapsed seconds since start. */
-  elapsed(): number;
   stop(): void;
 }
 
@@ -54,7 +52,7 @@ export function startProgress(o: ProgressOptions): Progress {
   const t0 = performance.now();
   const startValue = o.start ?? 0;
   const elapsed = () => (performance.now() - t0) / 1000;
-  if (o.quiet) return { update: () => undefined, elapsed, stop: () => undefined };
+  if (o.quiet) return { update: () => undefined, stop: () => undefined };
   const tty = o.tty ?? Boolean(stream.isTTY);
   let last = startValue;
   let info = '';
@@ -77,7 +75,6 @@ export function startProgress(o: ProgressOptions): Progress {
         info = text ? ` | ${text}` : '';
         bar.update(done, { elapsedText: formatDuration(elapsed()), etaText: eta(), info });
       },
-      elapsed,
       stop() {
         if (stopped) return;
         stopped = true;
@@ -102,7 +99,6 @@ export function startProgress(o: ProgressOptions): Progress {
         line();
       }
     },
-    elapsed,
     stop() {
       if (!printedEnd && last > startValue && last >= o.total) line();
       printedEnd = true;

@@ -21,33 +21,34 @@ export type CommandTable = Readonly<Record<string, readonly string[]>>;
 /** Global options that take a value (so the word after them is not the command). */
 const GLOBAL_VALUE_OPTIONS = new Set(['--backend']);
 
-/** The command words of a command line: `['vocab', 'train']`, `['eval']`, or `[]` when none is named. */
-export function commandWords(argv: readonly string[], table: CommandTable): string[] {
+/** Where the command word is in a command line (after global options), or -1 when none is named. */
+function commandIndex(argv: readonly string[]): number {
   let i = 0;
   while (i < argv.length && argv[i]!.startsWith('-')) {
-    if (argv[i] === '--') return [];
+    if (argv[i] === '--') return -1;
     i += GLOBAL_VALUE_OPTIONS.has(argv[i]!) ? 2 : 1;
   }
-  const cmd = argv[i];
-  if (cmd === undefined) return [];
-  const subs = table[cmd];
-  if (subs === undefined) return [cmd];
+  return i < argv.length ? i : -1;
+}
+
+/** The command words of a command line: `['vocab', 'train']`, `['eval']`, or `[]` when none is named. */
+export function commandWords(argv: readonly string[], table: CommandTable): string[] {
+  const i = commandIndex(argv);
+  if (i < 0) return [];
+  const cmd = argv[i]!;
   const sub = argv[i + 1];
-  return sub !== undefined && subs.includes(sub) ? [cmd, sub] : [cmd];
+  return sub !== undefined && (table[cmd] ?? []).includes(sub) ? [cmd, sub] : [cmd];
 }
 
 /** Checks that the named command exists before yargs sees it (yargs would print the global help for `mclip run --help`). */
 export function checkCommand(argv: readonly string[], table: CommandTable): void {
-  const words = commandWords(argv, table);
-  if (words.length === 0) return;
-  const cmd = words[0]!;
-  if (!(cmd in table)) {
-    throw new UsageError(`unknown command '${cmd}' (commands: ${Object.keys(table).join(', ')})`);
-  }
-  const subs = table[cmd]!;
-  const i = argv.indexOf(cmd);
+  const i = commandIndex(argv);
+  if (i < 0) return;
+  const cmd = argv[i]!;
+  const subs = table[cmd];
+  if (subs === undefined) throw new UsageError(`unknown command '${cmd}' (commands: ${Object.keys(table).join(', ')})`);
   const next = argv[i + 1];
-  if (subs.length > 0 && words.length === 1 && next !== undefined && !next.startsWith('-')) {
+  if (subs.length > 0 && next !== undefined && !next.startsWith('-') && !subs.includes(next)) {
     throw new UsageError(`unknown ${cmd} subcommand '${next}' (expected ${subs.join(', ')})`);
   }
 }
@@ -79,14 +80,13 @@ export function cleanYargsMessage(msg: string, rawArgs: readonly string[]): stri
     if (k !== n && names.includes(k)) continue; // yargs' camelCase twin of a kebab option
     if (!kept.includes(n)) kept.push(n);
   }
-  const shown = kept.map((n) => (/^\d/.test(n) ? `'${n}'` : n));
   const asOption = (n: string) => rawArgs.some((a) => a === `--${n}` || a.startsWith(`--${n}=`) || a === `-${n}`);
   const options = kept.filter(asOption);
   const words = kept.filter((n) => !asOption(n));
   const parts: string[] = [];
   if (options.length) parts.push(`unknown option${options.length > 1 ? 's' : ''} ${options.map((n) => (n.length === 1 ? `-${n}` : `--${n}`)).join(', ')}`);
   if (words.length) parts.push(`unexpected argument${words.length > 1 ? 's' : ''} ${words.map((w) => `'${w}'`).join(', ')}`);
-  return parts.length ? parts.join('; ') : `unknown argument${shown.length > 1 ? 's' : ''} ${shown.join(', ')}`;
+  return parts.length ? parts.join('; ') : msg;
 }
 
 /** The text typed after `--name` (or `--name=`), in kebab or camel spelling; undefined when absent. */

@@ -250,8 +250,8 @@ export async function buildEmojiDataset(out: string, options: EmojiOptions = {})
   const size = options.size ?? 64;
   if (!Number.isInteger(size) || size < 8 || size > 1024) throw new MclipError(`--size must be an integer in 8..1024, got ${size}`);
   const background = options.background ?? [255, 255, 255];
-  const { items, missingImages, packages, categoriesAvailable, limitForAllCategories } = listEmojiItems({ vendors, limit: options.limit, sample: options.sample, only: options.only });
   if (options.limit !== undefined && options.sample !== undefined) throw new MclipError('--limit and --sample exclude each other: --limit takes the first N emoji, --sample N evenly spaced ones');
+  const { items, missingImages, packages, categoriesAvailable, limitForAllCategories } = listEmojiItems({ vendors, limit: options.limit, sample: options.sample, only: options.only });
   const selected = new Set(items.map((it) => it.labels.category));
   if ((options.limit !== undefined || options.sample !== undefined) && selected.size < categoriesAvailable.length) {
     const missing = categoriesAvailable.filter((c) => !selected.has(c));

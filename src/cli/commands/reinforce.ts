@@ -57,8 +57,8 @@ export async function runReinforce(args: ReinforceArgs): Promise<ReinforceSummar
       for (const t of loaded) console.error(`mclip: teacher ${t.name}: ${t.dim}-d, ${t.imageSize}px, logit scale ${t.logitScale}`);
     }
     const nShards = listShards(input).length;
-    // Progress counts samples: the split's size from the dataset manifest, else 1000 per shard (re-estimated as shards finish).
-    const known = args.split ? manifestSampleCount(args.data, args.split) : manifestSampleCount(args.data, '');
+    // Progress counts samples: the split's size from the dataset manifest (none when --data is the shard folder itself), else 1000 per shard (re-estimated as shards finish).
+    const known = args.split ? manifestSampleCount(args.data, args.split) : undefined;
     let total = known ?? nShards * 1000;
     const tty = Boolean(process.stderr.isTTY);
     const bar = tty ? startProgress({ label: 'reinforce', total, unit: 'samples', quiet: args.quiet, tty: true }) : null;
