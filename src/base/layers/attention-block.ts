@@ -1,33 +1,56 @@
 import * as tf from '../tf.js';
 import { Module } from '../nn/module.js';
+import type { ForwardContext } from '../nn/context.js';
 import { Initializer, full } from '../nn/init.js';
 import { BatchNorm2d } from './batch-norm.js';
 import { MHSA } from './mhsa.js';
 import { ConvFFN } from './conv-ffn.js';
 
+export interface AttentionBlockOptions {
+  /** ConvFFN hidden width = ⌊dim·mlpRatio⌋ unless `hidden` is given. */
+  mlpRatio?: number;
+  hidden?: number;
+  headDim?: number;
+  /** Heads (default dim / headDim); heads × headDim need not equal dim. */
+  heads?: number;
+  /** Attention kernel name (default 'softmax'). */
+  kernel?: string;
+  layerScaleInit?: number;
+  init?: Initializer;
+}
+
 /** MCi AttentionBlock: x += γ₁ ⊙ MHSA(BN(x)); x += γ₂ ⊙ ConvFFN(x) (the pre-norm is BatchNorm). */
 export class AttentionBlock extends Module {
-  readonly norm: BatchNorm2d;
-  readonly tokenMixer: MHSA;
-  readonly convffn: ConvFFN;
-
-  constructor(dim: number, opts: { mlpRatio: number; headDim?: number; layerScaleInit?: number; init?: Initializer }) {
+  constructor(dim: number, opts: AttentionBlockOptions) {
     super();
     const init = opts.init ?? new Initializer(0);
     const ls = opts.layerScaleInit ?? 1e-5;
+    const hidden = opts.hidden ?? Math.floor(dim * (opts.mlpRatio ?? 3));
     this.addParam('layer_scale_1', full([dim], ls), { torchShape: [dim, 1, 1], noDecay: false });
     this.addParam('layer_scale_2', full([dim], ls), { torchShape: [dim, 1, 1], noDecay: false });
-    this.norm = this.addModule('norm', new BatchNorm2d(dim));
-    this.tokenMixer = this.addModule('token_mixer', new MHSA(dim, opts.headDim ?? 32, init));
-    this.convffn = this.addModule('convffn', new ConvFFN(dim, Math.floor(dim * opts.mlpRatio), dim, [7, 7], init));
+    this.addModule('norm', new BatchNorm2d(dim));
+    this.addModule('token_mixer', new MHSA(dim, opts.headDim ?? 32, init, { heads: opts.heads, kernel: opts.kernel }));
+    this.addModule('convffn', new ConvFFN(dim, hidden, dim, [7, 7], init));
   }
 
-  forward(x: tf.Tensor): tf.Tensor {
+  get norm(): BatchNorm2d {
+    return this.childAs('norm', BatchNorm2d);
+  }
+
+  get tokenMixer(): MHSA {
+    return this.childAs('token_mixer', MHSA);
+  }
+
+  get convffn(): ConvFFN {
+    return this.childAs('convffn', ConvFFN);
+  }
+
+  forward(x: tf.Tensor, ctx?: ForwardContext): tf.Tensor {
     return tf.tidy(() => {
-      const g1 = this.ownParams.get('layer_scale_1')!.variable;
-      const g2 = this.ownParams.get('layer_scale_2')!.variable;
-      const y = x.add(this.tokenMixer.call(this.norm.call(x)).mul(g1));
-      return y.add(this.convffn.call(y).mul(g2));
+      const g1 = this.param('layer_scale_1');
+      const g2 = this.param('layer_scale_2');
+      const y = x.add(this.sub('token_mixer').call(this.sub('norm').call(x, ctx), ctx).mul(g1));
+      return y.add(this.sub('convffn').call(y, ctx).mul(g2));
     });
   }
 }

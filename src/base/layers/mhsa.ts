@@ -1,38 +1,63 @@
 import * as tf from '../tf.js';
 import { Module } from '../nn/module.js';
+import type { ForwardContext } from '../nn/context.js';
 import { Initializer } from '../nn/init.js';
 import { Linear } from './linear.js';
-import { multiHeadSelfAttention, softmaxAttention, type AttentionFn } from '../nn/attention.js';
+import { Identity } from './identity.js';
+import { attentionKernel, multiHeadSelfAttention, type AttentionKernel } from '../nn/attention.js';
 
 /**
- * MCi stage-4 MHSA on NHWC maps: tokens = row-major flatten of H×W, qkv without bias,
- * heads = C / headDim, scale headDim^-1/2, biased output projection.
+ * MCi stage-4 MHSA on NHWC maps: tokens = row-major flatten of H×W, qkv without bias (C → 3·heads·d),
+ * scale d^-1/2, the attention kernel (softmax by default), biased output projection heads·d → C.
+ * Officially heads = C / 32; the inner width heads·d is free (pruned models). The attention weights
+ * pass through the child `attn_probs`.
  */
 export class MHSA extends Module {
-  readonly dim: number;
+  /** Head width: a structural choice (the weights fix only heads·d). */
   readonly headDim: number;
-  readonly qkv: Linear;
-  readonly proj: Linear;
-  attentionFn: AttentionFn = softmaxAttention;
+  /** Name of the attention kernel (`registerAttentionKernel`). */
+  kernelName: string;
 
-  constructor(dim: number, headDim = 32, init: Initializer = new Initializer(0)) {
+  constructor(dim: number, headDim = 32, init: Initializer = new Initializer(0), opts: { heads?: number; kernel?: string } = {}) {
     super();
-    this.dim = dim;
     this.headDim = headDim;
-    this.qkv = this.addModule('qkv', new Linear(dim, dim * 3, { bias: false, init }));
-    this.proj = this.addModule('proj', new Linear(dim, dim, { bias: true, init }));
+    this.kernelName = opts.kernel ?? 'softmax';
+    const inner = (opts.heads ?? dim / headDim) * headDim;
+    if (!Number.isInteger(inner / headDim) || inner <= 0) throw new Error(`MHSA: head width ${headDim} does not divide width ${dim}`);
+    this.addModule('qkv', new Linear(dim, inner * 3, { bias: false, init }));
+    this.addModule('proj', new Linear(inner, dim, { bias: true, init }));
+    this.addModule('attn_probs', new Identity());
+  }
+
+  get qkv(): Linear {
+    return this.childAs('qkv', Linear);
+  }
+
+  get proj(): Linear {
+    return this.childAs('proj', Linear);
+  }
+
+  /** Residual width. */
+  get dim(): number {
+    return this.qkv.inFeatures;
   }
 
   get numHeads(): number {
     return this.qkv.outFeatures / 3 / this.headDim;
   }
 
-  forward(x: tf.Tensor): tf.Tensor {
+  get kernel(): AttentionKernel {
+    return attentionKernel(this.kernelName);
+  }
+
+  forward(x: tf.Tensor, ctx?: ForwardContext): tf.Tensor {
     return tf.tidy(() => {
       const [b, h, w, c] = x.shape;
       const tokens = x.reshape([b, h * w, c]);
-      const o = multiHeadSelfAttention(this.qkv.call(tokens), this.numHeads, this.headDim ** -0.5, this.attentionFn, null);
-      return this.proj.call(o).reshape([b, h, w, this.proj.outFeatures]);
+      const site = this.sub('attn_probs');
+      const o = multiHeadSelfAttention(this.sub('qkv').call(tokens, ctx), this.numHeads, this.headDim ** -0.5, this.kernel, null, (p) => site.call(p, ctx) as tf.Tensor4D);
+      const y = this.sub('proj').call(o, ctx);
+      return y.reshape([b, h, w, y.shape[2] as number]);
     });
   }
 }

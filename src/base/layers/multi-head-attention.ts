@@ -1,39 +1,69 @@
 import * as tf from '../tf.js';
 import { Module } from '../nn/module.js';
+import type { ForwardContext } from '../nn/context.js';
 import { Initializer } from '../nn/init.js';
 import { Linear } from './linear.js';
-import { causalMask, multiHeadSelfAttention, softmaxAttention, type AttentionFn } from '../nn/attention.js';
+import { Identity } from './identity.js';
+import { attentionKernel, causalMask, multiHeadSelfAttention, type AttentionKernel } from '../nn/attention.js';
 
 /**
  * MultiHeadAttention of the text towers and ViT-B (`modules/common/transformer.py`):
- * biased qkv_proj laid out [3, heads, d], scale d^-1/2, optional causal mask, softmax, out_proj.
+ * biased qkv_proj laid out [3, heads, d], scale d^-1/2, optional causal mask, the attention kernel
+ * (softmax unless configured otherwise), out_proj. The inner width heads·d is free: qkv_proj maps the
+ * residual width to 3·heads·d and out_proj maps heads·d back (TinyCLIP-pruned layers).
+ * The attention weights pass through the child `attn_probs` (an Identity), where a hook can read them.
  */
 export class MultiHeadAttention extends Module {
-  readonly embedDim: number;
+  /** Number of heads: a structural choice (the weights fix only heads·d). */
   readonly numHeads: number;
-  readonly qkvProj: Linear;
-  readonly outProj: Linear;
   causal = false;
-  attentionFn: AttentionFn = softmaxAttention;
+  /** Name of the attention kernel (`registerAttentionKernel`). */
+  kernelName: string;
 
-  constructor(embedDim: number, numHeads: number, init: Initializer = new Initializer(0)) {
+  constructor(embedDim: number, numHeads: number, init: Initializer = new Initializer(0), opts: { headDim?: number; kernel?: string } = {}) {
     super();
-    this.embedDim = embedDim;
     this.numHeads = numHeads;
-    this.qkvProj = this.addModule('qkv_proj', new Linear(embedDim, embedDim * 3, { bias: true, init }));
-    this.outProj = this.addModule('out_proj', new Linear(embedDim, embedDim, { bias: true, init }));
+    this.kernelName = opts.kernel ?? 'softmax';
+    const inner = numHeads * (opts.headDim ?? embedDim / numHeads);
+    if (!Number.isInteger(inner) || inner <= 0) throw new Error(`MultiHeadAttention: ${numHeads} heads do not divide width ${embedDim}`);
+    this.addModule('qkv_proj', new Linear(embedDim, inner * 3, { bias: true, init }));
+    this.addModule('out_proj', new Linear(inner, embedDim, { bias: true, init }));
+    this.addModule('attn_probs', new Identity());
+  }
+
+  get qkvProj(): Linear {
+    return this.childAs('qkv_proj', Linear);
+  }
+
+  get outProj(): Linear {
+    return this.childAs('out_proj', Linear);
+  }
+
+  /** Residual width (read by qkv_proj, written by out_proj). */
+  get embedDim(): number {
+    return this.qkvProj.inFeatures;
+  }
+
+  /** heads·d. */
+  get innerDim(): number {
+    return this.qkvProj.outFeatures / 3;
   }
 
   get headDim(): number {
-    return this.qkvProj.outFeatures / 3 / this.numHeads;
+    return this.innerDim / this.numHeads;
   }
 
-  forward(x: tf.Tensor): tf.Tensor {
+  get kernel(): AttentionKernel {
+    return attentionKernel(this.kernelName);
+  }
+
+  forward(x: tf.Tensor, ctx?: ForwardContext): tf.Tensor {
     return tf.tidy(() => {
       const n = x.shape[1] as number;
       const mask = this.causal ? causalMask(n) : null;
-      const o = multiHeadSelfAttention(this.qkvProj.call(x), this.numHeads, this.headDim ** -0.5, this.attentionFn, mask);
-      return this.outProj.call(o);
+      const site = this.sub('attn_probs');
+      const o = multiHeadSelfAttention(this.sub('qkv_proj').call(x, ctx), this.numHeads, this.headDim ** -0.5, this.kernel, mask, (p) => site.call(p, ctx) as tf.Tensor4D);
+      return this.sub('out_proj').call(o, ctx);
     });
   }
 }

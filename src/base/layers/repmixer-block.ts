@@ -1,5 +1,6 @@
 import * as tf from '../tf.js';
 import { Module } from '../nn/module.js';
+import type { ForwardContext } from '../nn/context.js';
 import { gelu } from '../nn/functional.js';
 import { Initializer, full } from '../nn/init.js';
 import { RepMixer } from './repmixer.js';
@@ -11,6 +12,8 @@ export interface RepMixerBlockOptions {
   /** ConvFFN depthwise kernel: [7, 7] (image) or [1, 11] (text). */
   ffnKernel: [number, number];
   mlpRatio: number;
+  /** ConvFFN hidden width (default ⌊dim·mlpRatio⌋). */
+  hidden?: number;
   inferenceMode?: boolean;
   layerScaleInit?: number;
   init?: Initializer;
@@ -22,19 +25,24 @@ export interface RepMixerBlockOptions {
  * runs as the official "BC1S" layout, i.e. NHWC [B, 1, S, C], and comes back as [B, S, C].
  */
 export class RepMixerBlock extends Module {
-  readonly tokenMixer: RepMixer;
-  readonly convffn: ConvFFN;
-
   constructor(dim: number, opts: RepMixerBlockOptions) {
     super();
     const init = opts.init ?? new Initializer(0);
     this.addParam('layer_scale', full([dim], opts.layerScaleInit ?? 1e-5), { torchShape: [dim, 1, 1], noDecay: false });
-    this.tokenMixer = this.addModule('token_mixer', new RepMixer(dim, opts.kernel, { inferenceMode: opts.inferenceMode, layerScaleInit: opts.layerScaleInit, init }));
-    this.convffn = this.addModule('convffn', new ConvFFN(dim, Math.floor(dim * opts.mlpRatio), dim, opts.ffnKernel, init));
+    this.addModule('token_mixer', new RepMixer(dim, opts.kernel, { inferenceMode: opts.inferenceMode, layerScaleInit: opts.layerScaleInit, init }));
+    this.addModule('convffn', new ConvFFN(dim, opts.hidden ?? Math.floor(dim * opts.mlpRatio), dim, opts.ffnKernel, init));
+  }
+
+  get tokenMixer(): RepMixer {
+    return this.childAs('token_mixer', RepMixer);
+  }
+
+  get convffn(): ConvFFN {
+    return this.childAs('convffn', ConvFFN);
   }
 
   get layerScale(): tf.Variable {
-    return this.ownParams.get('layer_scale')!.variable;
+    return this.param('layer_scale');
   }
 
   /**
@@ -55,12 +63,12 @@ export class RepMixerBlock extends Module {
     });
   }
 
-  forward(x: tf.Tensor): tf.Tensor {
+  forward(x: tf.Tensor, ctx?: ForwardContext): tf.Tensor {
     return tf.tidy(() => {
       const seq = x.rank === 3;
       const x4 = seq ? x.expandDims(1) : x;
-      const y = this.tokenMixer.call(x4);
-      const out = y.add(this.convffn.call(y).mul(this.layerScale));
+      const y = this.sub('token_mixer').call(x4, ctx);
+      const out = y.add(this.sub('convffn').call(y, ctx).mul(this.layerScale));
       return seq ? out.squeeze([1]) : out;
     });
   }

@@ -1,5 +1,6 @@
 import * as tf from '../tf.js';
 import { Module } from '../nn/module.js';
+import type { ForwardContext } from '../nn/context.js';
 import { Initializer } from '../nn/init.js';
 import { FastViT } from './mci.js';
 import { VisionTransformer } from './vit.js';
@@ -8,17 +9,22 @@ import type { ClipConfig } from './configs.js';
 
 /** The official `MCi` wrapper: the timm model lives under `model`. */
 export class ImageEncoder extends Module {
-  readonly model: FastViT | VisionTransformer;
-
   constructor(cfg: ClipConfig, opts: { inferenceMode?: boolean; init?: Initializer }) {
     super();
     const m = cfg.image.kind === 'mci' ? new FastViT(cfg.image, cfg.embedDim, opts) : new VisionTransformer(cfg.image, cfg.embedDim, opts);
-    this.model = this.addModule('model', m);
+    this.addModule('model', m);
+  }
+
+  /** The timm-style tower (FastViT for MCi, VisionTransformer for ViT-B). */
+  get model(): FastViT | VisionTransformer {
+    const m = this.sub('model');
+    if (m instanceof FastViT || m instanceof VisionTransformer) return m;
+    throw new Error(`image_encoder.model is a ${m.constructor.name}, expected FastViT or VisionTransformer`);
   }
 
   /** NHWC images in [0, 1] → [B, embedDim]. */
-  forward(x: tf.Tensor): tf.Tensor {
-    return this.model.call(x);
+  forward(x: tf.Tensor, ctx?: ForwardContext): tf.Tensor {
+    return this.sub('model').call(x, ctx);
   }
 }
 
@@ -32,30 +38,36 @@ export interface ClipOptions {
 /** MobileCLIP (`mobileclip/clip.py`): image encoder, text encoder and a scalar logit scale. */
 export class CLIP extends Module {
   readonly cfg: ClipConfig;
-  readonly imageEncoder: ImageEncoder;
-  readonly textEncoder: TextTransformer;
 
   constructor(cfg: ClipConfig, opts: ClipOptions = {}) {
     super();
     this.cfg = cfg;
     const init = new Initializer(opts.seed ?? 0);
     this.addParam('logit_scale', tf.scalar(Math.log(1 / 0.07)), { noDecay: true });
-    this.imageEncoder = this.addModule('image_encoder', new ImageEncoder(cfg, { inferenceMode: opts.inferenceMode, init }));
-    this.textEncoder = this.addModule('text_encoder', new TextTransformer(cfg.text, cfg.embedDim, { inferenceMode: opts.inferenceMode, init }));
+    this.addModule('image_encoder', new ImageEncoder(cfg, { inferenceMode: opts.inferenceMode, init }));
+    this.addModule('text_encoder', new TextTransformer(cfg.text, cfg.embedDim, { inferenceMode: opts.inferenceMode, init }));
+  }
+
+  get imageEncoder(): ImageEncoder {
+    return this.childAs('image_encoder', ImageEncoder);
+  }
+
+  get textEncoder(): TextTransformer {
+    return this.childAs('text_encoder', TextTransformer);
   }
 
   get logitScale(): tf.Variable {
-    return this.ownParams.get('logit_scale')!.variable;
+    return this.param('logit_scale');
   }
 
   /** images NHWC [B, H, W, 3] in [0, 1] → [B, embedDim] (not normalised). */
-  encodeImage(images: tf.Tensor): tf.Tensor {
-    return this.imageEncoder.call(images);
+  encodeImage(images: tf.Tensor, ctx?: ForwardContext): tf.Tensor {
+    return this.sub('image_encoder').call(images, ctx);
   }
 
   /** tokens [B, S] int32 → [B, embedDim] (not normalised). */
-  encodeText(tokens: tf.Tensor): tf.Tensor {
-    return this.textEncoder.call(tokens);
+  encodeText(tokens: tf.Tensor, ctx?: ForwardContext): tf.Tensor {
+    return this.sub('text_encoder').call(tokens, ctx);
   }
 
   /** min(exp(logit_scale), 100), as the official forward. */

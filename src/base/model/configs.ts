@@ -1,5 +1,39 @@
 import { MclipError } from '../../errors.js';
 
+/**
+ * One attention + FFN layer (text transformer encoders, ViT-B layers). The attention's inner width
+ * `heads × headDim` is independent of the residual width it reads and writes (TinyCLIP's pruned models).
+ */
+export interface TransformerLayerConfig {
+  heads: number;
+  headDim: number;
+  /** Hidden width of the FFN (W₁: residual → ffnDim, W₂: back). */
+  ffnDim: number;
+  /** Name of the attention kernel (`src/base/nn/attention.ts` registry); default 'softmax'. */
+  attention?: string;
+}
+
+/** One layer of a text tower: a transformer encoder, or (`mct`) a Text-RepMixer block with its ConvFFN width. */
+export type TextLayerConfig = ({ mixer: 'attention' } & TransformerLayerConfig) | { mixer: 'repmixer'; ffnDim: number };
+
+/** One MCi stage (every block of the stage shares its residual width). */
+export interface MciStageConfig {
+  depth: number;
+  width: number;
+  mixer: 'repmixer' | 'attention';
+  /** Attention stages: heads and head width of every block's MHSA (inner width heads × headDim). */
+  heads?: number;
+  headDim?: number;
+  /** Attention stages: kernel name (default 'softmax'). */
+  attention?: string;
+  /** ConvFFN hidden width of each block (length = depth). */
+  ffnDims: number[];
+  /** RepCPE before the stage. */
+  posEmb: boolean;
+  /** SE in the PatchEmbed feeding this stage (stage 0 has no PatchEmbed). */
+  seDownsample: boolean;
+}
+
 /** MCi (FastViT-style) image tower, as `mobileclip/models/mci.py`. */
 export interface MciConfig {
   kind: 'mci';
@@ -20,6 +54,11 @@ export interface MciConfig {
   /** conv_exp widening (2.0). */
   clsRatio: number;
   layerScaleInit: number;
+  /**
+   * Per-stage form (pruned or inherited models). When present it is the truth and `layers`,
+   * `embedDims`, `mlpRatio`, `headDim`, `posEmbs`, `seDownsamples` are only the shorthand it came from.
+   */
+  stages?: MciStageConfig[];
 }
 
 /** ViT-B/16 with a convolutional stem (`mobileclip/models/vit.py`). */
@@ -32,6 +71,8 @@ export interface VitConfig {
   heads: number;
   /** Positional-embedding grid the checkpoint was trained with (224/16 = 14). */
   posGrid: number;
+  /** Per-layer form (pruned or inherited models); when present it overrides `layers` and `heads` (and the FFN 4·embedDim). */
+  blocks?: TransformerLayerConfig[];
 }
 
 export type ImageConfig = MciConfig | VitConfig;
@@ -48,6 +89,11 @@ export interface TextConfig {
   causalMasking: boolean;
   /** Kernel of the `mct` RepMixer blocks (11). */
   repmixerKernel: number;
+  /**
+   * Per-layer form (pruned or inherited models), in the order of `text_encoder.transformer.<i>`. When
+   * present it is the truth and `nTransformerLayers`, `nHeads`, `ffnMultiplier` are only shorthand.
+   */
+  layers?: TextLayerConfig[];
 }
 
 export interface ClipConfig {
@@ -129,6 +175,45 @@ export function getConfig(name: string): ClipConfig {
 /** FFN width of a text transformer layer: ceil(dim·mult/16)·16 (official). */
 export function textFfnDim(t: TextConfig): number {
   return Math.ceil((t.dim * t.ffnMultiplier) / 16) * 16;
+}
+
+/** Every layer of a text tower, expanded from the shorthand when `t.layers` is absent. */
+export function textLayers(t: TextConfig): TextLayerConfig[] {
+  if (t.layers) return structuredClone(t.layers);
+  const attn = (): TextLayerConfig => ({ mixer: 'attention', heads: t.nHeads, headDim: t.dim / t.nHeads, ffnDim: textFfnDim(t) });
+  const out: TextLayerConfig[] = [];
+  if (t.modelName === 'mct') out.push({ mixer: 'repmixer', ffnDim: t.dim * 4 });
+  for (let i = 0; i < t.nTransformerLayers; i++) out.push(attn());
+  if (t.modelName === 'mct') out.push({ mixer: 'repmixer', ffnDim: t.dim * 4 });
+  return out;
+}
+
+/** Every stage of an MCi tower, expanded from the shorthand when `m.stages` is absent. */
+export function mciStages(m: MciConfig): MciStageConfig[] {
+  if (m.stages) return structuredClone(m.stages);
+  const last = m.layers.length - 1;
+  return m.layers.map((depth, i) => {
+    const width = m.embedDims[i];
+    const stage: MciStageConfig = {
+      depth,
+      width,
+      mixer: i === last ? 'attention' : 'repmixer',
+      ffnDims: Array.from({ length: depth }, () => Math.floor(width * m.mlpRatio)),
+      posEmb: m.posEmbs[i] ?? false,
+      seDownsample: m.seDownsamples[i] ?? false,
+    };
+    if (i === last) {
+      stage.heads = width / m.headDim;
+      stage.headDim = m.headDim;
+    }
+    return stage;
+  });
+}
+
+/** Every layer of a ViT tower, expanded from the shorthand when `v.blocks` is absent. */
+export function vitBlocks(v: VitConfig): TransformerLayerConfig[] {
+  if (v.blocks) return structuredClone(v.blocks);
+  return Array.from({ length: v.layers }, () => ({ heads: v.heads, headDim: v.embedDim / v.heads, ffnDim: v.embedDim * 4 }));
 }
 
 /** Converts the official JSON config (`mobileclip/configs/*.json`, or the fixtures' config.json). */

@@ -7,12 +7,11 @@ import { GELU } from '../layers/activations.js';
 import { LayerNorm } from '../layers/layer-norm.js';
 import { TransformerEncoder } from '../layers/transformer-encoder.js';
 import { PositionalEmbedding } from './positional-embedding.js';
-import type { VitConfig } from './configs.js';
+import type { ForwardContext } from '../nn/context.js';
+import { vitBlocks, type VitConfig } from './configs.js';
 
 /** ConvNormAct of ml-cvnets: `block.{conv,norm,act}` (padding ⌊(k−1)/2⌋). */
-class ConvNormAct extends Module {
-  readonly block: Sequential;
-
+export class ConvNormAct extends Module {
   constructor(inC: number, outC: number, k: number, stride: number, opts: { bias: boolean; norm: boolean; act: boolean; init: Initializer }) {
     super();
     const p = Math.floor((k - 1) / 2);
@@ -21,35 +20,41 @@ class ConvNormAct extends Module {
     block.append('conv', new Conv2d(inC, outC, k, { stride, padding: [p, p], bias: opts.bias, init: opts.init }));
     if (opts.norm) block.append('norm', new BatchNorm2d(outC));
     if (opts.act) block.append('act', new GELU());
-    this.block = this.addModule('block', block);
+    this.addModule('block', block);
   }
 
-  forward(x: tf.Tensor): tf.Tensor {
-    return this.block.call(x);
+  get block(): Sequential {
+    return this.childAs('block', Sequential);
+  }
+
+  forward(x: tf.Tensor, ctx?: ForwardContext): tf.Tensor {
+    return this.sub('block').call(x, ctx);
   }
 }
 
 /** SimpleImageProjectionHead: `x @ proj` (proj [in, out]). */
-class ProjectionHead extends Module {
+export class ProjectionHead extends Module {
   constructor(inDim: number, outDim: number, init: Initializer) {
     super();
     this.addParam('proj', init.normal([inDim, outDim], inDim ** -0.5), { noDecay: false });
   }
 
+  get proj(): tf.Variable {
+    return this.param('proj');
+  }
+
   forward(x: tf.Tensor): tf.Tensor {
-    return tf.matMul(x as tf.Tensor2D, this.ownParams.get('proj')!.variable as tf.Tensor2D);
+    return tf.matMul(x as tf.Tensor2D, this.proj as tf.Tensor2D);
   }
 }
 
 /**
  * MobileCLIP-B image tower: ViT-B/16 with a conv stem (4×4 s4 → 2×2 s2 → 2×2 s2), learned
- * positions on patch tokens only, CLS prepended afterwards, 12 pre-LN layers, final LN, CLS row
- * → projection.
+ * positions on patch tokens only, CLS prepended afterwards, 12 pre-LN layers (or the per-layer
+ * `blocks`, each with its own heads and FFN width), final LN, CLS row → projection.
  */
 export class VisionTransformer extends Module {
   readonly cfg: VitConfig;
-  readonly patchEmb: Sequential;
-  readonly transformer: Sequential;
 
   constructor(cfg: VitConfig, projectionDim: number, opts: { init?: Initializer } = {}) {
     super();
@@ -58,7 +63,7 @@ export class VisionTransformer extends Module {
     const e = cfg.embedDim;
     const stem = Math.max(32, Math.floor(e / 4));
     this.addParam('cls_token', zeros([e]), { torchShape: [1, 1, e], noDecay: false });
-    this.patchEmb = this.addModule(
+    this.addModule(
       'patch_emb',
       new Sequential([
         new ConvNormAct(3, stem, 4, 4, { bias: false, norm: true, act: true, init }),
@@ -67,25 +72,49 @@ export class VisionTransformer extends Module {
       ]),
     );
     const layers = new Sequential();
-    for (let i = 0; i < cfg.layers; i++) layers.push(new TransformerEncoder(e, cfg.heads, e * 4, init));
-    this.transformer = this.addModule('transformer', layers);
+    for (const l of vitBlocks(cfg)) layers.push(new TransformerEncoder(e, l.heads, l.ffnDim, init, { headDim: l.headDim, kernel: l.attention }));
+    this.addModule('transformer', layers);
     this.addModule('post_transformer_norm', new LayerNorm(e));
     this.addModule('classifier', new ProjectionHead(e, projectionDim, init));
     this.addModule('pos_embed', new PositionalEmbedding(cfg.posGrid * cfg.posGrid, e, init));
   }
 
-  forward(x: tf.Tensor): tf.Tensor {
+  get patchEmb(): Sequential {
+    return this.childAs('patch_emb', Sequential);
+  }
+
+  get transformer(): Sequential {
+    return this.childAs('transformer', Sequential);
+  }
+
+  get postTransformerNorm(): LayerNorm {
+    return this.childAs('post_transformer_norm', LayerNorm);
+  }
+
+  get classifier(): ProjectionHead {
+    return this.childAs('classifier', ProjectionHead);
+  }
+
+  get posEmbed(): PositionalEmbedding {
+    return this.childAs('pos_embed', PositionalEmbedding);
+  }
+
+  get clsToken(): tf.Variable {
+    return this.param('cls_token');
+  }
+
+  forward(x: tf.Tensor, ctx?: ForwardContext): tf.Tensor {
     return tf.tidy(() => {
-      const p = this.patchEmb.call(x);
+      const p = this.sub('patch_emb').call(x, ctx);
       const [b, h, w, c] = p.shape;
       let tokens = p.reshape([b, h * w, c]);
-      tokens = this.child('pos_embed')!.call(tokens);
-      const cls = this.ownParams.get('cls_token')!.variable.reshape([1, 1, c]).tile([b, 1, 1]);
+      tokens = this.sub('pos_embed').call(tokens, ctx);
+      const cls = this.clsToken.reshape([1, 1, c]).tile([b, 1, 1]);
       let y = tf.concat([cls, tokens], 1);
-      y = this.transformer.call(y);
-      y = this.child('post_transformer_norm')!.call(y);
+      y = this.sub('transformer').call(y, ctx);
+      y = this.sub('post_transformer_norm').call(y, ctx);
       const clsOut = y.slice([0, 0, 0], [b, 1, c]).reshape([b, c]);
-      return this.child('classifier')!.call(clsOut);
+      return this.sub('classifier').call(clsOut, ctx);
     });
   }
 }

@@ -1,19 +1,49 @@
 import * as tf from '../tf.js';
+import { MclipError } from '../../errors.js';
 import { fastQkvSplit } from './fast-ops.js';
 
 /**
- * The attention kernel: given q, k, v as [B, heads, N, d] (q already scaled) and an optional
- * additive mask [N, N], returns [B, heads, N, d]. Softmax attention by default; plug-ins (e.g.
- * sigmoid attention) replace it per module through `AttentionModule.attentionFn`.
+ * An attention kernel, by name: given q, k, v as [B, heads, N, d] (q already scaled) and an optional
+ * additive mask [N, N], returns [B, heads, N, d]. `probs` is the hook site of the attention weights
+ * [B, heads, N, N]: a kernel passes its weights through it and uses what it returns (a hook may read or
+ * replace them). Softmax is built in; a plug-in (e.g. sigmoid attention) registers its own kernel under a
+ * new name, and config, export and cost find out which kernel a module uses from that name.
  */
-export type AttentionFn = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Tensor2D | null) => tf.Tensor4D;
+export interface AttentionKernel {
+  readonly name: string;
+  apply(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Tensor2D | null, probs: (p: tf.Tensor4D) => tf.Tensor4D): tf.Tensor4D;
+}
 
-export const softmaxAttention: AttentionFn = (q, k, v, mask) =>
-  tf.tidy(() => {
-    let logits = tf.matMul(q, k, false, true);
-    if (mask) logits = logits.add(mask);
-    return tf.matMul(tf.softmax(logits), v) as tf.Tensor4D;
-  });
+/** softmax(q·kᵀ + mask)·v. */
+export const softmaxKernel: AttentionKernel = {
+  name: 'softmax',
+  apply: (q, k, v, mask, probs) =>
+    tf.tidy(() => {
+      let logits = tf.matMul(q, k, false, true);
+      if (mask) logits = logits.add(mask);
+      return tf.matMul(probs(tf.softmax(logits) as tf.Tensor4D), v) as tf.Tensor4D;
+    }),
+};
+
+const kernels = new Map<string, AttentionKernel>([[softmaxKernel.name, softmaxKernel]]);
+
+/** Registers an attention kernel under its name (a plug-in calls this once, at import). */
+export function registerAttentionKernel(kernel: AttentionKernel): void {
+  const old = kernels.get(kernel.name);
+  if (old && old !== kernel) throw new MclipError(`attention kernel '${kernel.name}' is already registered`);
+  kernels.set(kernel.name, kernel);
+}
+
+/** The kernel registered as `name`; throws naming the known kernels. */
+export function attentionKernel(name: string): AttentionKernel {
+  const k = kernels.get(name);
+  if (!k) throw new MclipError(`unknown attention kernel '${name}' (registered: ${attentionKernelNames().join(', ')})`);
+  return k;
+}
+
+export function attentionKernelNames(): string[] {
+  return [...kernels.keys()];
+}
 
 /** Additive causal mask: 0 on and below the diagonal, -inf above. */
 export function causalMask(n: number): tf.Tensor2D {
@@ -24,14 +54,16 @@ export function causalMask(n: number): tf.Tensor2D {
 
 /**
  * Multi-head self-attention core shared by MHSA (image) and MultiHeadAttention (text/ViT):
- * x [B, N, C] → qkv [B, N, 3C] (laid out [3, heads, d]) → attention → [B, N, C].
+ * qkv [B, N, 3·heads·d] (laid out [3, heads, d]) → kernel → [B, N, heads·d]. The inner width heads·d
+ * need not equal the residual width.
  */
 export function multiHeadSelfAttention(
   qkv: tf.Tensor,
   heads: number,
   scale: number,
-  attentionFn: AttentionFn,
+  kernel: AttentionKernel,
   mask: tf.Tensor2D | null,
+  probs: (p: tf.Tensor4D) => tf.Tensor4D = (p) => p,
 ): tf.Tensor3D {
   return tf.tidy(() => {
     const [b, n, c3] = qkv.shape;
@@ -46,7 +78,7 @@ export function multiHeadSelfAttention(
       qkvParts = [part(0).mul(scale) as tf.Tensor4D, part(1), part(2)];
     }
     const [q, k, v] = qkvParts;
-    const o = attentionFn(q, k, v, mask);
+    const o = kernel.apply(q, k, v, mask, probs);
     return o.transpose([0, 2, 1, 3]).reshape([b, n, c]) as tf.Tensor3D;
   });
 }

@@ -1,4 +1,5 @@
 import * as tf from '../tf.js';
+import type { ForwardContext } from './context.js';
 
 /**
  * How a parameter is laid out in TF.js compared with the official PyTorch tensor.
@@ -61,16 +62,36 @@ export function fromTorchLayout(p: Param, value: tf.Tensor): tf.Tensor {
 
 let variableCounter = 0;
 
+/** A constructor of a module class (for typed child look-ups). */
+export type ModuleClass<M extends Module> = abstract new (...args: never[]) => M;
+
+/** Runs before a module's forward; may return a replacement input. */
+export type ForwardPreHook = (module: Module, input: tf.Tensor, ctx: ForwardContext | undefined) => tf.Tensor | void;
+/** Runs after a module's forward; may return a replacement output. */
+export type ForwardHook = (module: Module, input: tf.Tensor, output: tf.Tensor, ctx: ForwardContext | undefined) => tf.Tensor | void;
+
+/** What `register…Hook` returns: `remove()` takes the hook off again (idempotent). */
+export interface HookHandle {
+  remove(): void;
+}
+
+/** Number of hooks registered anywhere (0: `call` skips the hook machinery entirely). */
+let liveHooks = 0;
+
 /**
  * A small PyTorch-style module: named children and named parameters whose dotted paths mirror
- * the official state-dict keys. Forward passes are plain functions of tf tensors.
+ * the official state-dict keys. Forward passes are plain functions of tf tensors. The child map is
+ * the only record of a module's children: typed accessors read it (`childAs`), so `replace` swaps a
+ * child for every reader at once.
  */
 export abstract class Module {
-  protected readonly childModules = new Map<string, Module>();
+  private readonly childModules = new Map<string, Module>();
   protected readonly ownParams = new Map<string, Param>();
+  private readonly preHooks: ForwardPreHook[] = [];
+  private readonly postHooks: ForwardHook[] = [];
   training = false;
 
-  /** Registers (or replaces) a child module under `name`. */
+  /** Registers (or replaces, disposing the old one) a child module under `name`. */
   protected addModule<M extends Module>(name: string, m: M): M {
     const old = this.childModules.get(name);
     if (old && old !== m) old.dispose();
@@ -113,12 +134,71 @@ export abstract class Module {
     this.ownParams.delete(name);
   }
 
+  /** The child `name` as class `cls`; throws when it is absent or of another class. */
+  protected childAs<M extends Module>(name: string, cls: ModuleClass<M>): M {
+    const m = this.childModules.get(name);
+    if (!m) throw new Error(`${this.constructor.name} has no child '${name}'`);
+    if (!(m instanceof cls)) throw new Error(`${this.constructor.name}.${name} is a ${m.constructor.name}, expected a ${cls.name}`);
+    return m;
+  }
+
+  /** The child `name` as class `cls`, or null when there is none. */
+  protected optionalChildAs<M extends Module>(name: string, cls: ModuleClass<M>): M | null {
+    return this.childModules.has(name) ? this.childAs(name, cls) : null;
+  }
+
+  /** The child `name` (any class); throws when absent. For forwards that only call it. */
+  protected sub(name: string): Module {
+    const m = this.childModules.get(name);
+    if (!m) throw new Error(`${this.constructor.name} has no child '${name}'`);
+    return m;
+  }
+
+  /** A trainable parameter or buffer of this module itself, by name; throws when absent. */
+  protected param(name: string): tf.Variable {
+    const p = this.ownParams.get(name);
+    if (!p) throw new Error(`${this.constructor.name} has no parameter '${name}'`);
+    return p.variable;
+  }
+
   child(name: string): Module | undefined {
     return this.childModules.get(name);
   }
 
   children(): Array<[string, Module]> {
     return [...this.childModules.entries()];
+  }
+
+  /** The descendant at dotted `path` ('' is this module); throws naming the first missing part. */
+  get(path: string): Module {
+    if (path === '') return this;
+    let m: Module = this;
+    const parts = path.split('.');
+    for (let i = 0; i < parts.length; i++) {
+      const next = m.childModules.get(parts[i]);
+      if (!next) {
+        const at = parts.slice(0, i).join('.') || '(root)';
+        const known = [...m.childModules.keys()];
+        throw new Error(`no module '${path}': ${at} has no child '${parts[i]}' (children: ${known.length ? known.join(', ') : 'none'})`);
+      }
+      m = next;
+    }
+    return m;
+  }
+
+  /**
+   * Puts `module` at dotted `path` in place of the module there (which is disposed; pass a module
+   * that does not share its variables). The new module takes the old one's train/eval mode. Returns it.
+   */
+  replace<M extends Module>(path: string, module: M): M {
+    if (path === '') throw new Error('replace: the root module cannot replace itself');
+    const cut = path.lastIndexOf('.');
+    const parent = this.get(cut < 0 ? '' : path.slice(0, cut));
+    const name = path.slice(cut + 1);
+    const old = parent.childModules.get(name);
+    if (!old) throw new Error(`replace: no module '${path}'`);
+    module.train(old.training);
+    return parent.addModule(name, module);
   }
 
   /** All parameters and buffers with their dotted names, depth first in registration order. */
@@ -161,26 +241,65 @@ export abstract class Module {
     return this.train(false);
   }
 
-  /** Frees every variable owned by this module tree. */
+  /** Frees every variable owned by this module tree (hooks are dropped too). */
   dispose(): void {
     for (const [, p] of this.ownParams) p.variable.dispose();
     this.ownParams.clear();
     for (const [, m] of this.childModules) m.dispose();
     this.childModules.clear();
+    liveHooks -= this.preHooks.length + this.postHooks.length;
+    this.preHooks.length = 0;
+    this.postHooks.length = 0;
+  }
+
+  /** Adds a hook run before every forward of this module; it may return a replacement input. */
+  registerForwardPreHook(hook: ForwardPreHook): HookHandle {
+    return this.addHook(this.preHooks, hook);
+  }
+
+  /** Adds a hook run after every forward of this module; it may return a replacement output. */
+  registerForwardHook(hook: ForwardHook): HookHandle {
+    return this.addHook(this.postHooks, hook);
+  }
+
+  private addHook<H>(list: H[], hook: H): HookHandle {
+    list.push(hook);
+    liveHooks++;
+    let live = true;
+    return {
+      remove: () => {
+        if (!live) return;
+        live = false;
+        const i = list.indexOf(hook);
+        if (i >= 0) {
+          list.splice(i, 1);
+          liveHooks--;
+        }
+      },
+    };
+  }
+
+  /** True when this module or a descendant has a hook (forward shortcuts that skip modules must then run the full graph). */
+  hasHooks(): boolean {
+    if (liveHooks === 0) return false;
+    return this.namedModules().some(([, m]) => m.preHooks.length + m.postHooks.length > 0);
   }
 
   /**
-   * Runs `forward` and reports the output to an active activation capture (used by parity tests
-   * and `mclip embed --capture`). Subclasses implement `forward`, callers use `call`.
+   * Runs the pre-hooks, `forward` and the post-hooks. Subclasses implement `forward`, callers use
+   * `call`. `ctx` is the per-forward state of the pass (see `ForwardContext`), handed to every hook
+   * and passed on by modules that call children.
    */
-  call(x: tf.Tensor): tf.Tensor {
-    const y = this.forward(x);
-    const hook = activeCapture?.get(this);
-    if (hook) hook(y);
+  call(x: tf.Tensor, ctx?: ForwardContext): tf.Tensor {
+    if (this.preHooks.length === 0 && this.postHooks.length === 0) return this.forward(x, ctx);
+    let input = x;
+    for (const h of [...this.preHooks]) input = h(this, input, ctx) ?? input;
+    let y = this.forward(input, ctx);
+    for (const h of [...this.postHooks]) y = h(this, input, y, ctx) ?? y;
     return y;
   }
 
-  abstract forward(x: tf.Tensor): tf.Tensor;
+  abstract forward(x: tf.Tensor, ctx?: ForwardContext): tf.Tensor;
 
   /**
    * Folds train-time branches into inference layers in place (structural reparameterisation).
@@ -206,7 +325,7 @@ export class Sequential extends Module {
   }
 
   push(m: Module): void {
-    this.addModule(String(this.childModules.size), m);
+    this.addModule(String(this.children().length), m);
   }
 
   /** Appends a child under an explicit name (official nn.Sequential built with add_module). */
@@ -215,50 +334,48 @@ export class Sequential extends Module {
   }
 
   get length(): number {
-    return this.childModules.size;
+    return this.children().length;
   }
 
   at(i: number): Module {
-    const m = this.childModules.get(String(i));
+    const m = this.child(String(i));
     if (!m) throw new RangeError(`Sequential has no module ${i}`);
     return m;
   }
 
-  forward(x: tf.Tensor): tf.Tensor {
+  /** Every child in order. */
+  modules(): Module[] {
+    return this.children().map(([, m]) => m);
+  }
+
+  forward(x: tf.Tensor, ctx?: ForwardContext): tf.Tensor {
     let y = x;
-    for (const [, m] of this.childModules) y = m.call(y);
+    for (const [, m] of this.children()) y = m.call(y, ctx);
     return y;
   }
 }
 
-let activeCapture: Map<Module, (y: tf.Tensor) => void> | null = null;
-
-/** True while `withCapture` records activations (forward shortcuts must then run the full graph). */
-export function captureActive(): boolean {
-  return activeCapture !== null;
-}
-
 /**
- * Runs `fn` while recording the outputs of the modules named in `names` (paths relative to `root`).
- * Returns the recorded tensors (kept, caller disposes) alongside `fn`'s result.
+ * Runs `fn` while recording the outputs of the modules named in `names` (paths relative to `root`),
+ * through removable forward hooks. Returns the recorded tensors (kept, caller disposes) alongside
+ * `fn`'s result; the hooks are removed afterwards, whatever happens.
  */
 export function withCapture<T>(root: Module, names: string[], fn: () => T): { result: T; captured: Map<string, tf.Tensor> } {
-  const byName = new Map(root.namedModules());
-  const hooks = new Map<Module, (y: tf.Tensor) => void>();
   const captured = new Map<string, tf.Tensor>();
-  for (const n of names) {
-    const m = byName.get(n);
-    if (!m) throw new Error(`no module named '${n}'`);
-    hooks.set(m, (y) => {
-      captured.set(n, tf.keep(y.clone()));
-    });
-  }
-  const prev = activeCapture;
-  activeCapture = hooks;
+  const handles: HookHandle[] = [];
   try {
+    for (const n of names) {
+      const m = root.get(n);
+      handles.push(
+        m.registerForwardHook((_m, _x, y) => {
+          captured.get(n)?.dispose();
+          captured.set(n, tf.keep(y.clone()));
+        }),
+      );
+    }
     const result = fn();
     return { result, captured };
   } finally {
-    activeCapture = prev;
+    for (const h of handles) h.remove();
   }
 }
