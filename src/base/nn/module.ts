@@ -195,8 +195,7 @@ export abstract class Module {
     const cut = path.lastIndexOf('.');
     const parent = this.get(cut < 0 ? '' : path.slice(0, cut));
     const name = path.slice(cut + 1);
-    const old = parent.childModules.get(name);
-    if (!old) throw new Error(`replace: no module '${path}'`);
+    const old = this.get(path);
     module.train(old.training);
     return parent.addModule(name, module);
   }
