@@ -7,7 +7,7 @@
  * pure-JS cpu backend (whose embedding gradient, UnsortedSegmentSum, costs vocab × tokens × width), so the
  * tests stay fast on a loaded 2-core machine.
  */
-import { getConfig, type ClipConfig } from '../src/base/model/configs.js';
+import { getConfig, mciStages, type ClipConfig } from '../src/base/model/configs.js';
 
 /** Context length of the micro text towers (tests build token rows of this length). */
 export const MICRO_CONTEXT = 16;
@@ -26,5 +26,31 @@ export function microConfig(base: 'mobileclip_tiny' | 'mobileclip_tiny_base' = '
   cfg.embedDim = 64;
   cfg.image = { ...cfg.image, name: 'mci_micro', imageSize: 32, layers: [1, 1, 1, 1], embedDims: [8, 16, 32, 64], headDim: 16 };
   cfg.text = { ...cfg.text, contextLength: MICRO_CONTEXT, vocabSize: MICRO_VOCAB, dim: 64, nHeads: 2, nTransformerLayers: 1 };
+  return cfg;
+}
+
+/**
+ * The micro config made uneven, as a pruned or inherited model is: every text layer has its own heads,
+ * head width and FFN width (attention inner widths 48 and 32 against a residual width of 64), the RepMixer
+ * blocks have their own ConvFFN widths, stage 3 has two blocks of different ConvFFN widths, and the attention
+ * stage has 3 heads of 16 (inner 48) on a 64-wide residual.
+ */
+export function unevenMicroConfig(): ClipConfig {
+  const cfg = microConfig();
+  if (cfg.image.kind !== 'mci') throw new Error('expected an MCi image tower');
+  cfg.name = 'uneven_micro';
+  cfg.text.layers = [
+    { mixer: 'repmixer', ffnDim: 96 },
+    { mixer: 'attention', heads: 3, headDim: 16, ffnDim: 80 },
+    { mixer: 'attention', heads: 1, headDim: 32, ffnDim: 200 },
+    { mixer: 'repmixer', ffnDim: 48 },
+  ];
+  const stages = mciStages(cfg.image);
+  stages[1].ffnDims = [40];
+  stages[2].depth = 2;
+  stages[2].ffnDims = [64, 100];
+  stages[3].heads = 3;
+  stages[3].ffnDims = [150];
+  cfg.image.stages = stages;
   return cfg;
 }

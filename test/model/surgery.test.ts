@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import * as tf from '../../src/base/tf.js';
 import { initBackend } from '../../src/base/backend/index.js';
 import { CLIP } from '../../src/base/model/clip.js';
-import { textLayers, mciStages, type ClipConfig } from '../../src/base/model/configs.js';
+import { textLayers, mciStages } from '../../src/base/model/configs.js';
 import { Linear } from '../../src/base/layers/linear.js';
 import { MultiHeadAttention } from '../../src/base/layers/multi-head-attention.js';
 import { TransformerEncoder } from '../../src/base/layers/transformer-encoder.js';
@@ -14,7 +14,7 @@ import { ForwardContext } from '../../src/base/nn/context.js';
 import { TEXT_TOKENS, eotIndex } from '../../src/base/model/text-context.js';
 import { expectedShapes } from '../../src/base/model/state-dict.js';
 import { Initializer } from '../../src/base/nn/init.js';
-import { MICRO_CONTEXT, MICRO_VOCAB, microConfig } from '../micro-config.js';
+import { MICRO_CONTEXT, MICRO_VOCAB, microConfig, unevenMicroConfig } from '../micro-config.js';
 
 await initBackend('wasm', { quiet: true });
 
@@ -171,26 +171,6 @@ describe('text forward context', () => {
   });
 });
 
-/** The micro config with every text layer different and uneven MCi stages (inner widths ≠ residual widths). */
-export function unevenConfig(): ClipConfig {
-  const cfg = microConfig();
-  cfg.name = 'uneven_micro';
-  cfg.text.layers = [
-    { mixer: 'repmixer', ffnDim: 96 },
-    { mixer: 'attention', heads: 3, headDim: 16, ffnDim: 80 },
-    { mixer: 'attention', heads: 1, headDim: 32, ffnDim: 200 },
-    { mixer: 'repmixer', ffnDim: 48 },
-  ];
-  const stages = mciStages(cfg.image);
-  stages[1].ffnDims = [40];
-  stages[2].depth = 2;
-  stages[2].ffnDims = [64, 100];
-  stages[3].heads = 3;
-  stages[3].ffnDims = [150];
-  cfg.image.stages = stages;
-  return cfg;
-}
-
 describe('per-layer configs', () => {
   it('the per-layer form of a named config builds the same parameters as its shorthand', () => {
     for (const name of ['mobileclip_tiny', 'mobileclip_tiny_base'] as const) {
@@ -210,7 +190,7 @@ describe('per-layer configs', () => {
   });
 
   it('an uneven model has the widths its config asks for, derived from its weights', () => {
-    const model = new CLIP(unevenConfig());
+    const model = new CLIP(unevenMicroConfig());
     try {
       const shapes = expectedShapes(model);
       expect(shapes.get('text_encoder.transformer.1.pre_norm_mha.1.qkv_proj.weight')).toEqual([3 * 48, 64]);

@@ -8,13 +8,11 @@ import { ones, zeros } from '../nn/init.js';
  * ones (momentum 0.1, unbiased variance), like PyTorch.
  */
 export class BatchNorm2d extends Module {
-  readonly numFeatures: number;
   readonly eps: number;
   readonly momentum: number;
 
   constructor(numFeatures: number, eps = 1e-5, momentum = 0.1) {
     super();
-    this.numFeatures = numFeatures;
     this.eps = eps;
     this.momentum = momentum;
     this.addParam('weight', ones([numFeatures]), { noDecay: true });
@@ -25,7 +23,12 @@ export class BatchNorm2d extends Module {
   }
 
   private p(name: string): tf.Variable {
-    return this.ownParams.get(name)!.variable;
+    return this.param(name);
+  }
+
+  /** C, from the weight [C]. */
+  get numFeatures(): number {
+    return this.weight.shape[0];
   }
 
   get weight(): tf.Variable {

@@ -6,17 +6,22 @@ import { foldConvBn, type KernelBias } from './fuse.js';
 
 /** nn.Sequential(conv=Conv2d(bias=False), bn=BatchNorm2d): the branch unit of MobileOne blocks. */
 export class ConvBn extends Module {
-  readonly conv: Conv2d;
-  readonly bn: BatchNorm2d;
-
   constructor(inC: number, outC: number, kernel: number | [number, number], opts: Omit<Conv2dOptions, 'bias'> = {}) {
     super();
-    this.conv = this.addModule('conv', new Conv2d(inC, outC, kernel, { ...opts, bias: false }));
-    this.bn = this.addModule('bn', new BatchNorm2d(outC));
+    this.addModule('conv', new Conv2d(inC, outC, kernel, { ...opts, bias: false }));
+    this.addModule('bn', new BatchNorm2d(outC));
+  }
+
+  get conv(): Conv2d {
+    return this.childAs('conv', Conv2d);
+  }
+
+  get bn(): BatchNorm2d {
+    return this.childAs('bn', BatchNorm2d);
   }
 
   forward(x: tf.Tensor): tf.Tensor {
-    return tf.tidy(() => this.bn.call(this.conv.call(x)));
+    return tf.tidy(() => this.sub('bn').call(this.sub('conv').call(x)));
   }
 
   /** Eval-mode BN folded into the conv. */

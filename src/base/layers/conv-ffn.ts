@@ -10,22 +10,31 @@ import { ConvBn } from './conv-bn.js';
  * conv without bias and biased 1×1 convs in → hidden → out. No residual inside.
  */
 export class ConvFFN extends Module {
-  readonly conv: ConvBn;
-  readonly fc1: Conv2d;
-  readonly fc2: Conv2d;
-
   constructor(inC: number, hidden: number, outC: number, kernel: [number, number], init: Initializer = new Initializer(0)) {
     super();
-    this.conv = this.addModule('conv', new ConvBn(inC, inC, kernel, { groups: inC, init }));
-    this.fc1 = this.addModule('fc1', new Conv2d(inC, hidden, 1, { bias: true, init }));
-    this.fc2 = this.addModule('fc2', new Conv2d(hidden, outC, 1, { bias: true, init }));
+    this.addModule('conv', new ConvBn(inC, inC, kernel, { groups: inC, init }));
+    this.addModule('fc1', new Conv2d(inC, hidden, 1, { bias: true, init }));
+    this.addModule('fc2', new Conv2d(hidden, outC, 1, { bias: true, init }));
   }
 
+  get conv(): ConvBn {
+    return this.childAs('conv', ConvBn);
+  }
+
+  get fc1(): Conv2d {
+    return this.childAs('fc1', Conv2d);
+  }
+
+  get fc2(): Conv2d {
+    return this.childAs('fc2', Conv2d);
+  }
+
+  /** Hidden width, from fc1's weight. */
   get hidden(): number {
     return this.fc1.outChannels;
   }
 
   forward(x: tf.Tensor): tf.Tensor {
-    return tf.tidy(() => this.fc2.call(gelu(this.fc1.call(this.conv.call(x)))));
+    return tf.tidy(() => this.sub('fc2').call(gelu(this.sub('fc1').call(this.sub('conv').call(x)))));
   }
 }

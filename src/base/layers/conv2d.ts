@@ -1,5 +1,5 @@
 import * as tf from '../tf.js';
-import { Module } from '../nn/module.js';
+import { Module, type Param } from '../nn/module.js';
 import { Initializer, zeros } from '../nn/init.js';
 import { torchPadding } from '../nn/functional.js';
 import { fastDepthwiseConv2d } from '../nn/fast-ops.js';
@@ -19,51 +19,73 @@ export interface Conv2dOptions {
  * (groups = C_in) weights as [kh, kw, C_in, multiplier]; both load from/save to PyTorch OIHW.
  */
 export class Conv2d extends Module {
-  readonly inChannels: number;
-  readonly outChannels: number;
-  readonly kernel: [number, number];
   readonly stride: number;
   readonly padding: [number, number];
-  readonly groups: number;
 
   constructor(inChannels: number, outChannels: number, kernel: number | [number, number], opts: Conv2dOptions = {}) {
     super();
     const k: [number, number] = typeof kernel === 'number' ? [kernel, kernel] : kernel;
-    this.inChannels = inChannels;
-    this.outChannels = outChannels;
-    this.kernel = k;
     this.stride = opts.stride ?? 1;
     this.padding = opts.padding ?? [Math.floor(k[0] / 2), Math.floor(k[1] / 2)];
-    this.groups = opts.groups ?? 1;
+    const groups = opts.groups ?? 1;
     const init = opts.init ?? new Initializer(0);
     const [kh, kw] = k;
-    if (this.groups === 1) {
+    if (groups === 1) {
       const fanIn = inChannels * kh * kw;
       this.addParam('weight', init.uniformFanIn([kh, kw, inChannels, outChannels], fanIn), {
         layout: 'conv',
         torchShape: [outChannels, inChannels, kh, kw],
       });
-    } else if (this.groups === inChannels && outChannels % inChannels === 0) {
+    } else if (groups === inChannels && outChannels % inChannels === 0) {
       const m = outChannels / inChannels;
       this.addParam('weight', init.uniformFanIn([kh, kw, inChannels, m], kh * kw), {
         layout: 'dwconv',
         torchShape: [outChannels, 1, kh, kw],
       });
     } else {
-      throw new Error(`Conv2d: groups must be 1 or in_channels (got groups=${this.groups}, in=${inChannels}, out=${outChannels})`);
+      throw new Error(`Conv2d: groups must be 1 or in_channels (got groups=${groups}, in=${inChannels}, out=${outChannels})`);
     }
     if (opts.bias) {
-      const fanIn = (inChannels / this.groups) * kh * kw;
+      const fanIn = (inChannels / groups) * kh * kw;
       this.addParam('bias', init.uniformFanIn([outChannels], fanIn));
     }
   }
 
+  /** True for a depthwise weight ([kh, kw, C_in, multiplier], groups = C_in). */
   get depthwise(): boolean {
-    return this.groups !== 1;
+    return this.weightParam().layout === 'dwconv';
+  }
+
+  /** C_in: axis 2 of the weight in both layouts. */
+  get inChannels(): number {
+    return (this.weight as tf.Tensor4D).shape[2];
+  }
+
+  /** C_out: Co of a dense HWIO weight, C_in·multiplier of a depthwise one. */
+  get outChannels(): number {
+    const [, , ci, last] = (this.weight as tf.Tensor4D).shape;
+    return this.depthwise ? ci * last : last;
+  }
+
+  /** [kh, kw] from the weight. */
+  get kernel(): [number, number] {
+    const [kh, kw] = (this.weight as tf.Tensor4D).shape;
+    return [kh, kw];
+  }
+
+  /** 1 (dense) or C_in (depthwise), from the weight layout. */
+  get groups(): number {
+    return this.depthwise ? this.inChannels : 1;
   }
 
   get weight(): tf.Variable {
-    return this.ownParams.get('weight')!.variable;
+    return this.param('weight');
+  }
+
+  private weightParam(): Param {
+    const p = this.ownParams.get('weight');
+    if (!p) throw new Error('Conv2d has no weight');
+    return p;
   }
 
   get bias(): tf.Variable | undefined {
@@ -72,8 +94,10 @@ export class Conv2d extends Module {
 
   /** Replaces weight (TF.js layout) and bias (or removes the bias when undefined). */
   setWeights(weight: tf.Tensor, bias: tf.Tensor | undefined): void {
-    const wp = this.ownParams.get('weight')!;
-    this.addParam('weight', weight, { layout: wp.layout, torchShape: wp.torchShape });
+    const layout = this.weightParam().layout;
+    const [kh, kw, ci, last] = weight.shape;
+    const torchShape = layout === 'dwconv' ? [ci * last, 1, kh, kw] : [last, ci, kh, kw];
+    this.addParam('weight', weight, { layout, torchShape });
     if (bias) this.addParam('bias', bias);
     else this.removeParam('bias');
   }

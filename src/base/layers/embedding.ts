@@ -4,18 +4,23 @@ import { Initializer } from '../nn/init.js';
 
 /** torch.nn.Embedding: int32 ids [...] → [..., dim]. */
 export class Embedding extends Module {
-  readonly numEmbeddings: number;
-  readonly dim: number;
-
   constructor(numEmbeddings: number, dim: number, init: Initializer = new Initializer(0)) {
     super();
-    this.numEmbeddings = numEmbeddings;
-    this.dim = dim;
     this.addParam('weight', init.normal([numEmbeddings, dim], dim ** -0.5));
   }
 
+  /** From the weight [N, dim]. */
+  get numEmbeddings(): number {
+    return (this.weight as tf.Tensor2D).shape[0];
+  }
+
+  /** From the weight [N, dim]. */
+  get dim(): number {
+    return (this.weight as tf.Tensor2D).shape[1];
+  }
+
   get weight(): tf.Variable {
-    return this.ownParams.get('weight')!.variable;
+    return this.param('weight');
   }
 
   forward(ids: tf.Tensor): tf.Tensor {

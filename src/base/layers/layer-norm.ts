@@ -14,7 +14,12 @@ export class LayerNorm extends Module {
     this.addParam('bias', zeros([dim]), { noDecay: true });
   }
 
+  /** Normalised width, from the weight [dim]. */
+  get dim(): number {
+    return this.param('weight').shape[0];
+  }
+
   forward(x: tf.Tensor): tf.Tensor {
-    return layerNorm(x, this.ownParams.get('weight')!.variable, this.ownParams.get('bias')!.variable, this.eps);
+    return layerNorm(x, this.param('weight'), this.param('bias'), this.eps);
   }
 }

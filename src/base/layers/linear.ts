@@ -5,13 +5,8 @@ import { linear } from '../nn/functional.js';
 
 /** torch.nn.Linear; the weight is stored [in, out] (PyTorch [out, in]). */
 export class Linear extends Module {
-  readonly inFeatures: number;
-  readonly outFeatures: number;
-
   constructor(inFeatures: number, outFeatures: number, opts: { bias?: boolean; init?: Initializer } = {}) {
     super();
-    this.inFeatures = inFeatures;
-    this.outFeatures = outFeatures;
     const init = opts.init ?? new Initializer(0);
     this.addParam('weight', init.uniformFanIn([inFeatures, outFeatures], inFeatures), {
       layout: 'linear',
@@ -20,8 +15,18 @@ export class Linear extends Module {
     if (opts.bias ?? true) this.addParam('bias', init.uniformFanIn([outFeatures], inFeatures));
   }
 
+  /** From the weight [in, out]. */
+  get inFeatures(): number {
+    return (this.weight as tf.Tensor2D).shape[0];
+  }
+
+  /** From the weight [in, out]. */
+  get outFeatures(): number {
+    return (this.weight as tf.Tensor2D).shape[1];
+  }
+
   get weight(): tf.Variable {
-    return this.ownParams.get('weight')!.variable;
+    return this.param('weight');
   }
 
   get bias(): tf.Variable | undefined {

@@ -9,12 +9,10 @@ import { MobileOneBlock } from './mobileone-block.js';
  * 7×7, stride 2, groups C_in, small kernel 3, optional SE), `proj.1` = MobileOneBlock 1×1.
  */
 export class PatchEmbed extends Module {
-  readonly proj: Sequential;
-
   constructor(inC: number, outC: number, opts: { patchSize: number; stride: number; useSe: boolean; inferenceMode?: boolean; init?: Initializer }) {
     super();
     const init = opts.init ?? new Initializer(0);
-    this.proj = this.addModule(
+    this.addModule(
       'proj',
       new Sequential([
         new ReparamLargeKernelConv(inC, outC, {
@@ -31,7 +29,11 @@ export class PatchEmbed extends Module {
     );
   }
 
+  get proj(): Sequential {
+    return this.childAs('proj', Sequential);
+  }
+
   forward(x: tf.Tensor): tf.Tensor {
-    return this.proj.call(x);
+    return this.sub('proj').call(x);
   }
 }

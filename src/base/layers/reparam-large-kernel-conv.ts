@@ -12,16 +12,7 @@ import { disposeKB, padKernel, sumKernels } from './fuse.js';
  * with stride 2 and groups = C_in; fused into `lkb_reparam` (methods.md §1.7 (g)).
  */
 export class ReparamLargeKernelConv extends Module {
-  readonly inChannels: number;
-  readonly outChannels: number;
-  readonly kernelSize: number;
-  readonly smallKernel: number;
   readonly stride: number;
-  readonly groups: number;
-  se: SqueezeExcite | null = null;
-  lkbOrigin: ConvBn | null = null;
-  smallConv: ConvBn | null = null;
-  lkbReparam: Conv2d | null = null;
 
   constructor(
     inC: number,
@@ -29,50 +20,95 @@ export class ReparamLargeKernelConv extends Module {
     opts: { kernelSize: number; stride: number; groups: number; smallKernel: number; useSe?: boolean; inferenceMode?: boolean; init?: Initializer },
   ) {
     super();
-    this.inChannels = inC;
-    this.outChannels = outC;
-    this.kernelSize = opts.kernelSize;
-    this.smallKernel = opts.smallKernel;
     this.stride = opts.stride;
-    this.groups = opts.groups;
     const init = opts.init ?? new Initializer(0);
-    if (opts.useSe) this.se = this.addModule('se', new SqueezeExcite(outC, 0.25, init));
+    if (opts.useSe) this.addModule('se', new SqueezeExcite(outC, 0.25, init));
     const k = opts.kernelSize;
     const p = Math.floor(k / 2);
     if (opts.inferenceMode) {
-      this.lkbReparam = this.addModule('lkb_reparam', new Conv2d(inC, outC, k, { stride: this.stride, padding: [p, p], groups: this.groups, bias: true, init }));
+      this.addModule('lkb_reparam', new Conv2d(inC, outC, k, { stride: this.stride, padding: [p, p], groups: opts.groups, bias: true, init }));
       return;
     }
-    this.lkbOrigin = this.addModule('lkb_origin', new ConvBn(inC, outC, k, { stride: this.stride, padding: [p, p], groups: this.groups, init }));
+    this.addModule('lkb_origin', new ConvBn(inC, outC, k, { stride: this.stride, padding: [p, p], groups: opts.groups, init }));
     const s = opts.smallKernel;
     const sp = Math.floor(s / 2);
-    this.smallConv = this.addModule('small_conv', new ConvBn(inC, outC, s, { stride: this.stride, padding: [sp, sp], groups: this.groups, init }));
+    this.addModule('small_conv', new ConvBn(inC, outC, s, { stride: this.stride, padding: [sp, sp], groups: opts.groups, init }));
+  }
+
+  get se(): SqueezeExcite | null {
+    return this.optionalChildAs('se', SqueezeExcite);
+  }
+
+  get lkbOrigin(): ConvBn | null {
+    return this.optionalChildAs('lkb_origin', ConvBn);
+  }
+
+  get smallConv(): ConvBn | null {
+    return this.optionalChildAs('small_conv', ConvBn);
+  }
+
+  get lkbReparam(): Conv2d | null {
+    return this.optionalChildAs('lkb_reparam', Conv2d);
+  }
+
+  /** The large-kernel conv: `lkb_reparam` (fused) or `lkb_origin.conv`. */
+  private largeConv(): Conv2d {
+    const c = this.lkbReparam ?? this.lkbOrigin?.conv;
+    if (!c) throw new Error('ReparamLargeKernelConv has neither lkb_reparam nor lkb_origin');
+    return c;
+  }
+
+  get inChannels(): number {
+    return this.largeConv().inChannels;
+  }
+
+  get outChannels(): number {
+    return this.largeConv().outChannels;
+  }
+
+  /** Square large kernel size, from the large conv's weight. */
+  get kernelSize(): number {
+    return this.largeConv().kernel[0];
+  }
+
+  /** Small kernel size from `small_conv`; null once fused (the fused conv does not record it). */
+  get smallKernel(): number | null {
+    return this.smallConv?.conv.kernel[0] ?? null;
+  }
+
+  /** 1 or C_in, from the large conv's layout. */
+  get groups(): number {
+    return this.largeConv().groups;
   }
 
   forward(x: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
-      let out = this.lkbReparam ? this.lkbReparam.call(x) : this.lkbOrigin!.call(x).add(this.smallConv!.call(x));
-      if (this.se) out = this.se.call(out);
+      const fused = this.child('lkb_reparam');
+      let out = fused ? fused.call(x) : this.sub('lkb_origin').call(x).add(this.sub('small_conv').call(x));
+      const se = this.child('se');
+      if (se) out = se.call(out);
       return gelu(out);
     });
   }
 
   override reparameterize(): void {
     if (this.lkbReparam) return;
-    const big = this.lkbOrigin!.fused();
-    const small = this.smallConv!.fused();
-    const padded = { w: padKernel(small.w, this.kernelSize, this.kernelSize), b: small.b };
+    const origin = this.lkbOrigin;
+    const smallConv = this.smallConv;
+    if (!origin || !smallConv) throw new Error('ReparamLargeKernelConv: lkb_origin and small_conv are needed to fuse');
+    const k = this.kernelSize;
+    const big = origin.fused();
+    const small = smallConv.fused();
+    const padded = { w: padKernel(small.w, k, k), b: small.b };
     const { w, b } = sumKernels([big, padded]);
     disposeKB(big);
     disposeKB(small);
     padded.w.dispose();
-    const p = Math.floor(this.kernelSize / 2);
-    const conv = new Conv2d(this.inChannels, this.outChannels, this.kernelSize, { stride: this.stride, padding: [p, p], groups: this.groups, bias: true });
+    const p = Math.floor(k / 2);
+    const conv = new Conv2d(this.inChannels, this.outChannels, k, { stride: this.stride, padding: [p, p], groups: this.groups, bias: true });
     conv.setWeights(w, b);
     this.removeModule('lkb_origin');
     this.removeModule('small_conv');
-    this.lkbOrigin = null;
-    this.smallConv = null;
-    this.lkbReparam = this.addModule('lkb_reparam', conv);
+    this.addModule('lkb_reparam', conv);
   }
 }

@@ -11,7 +11,7 @@ export function makeDivisible(v: number, divisor = 8, minValue?: number, roundLi
   return n;
 }
 
-function squeeze(x: tf.Tensor, reduce: Conv2d, expand: Conv2d): tf.Tensor {
+function squeeze(x: tf.Tensor, reduce: Module, expand: Module): tf.Tensor {
   return tf.tidy(() => {
     const s = x.mean([1, 2], true);
     const g = tf.sigmoid(expand.call(tf.relu(reduce.call(s))));
@@ -21,34 +21,44 @@ function squeeze(x: tf.Tensor, reduce: Conv2d, expand: Conv2d): tf.Tensor {
 
 /** MobileOne `SEBlock` (used by `conv_exp`): reduce/expand 1×1 convs, ratio 1/16, ReLU, sigmoid. */
 export class SEBlock extends Module {
-  readonly reduce: Conv2d;
-  readonly expand: Conv2d;
-
   constructor(channels: number, rdRatio = 0.0625, init?: Initializer) {
     super();
     const rd = Math.floor(channels * rdRatio);
-    this.reduce = this.addModule('reduce', new Conv2d(channels, rd, 1, { bias: true, init }));
-    this.expand = this.addModule('expand', new Conv2d(rd, channels, 1, { bias: true, init }));
+    this.addModule('reduce', new Conv2d(channels, rd, 1, { bias: true, init }));
+    this.addModule('expand', new Conv2d(rd, channels, 1, { bias: true, init }));
+  }
+
+  get reduce(): Conv2d {
+    return this.childAs('reduce', Conv2d);
+  }
+
+  get expand(): Conv2d {
+    return this.childAs('expand', Conv2d);
   }
 
   forward(x: tf.Tensor): tf.Tensor {
-    return squeeze(x, this.reduce, this.expand);
+    return squeeze(x, this.sub('reduce'), this.sub('expand'));
   }
 }
 
 /** timm `SqueezeExcite` (PatchEmbed downsamplers): fc1/fc2 1×1 convs, rd = make_divisible(C/4, 8). */
 export class SqueezeExcite extends Module {
-  readonly fc1: Conv2d;
-  readonly fc2: Conv2d;
-
   constructor(channels: number, rdRatio = 0.25, init?: Initializer) {
     super();
     const rd = makeDivisible(channels * rdRatio, 8, undefined, 0);
-    this.fc1 = this.addModule('fc1', new Conv2d(channels, rd, 1, { bias: true, init }));
-    this.fc2 = this.addModule('fc2', new Conv2d(rd, channels, 1, { bias: true, init }));
+    this.addModule('fc1', new Conv2d(channels, rd, 1, { bias: true, init }));
+    this.addModule('fc2', new Conv2d(rd, channels, 1, { bias: true, init }));
+  }
+
+  get fc1(): Conv2d {
+    return this.childAs('fc1', Conv2d);
+  }
+
+  get fc2(): Conv2d {
+    return this.childAs('fc2', Conv2d);
   }
 
   forward(x: tf.Tensor): tf.Tensor {
-    return squeeze(x, this.fc1, this.fc2);
+    return squeeze(x, this.sub('fc1'), this.sub('fc2'));
   }
 }

@@ -14,7 +14,7 @@ class LearnablePositionalEmbedding extends Module {
   }
 
   get table(): tf.Variable {
-    return this.ownParams.get('pos_embed')!.variable;
+    return this.param('pos_embed');
   }
 
   forward(x: tf.Tensor): tf.Tensor {
@@ -23,13 +23,18 @@ class LearnablePositionalEmbedding extends Module {
 }
 
 export class PositionalEmbedding extends Module {
-  private readonly inner: LearnablePositionalEmbedding;
-  readonly numEmbeddings: number;
-
   constructor(numEmbeddings: number, dim: number, init: Initializer) {
     super();
-    this.numEmbeddings = numEmbeddings;
-    this.inner = this.addModule('pos_embed', new LearnablePositionalEmbedding(numEmbeddings, dim, init));
+    this.addModule('pos_embed', new LearnablePositionalEmbedding(numEmbeddings, dim, init));
+  }
+
+  private get inner(): LearnablePositionalEmbedding {
+    return this.childAs('pos_embed', LearnablePositionalEmbedding);
+  }
+
+  /** N, from the table [N, C]. */
+  get numEmbeddings(): number {
+    return this.inner.table.shape[0];
   }
 
   /** Positional table for `seqLen` positions: [seqLen, C]. */
