@@ -58,10 +58,10 @@ async function main(): Promise<void> {
   const tiny = new CLIP(getConfig('mobileclip_tiny'), { seed: 1 }).train();
   const opt = new AdamW(tiny, { lr: 1e-3, weightDecay: 0.1 });
   const batch = Number(arg('batch', '32'));
-  const tImg = tf.randomUniform([batch, 64, 64, 3], 0, 1, 'float32', 3);
-  const tTok = tf.randomUniform([batch, 77], 0, 4000, 'int32', 4);
+  const tImg = tf.randomUniform<tf.Rank.R4>([batch, 64, 64, 3], 0, 1, 'float32', 3);
+  const tTok = tf.randomUniform<tf.Rank.R2>([batch, 77], 0, 4000, 'int32', 4);
   const before = tf.memory().numTensors;
-  const stepMs = stats(await time(() => trainStep(tiny, opt, tImg, tTok, { clip: 1 }).loss, 10, 2));
+  const stepMs = stats(await time(() => trainStep(tiny, opt, { images: tImg, gtTokens: tTok }, { gradClip: 1 }).loss, 10, 2));
   const leaked = tf.memory().numTensors - before;
   const row = {
     backend: info.name,

@@ -5,7 +5,7 @@ import { initBackend } from '../../src/base/backend/index.js';
 import { CLIP } from '../../src/base/model/clip.js';
 import { exportStateDict, loadStateDict } from '../../src/base/model/state-dict.js';
 import { AdamW } from '../../src/base/train/adamw.js';
-import { clipLossAndGrads, trainStep } from '../../src/base/train/step.js';
+import { lossAndGrads, trainStep } from '../../src/base/train/step.js';
 import type { StateDict } from '../../src/base/io/tensor-data.js';
 import { MICRO_CONTEXT as L, microConfig } from '../micro-config.js';
 
@@ -38,7 +38,10 @@ function runStep(model: CLIP, start: StateDict, data: { images: Float32Array; to
   model.train();
   const images = tf.tensor4d(data.images, [B, S, S, 3]);
   const tokens = tf.tensor2d(data.tokens, [B, L], 'int32');
-  const { loss, grads } = clipLossAndGrads(model, images, tokens);
+  const { loss, losses, grads } = lossAndGrads(model, { images, gtTokens: tokens });
+  // The default loss list is the contrastive term alone: the total is that term, unweighted.
+  expect(Object.keys(losses)).toEqual(['contrastive']);
+  expect(losses.contrastive.dataSync()[0]).toBe(loss.dataSync()[0]);
   const names = new Map(model.namedParams().map(([n, p]) => [p.variable.name, n]));
   const g = new Map<string, Float32Array>();
   for (const [k, v] of Object.entries(grads)) g.set(names.get(k)!, v.dataSync() as Float32Array);
@@ -48,7 +51,7 @@ function runStep(model: CLIP, start: StateDict, data: { images: Float32Array; to
   // Parameters after the step, in the TF.js layout of the gradients.
   const after = new Map<string, Float32Array>();
   for (const [n, p] of model.namedParams()) if (p.trainable) after.set(n, p.variable.dataSync() as Float32Array);
-  tf.dispose([loss, images, tokens, ...Object.values(grads)]);
+  tf.dispose([loss, ...Object.values(losses), images, tokens, ...Object.values(grads)]);
   opt.dispose();
   return { loss: l, grads: g, after };
 }
@@ -123,10 +126,10 @@ describe('training step: wasm vs cpu, no tensor leaks', () => {
     const data = batch(cfg.text.vocabSize);
     const images = tf.tensor4d(data.images, [B, S, S, 3]);
     const tokens = tf.tensor2d(data.tokens, [B, L], 'int32');
-    trainStep(model, opt, images, tokens, { clip: 1 });
+    trainStep(model, opt, { images, gtTokens: tokens }, { gradClip: 1 });
     const before = tf.memory().numTensors;
     const losses: number[] = [];
-    for (let i = 0; i < 10; i++) losses.push(trainStep(model, opt, images, tokens, { clip: 1 }).loss);
+    for (let i = 0; i < 10; i++) losses.push(trainStep(model, opt, { images, gtTokens: tokens }, { gradClip: 1 }).loss);
     expect(tf.memory().numTensors).toBe(before);
     expect(losses[9]).toBeLessThan(losses[0]);
     tf.dispose([images, tokens]);

@@ -157,6 +157,11 @@ describe('Trainer (mobileclip_tiny at micro widths, wasm)', () => {
     expect(lines[0].lr).toBeCloseTo(1e-3, 12); // warm-up: 2e-3 · 1/2
     expect(lines[2].lr).toBeCloseTo(2e-3, 12);
     for (const l of lines) for (const f of ['loss', 'lr', 'samplesPerSec', 'gradNorm', 'logitScale']) expect(Number.isFinite(l[f]), f).toBe(true);
+    // Default terms at λ = 0.5: loss = ½·contrastive + ½·distill, each logged.
+    for (const l of lines) {
+      expect(Object.keys(l.losses)).toEqual(['contrastive', 'distill']);
+      expect(Math.abs(0.5 * l.losses.contrastive + 0.5 * l.losses.distill - l.loss) / l.loss).toBeLessThanOrEqual(1e-6);
+    }
     const linesB = readFileSync(join(dir, 'b.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(linesB.map((l) => l.loss)).toEqual(lossB);
     console.log(`losses ${lossA.map((l) => l.toFixed(5)).join(' ')}`);

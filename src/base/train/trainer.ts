@@ -3,28 +3,18 @@ import { basename, dirname, join } from 'node:path';
 import * as tf from '../tf.js';
 import { MclipError } from '../../errors.js';
 import type { CLIP } from '../model/clip.js';
-import { l2normalize } from '../model/clip.js';
 import { saveModel, readCheckpointFile } from '../model/checkpoint.js';
 import { loadStateDict } from '../model/state-dict.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { toFloat32, type StateDict } from '../io/tensor-data.js';
-import { AdamW, clipGradNorm, openClipExclude } from './adamw.js';
-import { reinforcedLoss, type TeacherSpec } from './distill-loss.js';
+import { AdamW, MODEL_GROUP, openClipExclude, type ParamGroup } from './adamw.js';
+import type { TeacherSpec } from './distill-loss.js';
+import { reinforcedTerms, type LossTerm, type TrainBatch } from './loss-terms.js';
 import { cosineLr } from './schedule.js';
+import { trainStep } from './step.js';
 import { mulberry32Step } from '../random.js';
 
-/** One training batch. Teacher features are row-major [b, ΣD_k] (teachers concatenated). */
-export interface TrainBatch {
-  /** NHWC images in [0, 1]. */
-  images: tf.Tensor4D;
-  /** Ground-truth caption tokens [b, S] int32. */
-  gtTokens: tf.Tensor2D;
-  /** Synthetic caption tokens [b, S] int32 (optional: without them only L(gt) is used). */
-  synTokens?: tf.Tensor2D;
-  teacherImg?: Float32Array;
-  teacherGt?: Float32Array;
-  teacherSyn?: Float32Array;
-}
+export type { TrainBatch } from './loss-terms.js';
 
 /** A small seeded generator (mulberry32) whose whole state is one uint32, saved with checkpoints. */
 export class Rng {
@@ -60,10 +50,23 @@ export interface TrainerOptions {
   eps?: number;
   /** Default 0.2 (MobileCLIP); not applied to norms, biases, logit scale (open_clip rule). */
   weightDecay?: number;
-  /** Global gradient-norm clip; default 1.0; 0 disables. */
+  /** Global gradient-norm clip of the model's parameters (not of extra groups); default 1.0; 0 disables. */
   gradClip?: number;
-  /** KD weight λ; default 1 when teachers are given, else 0. */
+  /** KD weight λ of the default loss list `reinforcedTerms(λ)`; default 1 when teachers are given, else 0. Unused with `losses`. */
   lambda?: number;
+  /**
+   * Named loss terms; the step minimises Σ weight·term and logs each term under its name. Default
+   * `reinforcedTerms(lambda)` = [contrastive (1 − λ), distill (λ)], which equals `reinforcedLoss`.
+   * A plug-in adds a term with `losses: [...reinforcedTerms(λ), myTerm]`.
+   */
+  losses?: readonly LossTerm[];
+  /**
+   * Optimiser groups beside the model's parameters (which keep the warm-up + cosine lr, `weightDecay`
+   * with the open_clip no-decay rule and gradient clipping). An extra group's lr is constant unless it
+   * says `schedule: true` (then lr × the step's warm-up + cosine factor); its gradients are never clipped; its variables
+   * and moments are saved with checkpoints and restored by `resume`.
+   */
+  paramGroups?: readonly ParamGroup[];
   /** Teachers (widths and inverse temperatures) of the stored features. */
   teachers?: readonly TeacherSpec[];
   /** Seed of the trainer's Rng (for data-side sampling by the caller). Default 0. */
@@ -80,8 +83,15 @@ export interface TrainerOptions {
 
 export interface StepMetrics {
   step: number;
+  /** Σ weight·term. */
   loss: number;
+  /** Unweighted value of each computed loss term, by name. */
+  losses: Record<string, number>;
+  /** Learning rate of the model's parameters. */
   lr: number;
+  /** Learning rate of each extra parameter group (only when there are any). */
+  groupLr?: Record<string, number>;
+  /** Norm of the model's gradients before clipping (NaN when clipping is off). */
   gradNorm: number;
   /** exp(logit_scale) after the step's clamp. */
   logitScale: number;
@@ -103,8 +113,10 @@ const OPT_FILE = 'optimizer.safetensors';
 const META_FILE = 'state.json';
 
 /**
- * Writes a complete training state to `dir` atomically: everything goes to a sibling temporary
- * directory which is then renamed onto `dir` (an existing `dir` is first moved aside and removed
+ * Writes a complete training state to `dir` atomically (model weights; optimiser moments of every
+ * group, keyed `<param>.exp_avg[_sq]` for the model and `<group>.<index>.exp_avg[_sq]` for extra
+ * groups; the extra groups' variables keyed `<group>.<index>` and their current lrs). Everything goes
+ * to a sibling temporary directory which is then renamed onto `dir` (an existing `dir` is first moved aside and removed
  * after the swap; `loadTrainState` falls back to that copy if a crash hits between the renames).
  */
 export function saveTrainState(dir: string, s: { model: CLIP; optimizer: AdamW } & TrainStateMeta): void {
@@ -116,15 +128,18 @@ export function saveTrainState(dir: string, s: { model: CLIP; optimizer: AdamW }
   mkdirSync(tmp);
   saveModel(s.model, join(tmp, MODEL_FILE));
   const opt: StateDict = new Map();
-  for (const [k, t] of s.optimizer.state()) {
+  for (const [k, t] of [...s.optimizer.state(), ...s.optimizer.groupVariables()]) {
     opt.set(k, { dtype: 'float32', shape: t.shape.slice(), data: Float32Array.from(t.dataSync() as Float32Array) });
   }
   writeSafetensors(join(tmp, OPT_FILE), opt, { 'mclip.format': STATE_FORMAT });
+  const groupLr: Record<string, number> = {};
+  for (const g of s.optimizer.groups) if (g.name !== MODEL_GROUP) groupLr[g.name] = g.lr;
   const meta = {
     format: STATE_FORMAT,
     step: s.step,
     optimizerStep: s.optimizer.step,
     lr: s.optimizer.lr,
+    groupLr,
     rng: s.rng,
     data: s.data ?? null,
   };
@@ -148,8 +163,9 @@ export function resolveTrainState(path: string): string {
 }
 
 /**
- * Restores model weights (incl. BatchNorm statistics and logit scale) and optimiser moments/step
- * saved by `saveTrainState` into existing objects; returns step, rng state and the opaque data state.
+ * Restores model weights (incl. BatchNorm statistics and logit scale), optimiser moments/step and the
+ * extra parameter groups' variables and learning rates saved by `saveTrainState` into existing
+ * objects; returns step, rng state and the opaque data state.
  */
 export async function loadTrainState(path: string, s: { model: CLIP; optimizer: AdamW }): Promise<TrainStateMeta> {
   const dir = resolveTrainState(path);
@@ -158,6 +174,7 @@ export async function loadTrainState(path: string, s: { model: CLIP; optimizer: 
     step: number;
     optimizerStep: number;
     lr: number;
+    groupLr?: Record<string, number>;
     rng: number;
     data: unknown;
   };
@@ -167,11 +184,21 @@ export async function loadTrainState(path: string, s: { model: CLIP; optimizer: 
   const { tensors } = readSafetensors(join(dir, OPT_FILE));
   const values = new Map<string, Float32Array>();
   for (const [k, t] of tensors) values.set(k, toFloat32(t));
-  const expected = [...s.optimizer.state().keys()];
+  const groupVars = s.optimizer.groupVariables();
+  const expected = [...s.optimizer.state().keys(), ...groupVars.keys()];
   const missing = expected.filter((k) => !values.has(k));
   if (missing.length > 0) throw new MclipError(`${dir}: optimiser state lacks ${missing.length} entries (e.g. ${missing[0]})`);
+  for (const [k, v] of groupVars) {
+    const a = values.get(k)!;
+    if (a.length !== v.size) throw new MclipError(`${dir}: parameter-group variable ${k} has ${a.length} values, expected ${v.size}`);
+    tf.tidy(() => v.assign(tf.tensor(a, v.shape)));
+  }
   s.optimizer.loadState(meta.optimizerStep, values);
   s.optimizer.lr = meta.lr;
+  for (const g of s.optimizer.groups) {
+    const lr = meta.groupLr?.[g.name];
+    if (g.name !== MODEL_GROUP && lr !== undefined) g.lr = lr;
+  }
   return { step: meta.step, rng: meta.rng, data: meta.data ?? undefined };
 }
 
@@ -201,14 +228,17 @@ export function truncateMetrics(path: string, step: number): void {
 /**
  * Data-agnostic MobileCLIP trainer (methods §2.1–2.5): AdamW (β₂ 0.95, wd 0.2, open_clip
  * no-decay groups), warm-up + cosine lr, global grad-norm clipping, logit scale clamped to
- * [0, ln 100] after each step, reinforced loss with weight λ. One text-encoder pass over
- * [gt; syn] (2b rows), split into the two b×b problems. The model is put in train mode.
+ * [0, ln 100] after each step, a list of named loss terms (default: the reinforced loss with
+ * weight λ) and optional extra parameter groups. The step itself is `trainStep` (step.ts); the
+ * Trainer adds the schedule, validation, metrics and checkpoints. The model is put in train mode.
  */
 export class Trainer {
   readonly model: CLIP;
   readonly optimizer: AdamW;
   readonly rng: Rng;
   readonly opts: TrainerOptions;
+  /** The loss terms of every step (their weights are read at each step). */
+  readonly losses: readonly LossTerm[];
   /** Optimiser steps taken. */
   stepCount = 0;
   /** Opaque caller state stored with checkpoints (e.g. data position after the batch about to be stepped); set it before `step()`. */
@@ -219,7 +249,8 @@ export class Trainer {
     this.model = model;
     this.opts = opts;
     this.lambda = opts.lambda ?? (opts.teachers ? 1 : 0);
-    if (this.lambda > 0 && !opts.teachers) throw new MclipError('Trainer: lambda > 0 needs teachers');
+    if (!opts.losses && this.lambda > 0 && !opts.teachers) throw new MclipError('Trainer: lambda > 0 needs teachers');
+    this.losses = opts.losses ? opts.losses.slice() : reinforcedTerms(this.lambda);
     this.optimizer = new AdamW(model, {
       lr: opts.lr,
       beta1: opts.beta1 ?? 0.9,
@@ -227,71 +258,43 @@ export class Trainer {
       eps: opts.eps ?? 1e-8,
       weightDecay: opts.weightDecay ?? 0.2,
       exclude: (name, p) => openClipExclude(name, p),
+      groups: opts.paramGroups,
     });
     this.rng = new Rng(opts.seed ?? 0);
     model.train();
   }
 
-  /** Learning rate used for 0-based step index `step`. */
+  /** Learning rate of the model's parameters for 0-based step index `step`. */
   lrAt(step: number): number {
     return cosineLr(step, { baseLr: this.opts.lr, warmup: this.opts.warmup ?? 0, steps: this.opts.totalSteps });
-  }
-
-  private teacherTensor(a: Float32Array | undefined, b: number, what: string): tf.Tensor2D | undefined {
-    if (!a) return undefined;
-    const width = (this.opts.teachers ?? []).reduce((s, t) => s + t.dim, 0);
-    if (a.length !== b * width) throw new MclipError(`Trainer: ${what} has ${a.length} values, expected ${b}×${width}`);
-    return tf.tensor2d(a, [b, width]);
   }
 
   /** One optimiser step; returns its metrics (also appended to metricsPath). Leaves no tensors behind. */
   step(batch: TrainBatch): StepMetrics {
     const t0 = performance.now();
     const b = batch.images.shape[0];
-    if (batch.gtTokens.shape[0] !== b) throw new MclipError(`Trainer: ${batch.gtTokens.shape[0]} captions for ${b} images`);
-    if (batch.synTokens && batch.synTokens.shape[0] !== b) throw new MclipError(`Trainer: ${batch.synTokens.shape[0]} synthetic captions for ${b} images`);
-    if (this.lambda > 0 && (!batch.teacherImg || !batch.teacherGt || (batch.synTokens && !batch.teacherSyn))) {
+    if (!this.opts.losses && this.lambda > 0 && (!batch.teacherImg || !batch.teacherGt || (batch.synTokens && !batch.teacherSyn))) {
       throw new MclipError(`Trainer: lambda ${this.lambda} > 0 needs teacherImg, teacherGt${batch.synTokens ? ' and teacherSyn' : ''} in every batch`);
     }
     const lr = this.lrAt(this.stepCount);
     this.optimizer.lr = lr;
-    const lambda = this.lambda;
-    const teacherImg = lambda > 0 ? this.teacherTensor(batch.teacherImg, b, 'teacherImg') : undefined;
-    const teacherGt = lambda > 0 ? this.teacherTensor(batch.teacherGt, b, 'teacherGt') : undefined;
-    const teacherSyn = lambda > 0 && batch.synTokens ? this.teacherTensor(batch.teacherSyn, b, 'teacherSyn') : undefined;
-    const model = this.model;
-    const { value, grads } = tf.variableGrads(() => {
-      const img = l2normalize(model.encodeImage(batch.images)) as tf.Tensor2D;
-      const tokens = batch.synTokens ? tf.concat([batch.gtTokens, batch.synTokens], 0) : batch.gtTokens;
-      const txt = l2normalize(model.encodeText(tokens)) as tf.Tensor2D;
-      const gtTxt = batch.synTokens ? (txt.slice([0, 0], [b, -1]) as tf.Tensor2D) : txt;
-      const synTxt = batch.synTokens ? (txt.slice([b, 0], [b, -1]) as tf.Tensor2D) : undefined;
-      return reinforcedLoss({
-        img,
-        gtTxt,
-        synTxt,
-        scale: model.logitScaleExp(),
-        teacherImg,
-        teacherGt,
-        teacherSyn,
-        teachers: this.opts.teachers,
-        lambda,
-      });
-    }, model.trainableVariables());
-    const g = grads as Record<string, tf.Tensor>;
-    const clip = this.opts.gradClip ?? 1.0;
-    const gradNorm = clip > 0 ? clipGradNorm(g, clip) : NaN;
-    this.optimizer.apply(g);
-    tf.tidy(() => {
-      model.logitScale.assign(tf.clipByValue(model.logitScale, 0, Math.log(100)));
+    const factor = cosineLr(this.stepCount, { baseLr: 1, warmup: this.opts.warmup ?? 0, steps: this.opts.totalSteps });
+    let groupLr: Record<string, number> | undefined;
+    for (const g of this.optimizer.groups) {
+      if (g.name === MODEL_GROUP) continue;
+      if (g.schedule) g.lr = g.baseLr * factor;
+      (groupLr ??= {})[g.name] = g.lr;
+    }
+    const r = trainStep(this.model, this.optimizer, batch, {
+      losses: this.losses,
+      teachers: this.opts.teachers,
+      gradClip: this.opts.gradClip ?? 1.0,
+      step: this.stepCount,
     });
-    const loss = value.dataSync()[0];
-    const logitScale = Math.exp(model.logitScale.dataSync()[0]);
-    tf.dispose([value, ...Object.values(g)]);
-    tf.dispose([teacherImg, teacherGt, teacherSyn].filter((t): t is tf.Tensor2D => t !== undefined));
+    const logitScale = Math.exp(this.model.logitScale.dataSync()[0]);
     this.stepCount += 1;
     const dt = (performance.now() - t0) / 1000;
-    const m: StepMetrics = { step: this.stepCount, loss, lr, gradNorm, logitScale, samplesPerSec: b / dt };
+    const m: StepMetrics = { step: this.stepCount, loss: r.loss, losses: r.losses, lr, ...(groupLr ? { groupLr } : {}), gradNorm: r.gradNorm, logitScale, samplesPerSec: b / dt };
     if (this.opts.metricsPath) {
       mkdirSync(dirname(this.opts.metricsPath), { recursive: true });
       appendFileSync(this.opts.metricsPath, JSON.stringify({ ...m, time: new Date().toISOString() }) + '\n');
