@@ -3,13 +3,18 @@
  * layers at the real input size. Shapes come from one forward pass of a single sample with every
  * layer's output captured (`withCapture`).
  *
+ * Each layer is counted by the function registered for its class (`registerCost`, ./cost-registry.ts;
+ * the built-ins in ./cost-layers.ts), the kernel part of attention by the one registered for the
+ * module's kernel name (`registerAttentionCost`); a plug-in registers its own layers and kernels.
+ *
  * What is counted (per sample, 1 MAC = one multiply + one add):
  * - Conv2d: Ho·Wo·Co·(Ci/groups)·kh·kw (dense, depthwise and 1×1; the 1×11 text RepMixer convs too).
  * - Linear: tokens·in·out (tokens = all leading positions of the output).
- * - Attention (MCi MHSA, text/ViT MultiHeadAttention): QKᵀ and A·V, 2·heads·N²·d_h. Causal
- *   attention is counted in full (TF.js computes the whole N×N product).
+ * - Attention (MCi MHSA, text/ViT MultiHeadAttention): the kernel's count; softmax QKᵀ and A·V,
+ *   2·heads·N²·d_h. Causal attention is counted in full (TF.js computes the whole N×N product).
  * - Projection matrices held as parameters (`proj` of the MCi GlobalPool2D / ViT head,
- *   `projection_layer` of the text tower): rows·in·out, on the pooled vector.
+ *   `projection_layer` of the text tower): rows·in·out, on the pooled vector. This rule covers any
+ *   module holding its own rank-2 `proj` / `projection_layer` whose class has no registered count.
  * Not counted: embedding look-ups and positional tables (0), biases, BatchNorm/LayerNorm,
  * activations, softmax, SE pooling, residual adds, layer scales, resizing. Count the fused
  * (reparameterised) model for inference cost: an unfused model also counts its train-time
@@ -17,12 +22,12 @@
  */
 import * as tf from '../base/tf.js';
 import { Module, withCapture } from '../base/nn/module.js';
-import { Conv2d } from '../base/layers/conv2d.js';
-import { Linear } from '../base/layers/linear.js';
-import { MHSA } from '../base/layers/mhsa.js';
-import { MultiHeadAttention } from '../base/layers/multi-head-attention.js';
 import { Embedding } from '../base/layers/embedding.js';
 import type { CLIP } from '../base/model/clip.js';
+import { costFor, type CostInfo } from './cost-registry.js';
+import './cost-layers.js';
+
+export { registerCost, registerAttentionCost, attentionRecord, costFor, type CostFn, type CostInfo, type AttentionCostFn, type AttentionShape } from './cost-registry.js';
 
 export type Tower = 'image' | 'text' | 'other';
 
@@ -33,7 +38,8 @@ export interface MacRecord {
   /** Dotted module path (relative to the profiled root). */
   name: string;
   tower: Tower;
-  kind: 'conv' | 'linear' | 'attention' | 'projection';
+  /** 'other': plug-in layers that are none of these (e.g. element-wise scales). */
+  kind: 'conv' | 'linear' | 'attention' | 'projection' | 'other';
   /** MACs per sample at the profiled input size. */
   macs: number;
   /** Tokens (spatial positions or sequence positions) the layer saw per sample. */
@@ -82,37 +88,17 @@ function ownProjection(m: Module): [number, number] | null {
 }
 
 function isCounted(m: Module): boolean {
-  return m instanceof Conv2d || m instanceof Linear || m instanceof MHSA || m instanceof MultiHeadAttention || ownProjection(m) != null;
+  return costFor(m) != null || ownProjection(m) != null;
 }
 
-function recordFor(name: string, m: Module, shape: number[], tower: Tower): MacRecord | null {
-  const b = shape[0];
-  const per = (v: number) => v / b;
-  if (m instanceof Conv2d) {
-    const [, ho, wo, co] = shape;
-    const [kh, kw] = m.kernel;
-    const hw = ho * wo;
-    return { name, tower, kind: 'conv', macs: hw * co * (m.inChannels / m.groups) * kh * kw, tokens: hw, scaling: hw > 1 ? 'tokens' : 'fixed' };
-  }
-  if (m instanceof Linear) {
-    const rows = per(shape.reduce((a, c) => a * c, 1) / m.outFeatures);
-    return { name, tower, kind: 'linear', macs: rows * m.inFeatures * m.outFeatures, tokens: rows, scaling: 'tokens' };
-  }
-  if (m instanceof MHSA) {
-    const n = shape[1] * shape[2];
-    return { name, tower, kind: 'attention', macs: 2 * m.numHeads * n * n * m.headDim, tokens: n, scaling: 'tokens2' };
-  }
-  if (m instanceof MultiHeadAttention) {
-    const n = shape[1];
-    return { name, tower, kind: 'attention', macs: 2 * m.numHeads * n * n * m.headDim, tokens: n, scaling: 'tokens2' };
-  }
+function recordFor(m: Module, shape: number[], info: CostInfo): MacRecord | null {
+  const fn = costFor(m);
+  if (fn) return fn(m, shape, info);
   const proj = ownProjection(m);
-  if (proj) {
-    const [i, o] = proj;
-    const rows = per(shape.reduce((a, c) => a * c, 1) / o);
-    return { name, tower, kind: 'projection', macs: rows * i * o, tokens: rows, scaling: 'fixed' };
-  }
-  return null;
+  if (!proj) return null;
+  const [i, o] = proj;
+  const rows = shape.reduce((a, c) => a * c, 1) / o / info.batch;
+  return { name: info.name, tower: info.tower, kind: 'projection', macs: rows * i * o, tokens: rows, scaling: 'fixed' };
 }
 
 /**
@@ -122,7 +108,6 @@ function recordFor(name: string, m: Module, shape: number[], tower: Tower): MacR
  */
 export function profileMacs(root: Module, run: () => tf.Tensor, opts: { tower?: Tower; prefix?: string } = {}): MacRecord[] {
   const mods = root.namedModules().filter(([, m]) => isCounted(m));
-  const byName = new Map(mods);
   const { result, captured } = withCapture(
     root,
     mods.map(([n]) => n),
@@ -134,7 +119,7 @@ export function profileMacs(root: Module, run: () => tf.Tensor, opts: { tower?: 
       const y = captured.get(name);
       if (!y) continue;
       const full = (opts.prefix ?? '') + name;
-      const r = recordFor(full, byName.get(name)!, y.shape, opts.tower ?? towerOf(full));
+      const r = recordFor(m, y.shape, { name: full, tower: opts.tower ?? towerOf(full), batch: y.shape[0] });
       if (r) out.push(r);
     }
     return out;
@@ -178,9 +163,9 @@ export function sumMacs(records: readonly MacRecord[], tower?: Tower): number {
   return s;
 }
 
-/** MACs grouped by kind (conv / linear / attention / projection). */
+/** MACs grouped by kind (conv / linear / attention / projection / other). */
 export function macsByKind(records: readonly MacRecord[]): Record<MacRecord['kind'], number> {
-  const out = { conv: 0, linear: 0, attention: 0, projection: 0 };
+  const out = { conv: 0, linear: 0, attention: 0, projection: 0, other: 0 };
   for (const r of records) out[r.kind] += r.macs;
   return out;
 }

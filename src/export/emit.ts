@@ -1,9 +1,12 @@
 /**
- * Module tree → ONNX nodes. Walks the (fused) model with `instanceof` on the layer classes and
- * emits, per module, the ops of its eval-mode forward in PyTorch layouts: image maps NCHW, conv
- * weights OIHW, text [B, S, C] (the `mct` RepMixer blocks as 1-D convs on [B, C, S], which is the
- * official BC1S layout without the unit axis). Every shape comes from the weights themselves, so
- * pruned models (uneven widths, heads·d ≠ dim) export as they are.
+ * Module tree → ONNX nodes. `OnnxEmitter` holds the graph builder, the primitive ops (conv, linear,
+ * norms, GELU, SE, attention) and the towers; each module is emitted by the function registered for
+ * its class (`registerEmitter`, ./registry.ts; the built-in layers in ./emitters/), the kernel part of
+ * attention by the one registered for the module's kernel name (`registerAttentionEmitter`). Ops follow
+ * the eval-mode forward in PyTorch layouts: image maps NCHW, conv weights OIHW, text [B, S, C] (the
+ * `mct` RepMixer blocks as 1-D convs on [B, C, S], which is the official BC1S layout without the unit
+ * axis). Every shape comes from the weights themselves, so pruned models (uneven widths, heads·d ≠ dim)
+ * export as they are.
  *
  * Exact folds done here for speed (methods.md §1.7 (h)): ConvFFN's depthwise conv + BN, layer
  * scales into the preceding conv/linear, the stage-4 pre-attention BN into qkv, the attention
@@ -11,70 +14,24 @@
  */
 import * as tf from '../base/tf.js';
 import { MclipError } from '../errors.js';
-import { Module, Sequential } from '../base/nn/module.js';
-import { softmaxAttention } from '../base/nn/attention.js';
+import { Sequential, type Module } from '../base/nn/module.js';
 import { Conv2d } from '../base/layers/conv2d.js';
-import { BatchNorm2d } from '../base/layers/batch-norm.js';
-import { ConvBn } from '../base/layers/conv-bn.js';
-import { ConvFFN } from '../base/layers/conv-ffn.js';
-import { Linear } from '../base/layers/linear.js';
-import { LayerNorm } from '../base/layers/layer-norm.js';
-import { Dropout, GELU } from '../base/layers/activations.js';
-import { AttentionBlock } from '../base/layers/attention-block.js';
-import { MHSA } from '../base/layers/mhsa.js';
-import { MultiHeadAttention } from '../base/layers/multi-head-attention.js';
-import { TransformerEncoder } from '../base/layers/transformer-encoder.js';
-import { MobileOneBlock } from '../base/layers/mobileone-block.js';
-import { PatchEmbed } from '../base/layers/patch-embed.js';
-import { RepCPE } from '../base/layers/rep-cpe.js';
-import { ReparamLargeKernelConv } from '../base/layers/reparam-large-kernel-conv.js';
+import type { BatchNorm2d } from '../base/layers/batch-norm.js';
+import type { LayerNorm } from '../base/layers/layer-norm.js';
+import type { KernelBias } from '../base/layers/fuse.js';
 import { RepMixerBlock } from '../base/layers/repmixer-block.js';
-import { RepMixer } from '../base/layers/repmixer.js';
-import { SEBlock, SqueezeExcite } from '../base/layers/squeeze-excite.js';
-import { foldConvBn } from '../base/layers/fuse.js';
-import { FastViT, GlobalPool2D } from '../base/model/mci.js';
+import { FastViT } from '../base/model/mci.js';
 import { VisionTransformer } from '../base/model/vit.js';
 import { TextTransformer } from '../base/model/text-transformer.js';
-import { PositionalEmbedding } from '../base/model/positional-embedding.js';
+import type { PositionalEmbedding } from '../base/model/positional-embedding.js';
 import { GraphBuilder, ai, af, ais, as } from './graph.js';
+import { attentionEmitter, emitterFor, type ConvLayout, type EmitLayout } from './registry.js';
+import { f32, oihw, ownParam, tidyData } from './weights.js';
+import './emitters/index.js';
 
-/** A parameter of `m` itself (not of a child), by name. */
-function ownParam(m: Module, name: string): tf.Tensor {
-  const p = m.namedParams().find(([n]) => n === name);
-  if (!p) throw new MclipError(`export: ${m.constructor.name} has no parameter '${name}'`);
-  return p[1].variable;
-}
+export type { ConvLayout, EmitLayout } from './registry.js';
 
-/**
- * tf.tidy for callbacks that return plain data: tf.tidy walks whatever its callback returns looking for
- * tensors, element by element through typed arrays (about 20 s for the S0 weights); this keeps the result
- * out of that walk.
- */
-function tidyData<T>(fn: () => T): T {
-  let out!: T;
-  tf.tidy(() => {
-    out = fn();
-  });
-  return out;
-}
-
-function f32(t: tf.Tensor): Float32Array {
-  return Float32Array.from(t.dataSync() as Float32Array);
-}
-
-/** TF.js conv kernel (dense HWIO or depthwise [kh,kw,Ci,m]) → PyTorch OIHW data and dims. */
-function oihw(w: tf.Tensor4D, depthwise: boolean): { data: Float32Array; dims: number[] } {
-  const [kh, kw, ci, co] = w.shape;
-  return tidyData(() => {
-    if (depthwise) return { data: f32(w.transpose([2, 3, 0, 1])), dims: [ci * co, 1, kh, kw] };
-    return { data: f32(w.transpose([3, 2, 0, 1])), dims: [co, ci, kh, kw] };
-  });
-}
-
-/** Layout of a conv's input: NCHW maps (2-D conv) or [B, C, S] sequences (1-D conv, kh = 1). */
-type ConvLayout = '2d' | '1d';
-
-interface ConvSpec {
+export interface ConvSpec {
   /** Kernel in TF.js layout. */
   w: tf.Tensor4D;
   b?: tf.Tensor | null;
@@ -132,6 +89,14 @@ export class OnnxEmitter {
     );
   }
 
+  /** A conv from a folded kernel and bias (disposed here) with `like`'s grouping, stride and padding. */
+  foldedConv(x: string, kb: KernelBias, like: { depthwise: boolean; stride: number; padding: [number, number] }, name: string, layout: ConvLayout): string {
+    const y = this.conv(x, { w: kb.w, b: kb.b, depthwise: like.depthwise, stride: like.stride, padding: like.padding }, name, layout);
+    kb.w.dispose();
+    kb.b.dispose();
+    return y;
+  }
+
   conv2dModule(c: Conv2d, x: string, name: string, layout: ConvLayout, extra: { outScale?: tf.Tensor | null } = {}): string {
     return this.conv(x, { w: c.weight as tf.Tensor4D, b: c.bias, depthwise: c.depthwise, stride: c.stride, padding: c.padding, outScale: extra.outScale }, name, layout);
   }
@@ -183,7 +148,8 @@ export class OnnxEmitter {
 
   /**
    * Self-attention on tokens [B, N, C]: q/k/v matmuls (pre-affine a⊙x+e folded into them, scale
-   * folded into q), softmax(q·kᵀ + mask)·v, output projection (optional per-channel output scale).
+   * folded into q), the kernel `opts.kernel` (its registered attention emitter, e.g. softmax(q·kᵀ + mask)·v),
+   * output projection (optional per-channel output scale). qkv [C, 3·heads·d], out [heads·d, C'].
    */
   attention(
     x: string,
@@ -193,8 +159,9 @@ export class OnnxEmitter {
     outW: tf.Tensor,
     outB: tf.Tensor | undefined | null,
     name: string,
-    opts: { preScale?: tf.Tensor; preShift?: tf.Tensor; causal?: number; outScale?: tf.Tensor | null },
+    opts: { kernel: string; preScale?: tf.Tensor; preShift?: tf.Tensor; causal?: number; outScale?: tf.Tensor | null },
   ): string {
+    const kernel = attentionEmitter(opts.kernel, name);
     const [inD, out3] = qkvW.shape as [number, number];
     const hd = out3 / 3;
     if (!Number.isInteger(hd) || hd % heads !== 0) throw new MclipError(`export: ${name}: qkv width ${out3} is not 3 × heads (${heads}) × head dim`);
@@ -222,15 +189,14 @@ export class OnnxEmitter {
     const q = proj(0, 'q', [0, 2, 1, 3]);
     const kT = proj(1, 'k', [0, 2, 3, 1]);
     const v = proj(2, 'v', [0, 2, 1, 3]);
-    let logits = this.g.node('MatMul', [q, kT], {}, `${name}.logits`);
+    let mask: string | null = null;
     if (opts.causal) {
       const n = opts.causal;
-      const mask = new Float32Array(n * n);
-      for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) mask[i * n + j] = -Infinity;
-      logits = this.g.node('Add', [logits, this.g.initF32(`${name}.causal_mask`, mask, [n, n])]);
+      const data = new Float32Array(n * n);
+      for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) data[i * n + j] = -Infinity;
+      mask = this.g.initF32(`${name}.causal_mask`, data, [n, n]);
     }
-    const p = this.g.node('Softmax', [logits], { axis: ai(-1) }, `${name}.softmax`);
-    let o = this.g.node('MatMul', [p, v]);
+    let o = kernel(this, { q, kT, v, mask, heads, headDim: d }, name);
     o = this.g.transpose(o, [0, 2, 1, 3]);
     o = this.g.reshape(o, [0, -1, hd]);
     return this.linear(o, outW, outB, `${name}.out`, opts.outScale);
@@ -238,136 +204,28 @@ export class OnnxEmitter {
 
   // ---- modules -------------------------------------------------------------------------------
 
-  /** Emits `m` applied to `x` (NCHW for image modules, [B,C,S] with layout '1d' for text conv blocks). */
-  module(m: Module, x: string, name: string, layout: ConvLayout = '2d'): string {
-    if (m instanceof Sequential) return this.sequential(m, x, name, layout);
-    if (m instanceof Dropout) return x;
-    if (m instanceof GELU) return this.gelu(x);
-    if (m instanceof Conv2d) return this.conv2dModule(m, x, name, layout);
-    if (m instanceof BatchNorm2d) return this.batchNorm(m, x, name, layout);
-    if (m instanceof ConvBn) {
-      const kb = m.fused();
-      const y = this.conv(x, { w: kb.w, b: kb.b, depthwise: m.conv.depthwise, stride: m.conv.stride, padding: m.conv.padding }, name, layout);
-      kb.w.dispose();
-      kb.b.dispose();
-      return y;
-    }
-    if (m instanceof MobileOneBlock) return this.mobileOne(m, x, name, layout);
-    if (m instanceof ReparamLargeKernelConv) {
-      if (!m.lkbReparam) throw notFused(name);
-      let y = this.conv2dModule(m.lkbReparam, x, `${name}.lkb_reparam`, layout);
-      if (m.se) y = this.squeezeExcite(m.se.fc1, m.se.fc2, y, `${name}.se`, layout);
-      return this.gelu(y);
-    }
-    if (m instanceof PatchEmbed) return this.sequential(m.proj, x, `${name}.proj`, layout);
-    if (m instanceof RepCPE) {
-      if (m.reparamConv) return this.conv2dModule(m.reparamConv, x, `${name}.reparam_conv`, layout);
-      return this.g.node('Add', [this.conv2dModule(m.pe!, x, `${name}.pe`, layout), x], {}, name);
-    }
-    if (m instanceof RepMixer) {
-      if (!m.reparamConv) throw notFused(name);
-      return this.conv2dModule(m.reparamConv, x, `${name}.reparam_conv`, layout);
-    }
-    if (m instanceof RepMixerBlock) {
-      const y = this.module(m.tokenMixer, x, `${name}.token_mixer`, layout);
-      return this.convFfnResidual(m.convffn, y, m.layerScale, `${name}.convffn`, layout);
-    }
-    if (m instanceof ConvFFN) return this.convFfn(m, x, name, layout, null);
-    if (m instanceof SEBlock) return this.squeezeExcite(m.reduce, m.expand, x, name, layout);
-    if (m instanceof SqueezeExcite) return this.squeezeExcite(m.fc1, m.fc2, x, name, layout);
-    if (m instanceof AttentionBlock) return this.attentionBlock(m, x, name);
-    if (m instanceof GlobalPool2D) {
-      const pooled = this.g.reduceMean(x, [2, 3], false, `${name}.pool`);
-      return this.linear(pooled, ownParam(m, 'proj'), null, `${name}.proj`);
-    }
-    // Token-sequence modules ([B, N, C]).
-    if (m instanceof LayerNorm) return this.layerNorm(m, x, name);
-    if (m instanceof Linear) return this.linear(x, m.weight, m.bias, name);
-    if (m instanceof MultiHeadAttention) {
-      checkSoftmax(m.attentionFn, name);
-      return this.attention(x, m.qkvProj.weight, m.qkvProj.bias, m.numHeads, m.outProj.weight, m.outProj.bias, name, {
-        causal: m.causal ? this.seqLen(name) : undefined,
-      });
-    }
-    if (m instanceof TransformerEncoder) {
-      const y = this.g.node('Add', [x, this.module(m.preNormMha, x, `${name}.pre_norm_mha`)], {}, `${name}.mha_residual`);
-      return this.g.node('Add', [y, this.module(m.preNormFfn, y, `${name}.pre_norm_ffn`)], {}, name);
-    }
-    if (m.constructor.name === 'ConvNormAct' && m.child('block') instanceof Sequential) return this.sequential(m.child('block') as Sequential, x, `${name}.block`, layout);
-    throw new MclipError(`export: no ONNX mapping for module '${name}' (${m.constructor.name})`);
+  /**
+   * Emits `m` applied to `x` (NCHW for image modules, [B,C,S] with layout '1d' for text conv blocks,
+   * [B,N,C] with layout 'tokens' for token modules) through the emitter registered for its class
+   * (`registerEmitter`).
+   */
+  module(m: Module, x: string, name: string, layout: EmitLayout = '2d'): string {
+    const fn = emitterFor(m);
+    if (!fn) throw new MclipError(`export: no ONNX mapping for module '${name}' (${m.constructor.name}; a plug-in layer needs registerEmitter)`);
+    return fn(this, m, x, name, layout);
+  }
+
+  /** `layout` as a channel-first layout; throws for token sequences (a conv-style module among tokens). */
+  convLayout(layout: EmitLayout, name: string): ConvLayout {
+    if (layout === 'tokens') throw new MclipError(`export: ${name}: a channel-first layer on a [B, N, C] token sequence`);
+    return layout;
   }
 
   /** Sequence length for causal masks (set by the text/ViT tower emitters). */
   private currentSeqLen: number | null = null;
-  private seqLen(name: string): number {
+  seqLen(name: string): number {
     if (this.currentSeqLen == null) throw new MclipError(`export: ${name}: causal attention outside a sequence of known length`);
     return this.currentSeqLen;
-  }
-
-  private sequential(s: Sequential, x: string, name: string, layout: ConvLayout): string {
-    const kids = s.children();
-    let y = x;
-    for (let i = 0; i < kids.length; i++) {
-      const [n, m] = kids[i];
-      const next = kids[i + 1]?.[1];
-      // Conv2d followed by an eval BatchNorm2d (ViT stem): one conv.
-      if (m instanceof Conv2d && next instanceof BatchNorm2d) {
-        const kb = foldConvBn(m, next);
-        y = this.conv(y, { w: kb.w, b: kb.b, depthwise: m.depthwise, stride: m.stride, padding: m.padding }, `${name}.${n}`, layout);
-        kb.w.dispose();
-        kb.b.dispose();
-        i++;
-        continue;
-      }
-      y = this.module(m, y, `${name}.${n}`, layout);
-    }
-    return y;
-  }
-
-  private mobileOne(m: MobileOneBlock, x: string, name: string, layout: ConvLayout): string {
-    const kb = m.fusedKernelBias();
-    let y = this.conv(x, { w: kb.w, b: kb.b, depthwise: m.groups !== 1, stride: m.stride, padding: m.padding }, `${name}.reparam_conv`, layout);
-    kb.w.dispose();
-    kb.b.dispose();
-    if (m.se) y = this.squeezeExcite(m.se.reduce, m.se.expand, y, `${name}.se`, layout);
-    return m.useAct ? this.gelu(y) : y;
-  }
-
-  /** fc2(GELU(fc1(BN(dwconv(x))))) with BN folded into the dwconv and `outScale` into fc2. */
-  private convFfn(f: ConvFFN, x: string, name: string, layout: ConvLayout, outScale: tf.Tensor | null): string {
-    const kb = f.conv.fused();
-    let y = this.conv(x, { w: kb.w, b: kb.b, depthwise: f.conv.conv.depthwise, stride: f.conv.conv.stride, padding: f.conv.conv.padding }, `${name}.conv`, layout);
-    kb.w.dispose();
-    kb.b.dispose();
-    y = this.gelu(this.conv2dModule(f.fc1, y, `${name}.fc1`, layout));
-    return this.conv2dModule(f.fc2, y, `${name}.fc2`, layout, { outScale });
-  }
-
-  /** x + γ ⊙ ConvFFN(x), γ folded into fc2. */
-  private convFfnResidual(f: ConvFFN, x: string, gamma: tf.Tensor, name: string, layout: ConvLayout): string {
-    return this.g.node('Add', [x, this.convFfn(f, x, name, layout, gamma)], {}, `${name}.residual`);
-  }
-
-  /** x + γ₁ ⊙ MHSA(BN(x)); x + γ₂ ⊙ ConvFFN(x), on NCHW maps (BN folded into qkv, γ into the projections). */
-  private attentionBlock(m: AttentionBlock, x: string, name: string): string {
-    const mh = m.tokenMixer;
-    checkSoftmax(mh.attentionFn, `${name}.token_mixer`);
-    const c = m.norm.numFeatures;
-    const shape = this.g.node('Shape', [x], {}, `${name}.shape`);
-    const tokens = this.g.transpose(this.g.reshape(x, [0, c, -1]), [0, 2, 1], `${name}.tokens`);
-    const { scale, shift } = m.norm.affine();
-    const g1 = ownParam(m, 'layer_scale_1');
-    const o = this.attention(tokens, mh.qkv.weight, mh.qkv.bias, mh.numHeads, mh.proj.weight, mh.proj.bias, `${name}.token_mixer`, {
-      preScale: scale,
-      preShift: shift,
-      outScale: g1,
-    });
-    scale.dispose();
-    shift.dispose();
-    // Back to NCHW; the residual needs the projection width to equal C, so x's shape fits.
-    const back = this.g.reshape(this.g.transpose(o, [0, 2, 1]), shape);
-    const y = this.g.node('Add', [x, back], {}, `${name}.mha_residual`);
-    return this.convFfnResidual(m.convffn, y, ownParam(m, 'layer_scale_2'), `${name}.convffn`, '2d');
   }
 
   // ---- towers --------------------------------------------------------------------------------
@@ -385,17 +243,20 @@ export class OnnxEmitter {
   }
 
   private vit(model: VisionTransformer, x: string, imageSize: [number, number], name: string): string {
-    const p = this.module(model.patchEmb, x, `${name}.patch_emb`);
-    const cls = ownParam(model, 'cls_token');
-    const c = cls.size;
-    // Patch grid of the stem (4×4 s4 p1, 2×2 s2, 2×2 s2) from the stem's own geometry.
+    // The conv stem: ConvNormAct wrappers (`i.block.{conv,norm,act}`), each emitted as its block, and the
+    // patch grid (4×4 s4 p1, 2×2 s2, 2×2 s2) from the stem's own geometry.
+    let p = x;
     let [h, w] = imageSize;
-    for (const [, m] of model.patchEmb.children()) {
-      const conv = (m.child('block') as Sequential | undefined)?.child('conv');
-      if (!(conv instanceof Conv2d)) throw new MclipError(`export: ${name}.patch_emb: unexpected stem layout`);
+    for (const [i, m] of model.patchEmb.children()) {
+      const block = m.child('block');
+      const conv = block?.child('conv');
+      if (!(block instanceof Sequential) || !(conv instanceof Conv2d)) throw new MclipError(`export: ${name}.patch_emb.${i}: unexpected stem layout (${m.constructor.name})`);
+      p = this.module(block, p, `${name}.patch_emb.${i}.block`);
       h = Math.floor((h + 2 * conv.padding[0] - conv.kernel[0]) / conv.stride) + 1;
       w = Math.floor((w + 2 * conv.padding[1] - conv.kernel[1]) / conv.stride) + 1;
     }
+    const cls = ownParam(model, 'cls_token');
+    const c = cls.size;
     const n = h * w;
     let tokens = this.g.transpose(this.g.reshape(p, [0, c, -1]), [0, 2, 1]);
     const pos = model.child('pos_embed') as PositionalEmbedding;
@@ -407,11 +268,11 @@ export class OnnxEmitter {
     const clsTok = this.g.node('Expand', [this.g.initF32(`${name}.cls_token`, f32(cls), [1, 1, c]), clsShape]);
     let y = this.g.node('Concat', [clsTok, tokens], { axis: ai(1) });
     this.currentSeqLen = n + 1;
-    y = this.module(model.transformer, y, `${name}.transformer`);
+    y = this.module(model.transformer, y, `${name}.transformer`, 'tokens');
     this.currentSeqLen = null;
     // CLS row first, then the (row-wise) final LayerNorm: same values, 1/(N+1) of the work.
     const row = this.g.node('Gather', [y, this.g.constI64([0], [])], { axis: ai(1) });
-    const ln = this.module(model.child('post_transformer_norm')!, row, `${name}.post_transformer_norm`);
+    const ln = this.module(model.child('post_transformer_norm')!, row, `${name}.post_transformer_norm`, 'tokens');
     return this.linear(ln, ownParam(model.child('classifier')!, 'proj'), null, `${name}.classifier`);
   }
 
@@ -444,10 +305,7 @@ export class OnnxEmitter {
           // cost) runs on that row alone; the mixer and depthwise conv see every position. Exact.
           const y = this.module(m.tokenMixer, x, `${path}.token_mixer`, '1d');
           const f = m.convffn;
-          const kb = f.conv.fused();
-          const h = this.conv(y, { w: kb.w, b: kb.b, depthwise: f.conv.conv.depthwise, stride: f.conv.conv.stride, padding: f.conv.conv.padding }, `${path}.convffn.conv`, '1d');
-          kb.w.dispose();
-          kb.b.dispose();
+          const h = this.foldedConv(y, f.conv.fused(), f.conv.conv, `${path}.convffn.conv`, '1d');
           const yr = pool(y, false, `${path}.eot_row`);
           const hr = pool(h, false, `${path}.convffn.conv.eot_row`);
           const fc = (c: Conv2d) => c.weight.reshape([c.inChannels, c.outChannels]);
@@ -463,7 +321,7 @@ export class OnnxEmitter {
       } else {
         if (!seqFirst) x = this.g.transpose(x, [0, 2, 1]);
         seqFirst = true;
-        x = this.module(m, x, path);
+        x = this.module(m, x, path, 'tokens');
       }
     }
     this.currentSeqLen = null;
@@ -479,12 +337,4 @@ export function towerOutputDim(m: FastViT | VisionTransformer | TextTransformer)
   if (m instanceof TextTransformer) return m.projection.shape[1] as number;
   if (m instanceof FastViT) return ownParam(m.head, 'proj').shape[1] as number;
   return ownParam(m.child('classifier')!, 'proj').shape[1] as number;
-}
-
-function notFused(name: string): MclipError {
-  return new MclipError(`export: ${name} is not reparameterised; fuse the model first (reparameterize)`);
-}
-
-function checkSoftmax(fn: unknown, name: string): void {
-  if (fn !== softmaxAttention) throw new MclipError(`export: ${name} uses a custom attention function; only softmax attention is exported`);
 }

@@ -21,6 +21,20 @@ import { verifyOnnx, type VerifyReport } from './verify.js';
 
 export { verifyOnnx, ortLatency, extractTower, randomImages, randomTokens, type VerifyReport, type LatencyResult, type LatencyOptions } from './verify.js';
 export { decodeModel } from './onnx-proto.js';
+export {
+  registerEmitter,
+  registerChannelFirstEmitter,
+  registerAttentionEmitter,
+  emitterFor,
+  attentionEmitter,
+  type EmitFn,
+  type AttentionEmitFn,
+  type AttentionInputs,
+  type ConvLayout,
+  type EmitLayout,
+} from './registry.js';
+export { OnnxEmitter, type ConvSpec } from './emit.js';
+export { f32, ownParam, tidyData } from './weights.js';
 
 export type Tower = 'image' | 'text' | 'both';
 export const TOWERS: readonly Tower[] = ['image', 'text', 'both'];

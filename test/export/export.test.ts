@@ -14,12 +14,14 @@ import { FastViT } from '../../src/base/model/mci.js';
 import { AttentionBlock } from '../../src/base/layers/attention-block.js';
 import { RepMixerBlock } from '../../src/base/layers/repmixer-block.js';
 import { TransformerEncoder } from '../../src/base/layers/transformer-encoder.js';
+import { MHSA } from '../../src/base/layers/mhsa.js';
+import { MultiHeadAttention } from '../../src/base/layers/multi-head-attention.js';
 import { MclipError } from '../../src/errors.js';
 import { buildOnnx, decodeModel, exportOnnx, extractTower, ortLatency, verifyOnnx } from '../../src/export/index.js';
 import yargs from 'yargs';
 import { exportCommand, runExport } from '../../src/cli/commands/export.js';
 import { saveModel } from '../../src/base/model/checkpoint.js';
-import { perturb, replaceChild } from './helpers.js';
+import { perturb } from './helpers.js';
 
 let dir: string;
 
@@ -85,27 +87,28 @@ describe('ONNX export: random-init tiny models', () => {
     const init = new Initializer(11);
     const fv = m.imageEncoder.model as FastViT;
     // Stage-4 attention block: 2 of 4 heads (qkv 128 → 3·2·32), ConvFFN hidden 384 → 100.
-    const stage4 = fv.network.at(fv.network.length - 1) as unknown as { at(i: number): AttentionBlock };
-    const ab = stage4.at(0);
-    replaceChild(ab.tokenMixer, 'qkv', new Linear(128, 3 * 2 * 32, { bias: false, init }), 'qkv');
-    replaceChild(ab.tokenMixer, 'proj', new Linear(2 * 32, 128, { bias: true, init }), 'proj');
-    replaceChild(ab.convffn, 'fc1', new Conv2d(128, 100, 1, { bias: true, init }), 'fc1');
-    replaceChild(ab.convffn, 'fc2', new Conv2d(100, 128, 1, { bias: true, init }), 'fc2');
+    const ab = `network.${fv.network.length - 1}.0`;
+    expect(fv.get(ab)).toBeInstanceOf(AttentionBlock);
+    fv.replace(`${ab}.token_mixer`, new MHSA(128, 32, init, { heads: 2 }));
+    fv.replace(`${ab}.convffn.fc1`, new Conv2d(128, 100, 1, { bias: true, init }));
+    fv.replace(`${ab}.convffn.fc2`, new Conv2d(100, 128, 1, { bias: true, init }));
     // A stage-1 RepMixer block with ConvFFN hidden 48 → 13.
-    const rb = (fv.network.at(0) as unknown as { at(i: number): RepMixerBlock }).at(0);
-    replaceChild(rb.convffn, 'fc1', new Conv2d(16, 13, 1, { bias: true, init }), 'fc1');
-    replaceChild(rb.convffn, 'fc2', new Conv2d(13, 16, 1, { bias: true, init }), 'fc2');
+    expect(fv.get('network.0.0')).toBeInstanceOf(RepMixerBlock);
+    fv.replace('network.0.0.convffn.fc1', new Conv2d(16, 13, 1, { bias: true, init }));
+    fv.replace('network.0.0.convffn.fc2', new Conv2d(13, 16, 1, { bias: true, init }));
     // Text: first transformer layer with 3 heads of 24 (72 ≠ 128) and FFN 512 → 77.
-    const enc = m.textEncoder.transformer.at(1) as TransformerEncoder;
-    replaceChild(enc.attn, 'qkv_proj', new Linear(128, 3 * 72, { init }), 'qkvProj');
-    replaceChild(enc.attn, 'out_proj', new Linear(72, 128, { init }), 'outProj');
-    (enc.attn as unknown as { numHeads: number }).numHeads = 3;
-    replaceChild(enc.preNormFfn, '1', new Linear(128, 77, { init }));
-    replaceChild(enc.preNormFfn, '4', new Linear(77, 128, { init }));
+    const text = m.textEncoder;
+    const enc = text.transformer.at(1);
+    expect(enc).toBeInstanceOf(TransformerEncoder);
+    const attn = text.replace('transformer.1.pre_norm_mha.1', new MultiHeadAttention(128, 3, init, { headDim: 24 }));
+    attn.causal = (enc as TransformerEncoder).attn.causal;
+    text.replace('transformer.1.pre_norm_ffn.1', new Linear(128, 77, { init }));
+    text.replace('transformer.1.pre_norm_ffn.4', new Linear(77, 128, { init }));
     // The last text RepMixer block: ConvFFN hidden 512 → 200.
-    const last = m.textEncoder.transformer.at(m.textEncoder.transformer.length - 1) as RepMixerBlock;
-    replaceChild(last.convffn, 'fc1', new Conv2d(128, 200, 1, { bias: true, init }), 'fc1');
-    replaceChild(last.convffn, 'fc2', new Conv2d(200, 128, 1, { bias: true, init }), 'fc2');
+    const last = `transformer.${text.transformer.length - 1}`;
+    expect(text.get(last)).toBeInstanceOf(RepMixerBlock);
+    text.replace(`${last}.convffn.fc1`, new Conv2d(128, 200, 1, { bias: true, init }));
+    text.replace(`${last}.convffn.fc2`, new Conv2d(200, 128, 1, { bias: true, init }));
     m.eval();
     perturb(m, 7);
     const r = await exportOnnx(m, join(dir, 'uneven.onnx'), { tower: 'both' });

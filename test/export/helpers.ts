@@ -31,9 +31,3 @@ export function perturb(model: Module, seed = 1): void {
     if (v) p.variable.assign(tf.tensor(v, p.variable.shape));
   }
 }
-
-/** Replaces a child module (test-only surgery, as a pruner would do): registry and field. */
-export function replaceChild(parent: Module, name: string, m: Module, field?: string): void {
-  (parent as unknown as { addModule(n: string, m: Module): Module }).addModule(name, m);
-  if (field) (parent as unknown as Record<string, unknown>)[field] = m;
-}

@@ -16,7 +16,7 @@ import { expectedShapes } from '../../src/base/model/state-dict.js';
 import { Initializer } from '../../src/base/nn/init.js';
 import { MICRO_CONTEXT, MICRO_VOCAB, microConfig, unevenMicroConfig } from '../micro-config.js';
 
-await initBackend('wasm', { quiet: true });
+await initBackend({ backend: 'wasm', quiet: true });
 
 /** Token rows of the micro context: SOT, a few ids, EOT at `eot[b]`, zero padding. */
 function tokens(eot: number[]): tf.Tensor2D {
