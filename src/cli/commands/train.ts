@@ -9,14 +9,14 @@ import { loadModel, saveModel } from '../../base/model/checkpoint.js';
 import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
 import { ImageTextLoop, ReinforcedLoop, type DataPosition } from '../../base/train/data-loop.js';
 import { readShards } from '../../base/data/index.js';
-import { Trainer, truncateMetrics } from '../../base/train/trainer.js';
+import { Trainer, resolveTrainState, truncateMetrics } from '../../base/train/trainer.js';
 import { etaSeconds, formatDuration, startProgress } from '../progress.js';
 import { startBackend, type GlobalArgs } from '../run.js';
 
 export interface TrainArgs extends GlobalArgs {
   data: string;
   split: string;
-  arch: string;
+  arch?: string;
   init?: string;
   vocab?: string;
   out: string;
@@ -87,6 +87,8 @@ function positiveInt(v: number, flag: string): void {
   if (!Number.isInteger(v) || v < 1) throw new MclipError(`${flag} must be a positive integer, got ${v}`);
 }
 
+const DEFAULT_ARCH = 'mobileclip_tiny';
+
 export async function runTrain(args: TrainArgs): Promise<void> {
   positiveInt(args.steps, '--steps');
   positiveInt(args.batch, '--batch');
@@ -98,10 +100,14 @@ export async function runTrain(args: TrainArgs): Promise<void> {
   await startBackend(args, { gradients: true });
 
   let model: CLIP;
-  if (args.init) {
+  const ckptRoot = join(args.out, 'checkpoints');
+  if (args.resume && existsSync(join(ckptRoot, 'latest'))) {
+    // The run's own checkpoint fixes the structure (a pruned or inherited model included); resume loads its weights.
+    model = (await loadModel(join(resolveTrainState(ckptRoot), 'model.safetensors'))).model;
+  } else if (args.init) {
     model = (await loadModel(args.init, { arch: args.arch })).model;
   } else {
-    const cfg = getConfig(args.arch);
+    const cfg = getConfig(args.arch ?? DEFAULT_ARCH);
     cfg.text.vocabSize = tokenizer.vocabSize;
     model = new CLIP(cfg, { seed: args.seed });
   }
@@ -196,7 +202,7 @@ export function trainCommand(y: Argv): Argv {
       a
         .option('data', { type: 'string', demandOption: true, describe: 'dataset folder (mclip data …)' })
         .option('split', { type: 'string', default: 'train', describe: 'split folder inside --data' })
-        .option('arch', { type: 'string', default: 'mobileclip_tiny', describe: 'architecture of a new model' })
+        .option('arch', { type: 'string', describe: `architecture of a new model (default ${DEFAULT_ARCH}); with --init, the architecture the checkpoint must fit` })
         .option('init', { type: 'string', describe: 'start from this checkpoint instead of a random model' })
         .option('vocab', { type: 'string', describe: 'tokenizer folder (else $MCLIP_VOCAB); sets the text vocabulary of a new model' })
         .option('out', { type: 'string', demandOption: true, describe: 'run folder: checkpoints/, metrics.jsonl, model.safetensors' })
