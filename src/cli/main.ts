@@ -8,6 +8,7 @@ import { evalCommand } from './commands/eval.js';
 import { exportCommand } from './commands/export.js';
 import { trainCommand } from './commands/train.js';
 import { reinforceCommand } from './commands/reinforce.js';
+import { inheritCommand } from './commands/inherit.js';
 import { reportError, setDebug } from './run.js';
 import { checkCommand, checkNumbers, cleanYargsMessage, helpPointer, packageVersion, UsageError, type CommandTable } from './usage.js';
 
@@ -21,6 +22,7 @@ const COMMANDS: readonly { name: string; subcommands: readonly string[]; registe
   { name: 'export', subcommands: [], register: exportCommand },
   { name: 'train', subcommands: [], register: trainCommand },
   { name: 'reinforce', subcommands: [], register: reinforceCommand },
+  { name: 'inherit', subcommands: [], register: inheritCommand },
 ];
 
 export const COMMAND_TABLE: CommandTable = Object.fromEntries(COMMANDS.map((c) => [c.name, c.subcommands]));

@@ -90,11 +90,6 @@ describeFixtures('one-line CLI errors', { concurrent: true }, () => {
     expectOneLineError(expect, r, /unknown arch 'nonexistent' \(known: .*mobileclip_s0.*\)/);
   });
 
-  it('official .pt without --arch asks for --arch', async ({ expect }) => {
-    const r = await runCli(['embed', '--checkpoint', S0('model_fp16.pt'), '--inputs', S0('inputs.safetensors'), '--out', out]);
-    expectOneLineError(expect, r, /carries no config; pass --arch/);
-  });
-
   it('missing checkpoint path', async ({ expect }) => {
     const missing = join(tmp.dir, 'no-such-model.pt');
     const r = await runCli(embed(missing));

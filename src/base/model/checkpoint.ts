@@ -9,6 +9,9 @@ import { getConfig, type ClipConfig } from './configs.js';
 import { expectedShapes, exportStateDict, loadStateDict, stripPrefix } from './state-dict.js';
 import { diffStateDict, type StateDictDiff } from '../io/state-dict-check.js';
 import { reparameterize } from './reparameterize.js';
+import { configFromStateDict } from './config-inference.js';
+
+export { configFromStateDict } from './config-inference.js';
 
 /** Metadata keys of our own checkpoint format (safetensors + the JSON config in its header). */
 export const META_FORMAT = 'mclip.format';
@@ -17,7 +20,10 @@ export const META_FUSED = 'mclip.fused';
 export const FORMAT_VERSION = 'mclip-checkpoint-v1';
 
 export interface LoadModelOptions {
-  /** Architecture name; required for checkpoints that carry no config (official `.pt`). */
+  /**
+   * Architecture name: the file must fit it (a wrong one is a one-line error). Without it the architecture
+   * is read off the tensor shapes (`configFromStateDict`), with the stored config for what shapes do not tell.
+   */
   arch?: string;
   /** Reparameterise after loading (official inference path). */
   fused?: boolean;
@@ -64,21 +70,20 @@ export function isFusedStateDict(sd: StateDict): boolean {
 }
 
 /**
- * Adjusts a named config to the shapes in a checkpoint: vocabulary size, context length, text
- * width and the projection width come from the tensors, as the issue asks.
+ * A named config (`--arch`) adjusted to the few shapes a named architecture leaves free: vocabulary size,
+ * context length, text width and projection width. Everything else must then fit, or the load fails with
+ * the wrong-`--arch` message.
  */
-export function configFromStateDict(base: ClipConfig, sd: StateDict, source: string): ClipConfig {
+function adaptNamedConfig(base: ClipConfig, sd: StateDict, source: string): ClipConfig {
   const cfg = structuredClone(base);
   const emb = sd.get('text_encoder.embedding_layer.weight');
-  if (emb) {
-    cfg.text.vocabSize = emb.shape[0];
-    cfg.text.dim = emb.shape[1];
-  }
+  if (!emb) throw new MclipError(`${source}: no 'text_encoder.embedding_layer.weight' — is this a MobileCLIP checkpoint?`);
+  cfg.text.vocabSize = emb.shape[0];
+  cfg.text.dim = emb.shape[1];
   const pos = sd.get('text_encoder.positional_embedding.pos_embed.pos_embed');
   if (pos && pos.shape.length === 4) cfg.text.contextLength = pos.shape[2];
   const proj = sd.get('text_encoder.projection_layer');
   if (proj && proj.shape.length === 2) cfg.embedDim = proj.shape[1];
-  if (!emb) throw new MclipError(`${source}: no 'text_encoder.embedding_layer.weight' — is this a MobileCLIP checkpoint?`);
   return cfg;
 }
 
@@ -86,11 +91,9 @@ export function configFromStateDict(base: ClipConfig, sd: StateDict, source: str
 export async function loadModel(path: string, opts: LoadModelOptions = {}): Promise<LoadedModel> {
   const { sd: raw, config: stored } = await readCheckpointFile(path);
   const sd = stripPrefix(raw, 'module.');
-  let base: ClipConfig;
-  if (opts.arch) base = getConfig(opts.arch);
-  else if (stored) base = stored;
-  else throw new MclipError(`${path}: the checkpoint carries no config; pass --arch (e.g. mobileclip_s0)`);
-  const config = configFromStateDict(base, sd, path);
+  // --arch: the named architecture, checked against the file below. Otherwise every width and depth comes
+  // from the tensor shapes, with the stored config (if any) for what shapes do not tell.
+  const config = opts.arch ? adaptNamedConfig(getConfig(opts.arch), sd, path) : configFromStateDict(stored, sd, path);
   const storedFused = isFusedStateDict(sd);
   const model = new CLIP(config, { inferenceMode: storedFused });
   if (opts.arch) {

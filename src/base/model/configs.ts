@@ -216,39 +216,74 @@ export function vitBlocks(v: VitConfig): TransformerLayerConfig[] {
   return Array.from({ length: v.layers }, () => ({ heads: v.heads, headDim: v.embedDim / v.heads, ffnDim: v.embedDim * 4 }));
 }
 
-/** Converts the official JSON config (`mobileclip/configs/*.json`, or the fixtures' config.json). */
+/**
+ * Converts the official JSON config (`mobileclip/configs/*.json`, or the fixtures' config.json). As the
+ * official `TextTransformer`, `n_heads_per_layer` (an integer) and `ffn_multiplier_per_layer` (a number) may
+ * also be lists with one entry per transformer layer; uneven lists give the per-layer form `text.layers`.
+ */
 export function fromOfficialJson(j: unknown, name = 'custom'): ClipConfig {
-  const o = j as { embed_dim?: number; image_cfg?: { image_size?: number; model_name?: string }; text_cfg?: Record<string, unknown> };
-  if (!o || typeof o !== 'object' || !o.image_cfg || !o.text_cfg || typeof o.embed_dim !== 'number') {
+  if (!isRecord(j) || !isRecord(j.image_cfg) || !isRecord(j.text_cfg) || typeof j.embed_dim !== 'number') {
     throw new MclipError('official config must have embed_dim, image_cfg and text_cfg');
   }
-  const im = o.image_cfg.model_name;
+  const im = j.image_cfg.model_name;
   const base = Object.values(CONFIGS).find((c) => c.image.name === im);
   if (!base) throw new MclipError(`image_cfg.model_name '${String(im)}' is not supported (mci0, mci1, mci2, vit_b16)`);
-  const t = o.text_cfg;
+  const t = j.text_cfg;
   const num = (k: string): number => {
     const v = t[k];
-    if (typeof v !== 'number') throw new MclipError(`text_cfg.${k} must be a number`);
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new MclipError(`text_cfg.${k} must be a number`);
+    return v;
+  };
+  const count = (k: string): number => {
+    const v = num(k);
+    if (!Number.isInteger(v) || v <= 0) throw new MclipError(`text_cfg.${k} must be a positive integer, got ${v}`);
     return v;
   };
   const modelName = t.model_name;
   if (modelName !== 'mct' && modelName !== 'base') throw new MclipError(`text_cfg.model_name must be 'mct' or 'base', got '${String(modelName)}'`);
-  const image = structuredClone(base.image);
-  if (typeof o.image_cfg.image_size === 'number') image.imageSize = o.image_cfg.image_size;
-  return {
-    name,
-    embedDim: o.embed_dim,
-    image,
-    text: {
-      modelName,
-      contextLength: num('context_length'),
-      vocabSize: num('vocab_size'),
-      dim: num('dim'),
-      nTransformerLayers: num('n_transformer_layers'),
-      nHeads: num('n_heads_per_layer'),
-      ffnMultiplier: num('ffn_multiplier_per_layer'),
-      causalMasking: t.causal_masking === true,
-      repmixerKernel: 11,
-    },
+  const dim = count('dim');
+  const nLayers = num('n_transformer_layers');
+  if (!Number.isInteger(nLayers) || nLayers < 0) throw new MclipError(`text_cfg.n_transformer_layers must be a non-negative integer, got ${nLayers}`);
+  /** One value per transformer layer: a scalar repeated, or a list of exactly nLayers entries. */
+  const perLayer = (k: string, what: string, ok: (v: number) => boolean): number[] => {
+    const v = t[k];
+    if (!Array.isArray(v) && !(typeof v === 'number' && ok(v))) {
+      throw new MclipError(`text_cfg.${k} must be ${what} or a list of them (one per transformer layer), got ${JSON.stringify(v) ?? String(v)}`);
+    }
+    const list: unknown[] = Array.isArray(v) ? v : new Array<unknown>(nLayers).fill(v);
+    if (list.length !== nLayers) throw new MclipError(`text_cfg.${k} has ${list.length} entries but n_transformer_layers is ${nLayers}`);
+    return list.map((x, i) => {
+      if (typeof x !== 'number' || !ok(x)) throw new MclipError(`text_cfg.${k}[${i}] must be ${what}, got ${JSON.stringify(x) ?? String(x)}`);
+      return x;
+    });
   };
+  const heads = perLayer('n_heads_per_layer', 'a positive integer', (x) => Number.isInteger(x) && x > 0);
+  const mults = perLayer('ffn_multiplier_per_layer', 'a positive number', (x) => Number.isFinite(x) && x > 0);
+  heads.forEach((h, i) => {
+    if (dim % h !== 0) throw new MclipError(`text_cfg.n_heads_per_layer${Array.isArray(t.n_heads_per_layer) ? `[${i}]` : ''} = ${h} does not divide dim ${dim}`);
+  });
+  const image = structuredClone(base.image);
+  if (typeof j.image_cfg.image_size === 'number') image.imageSize = j.image_cfg.image_size;
+  const text: TextConfig = {
+    modelName,
+    contextLength: count('context_length'),
+    vocabSize: count('vocab_size'),
+    dim,
+    nTransformerLayers: nLayers,
+    nHeads: heads[0] ?? 8,
+    ffnMultiplier: mults[0] ?? 4,
+    causalMasking: t.causal_masking === true,
+    repmixerKernel: 11,
+  };
+  const uniform = heads.every((h) => h === heads[0]) && mults.every((m) => m === mults[0]);
+  if (!uniform) {
+    const attn: TextLayerConfig[] = heads.map((h, i) => ({ mixer: 'attention', heads: h, headDim: dim / h, ffnDim: Math.ceil((dim * mults[i]) / 16) * 16 }));
+    const rep: TextLayerConfig[] = modelName === 'mct' ? [{ mixer: 'repmixer', ffnDim: dim * 4 }] : [];
+    text.layers = [...rep, ...attn, ...structuredClone(rep)];
+  }
+  return { name, embedDim: j.embed_dim, image, text };
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
