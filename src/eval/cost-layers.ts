@@ -7,6 +7,12 @@ import { Linear } from '../base/layers/linear.js';
 import { MHSA } from '../base/layers/mhsa.js';
 import { MultiHeadAttention } from '../base/layers/multi-head-attention.js';
 import { softmaxKernel } from '../base/nn/attention.js';
+import type * as tf from '../base/tf.js';
+import { GlobalPool2D } from '../base/model/mci.js';
+import { ProjectionHead } from '../base/model/vit.js';
+import { TextTransformer } from '../base/model/text-transformer.js';
+import type { CostInfo } from './cost-registry.js';
+import type { MacRecord } from './cost.js';
 import { attentionRecord, registerAttentionCost, registerCost } from './cost-registry.js';
 
 /** Ho·Wo·Co·(Ci/groups)·kh·kw (dense, depthwise and 1×1; the 1×11 text RepMixer convs too); output NHWC. */
@@ -31,3 +37,17 @@ registerCost(MultiHeadAttention, (m, shape, info) => attentionRecord(m.kernelNam
 
 /** QKᵀ and A·V: 2·heads·N²·d. Causal attention is counted in full (TF.js computes the whole N×N product). */
 registerAttentionCost(softmaxKernel.name, ({ heads, tokens, headDim }) => 2 * heads * tokens * tokens * headDim);
+
+/** A projection matrix [in, out] held as a parameter, applied to the pooled rows of the module's output [B, …, out]. */
+function projectionRecord(w: tf.Tensor, shape: number[], { name, tower, batch }: CostInfo): MacRecord {
+  const [i, o] = w.shape as [number, number];
+  const rows = shape.reduce((a, c) => a * c, 1) / o / batch;
+  return { name, tower, kind: 'projection', macs: rows * i * o, tokens: rows, scaling: 'fixed' };
+}
+
+/** MCi head: spatial mean, then `proj`. */
+registerCost(GlobalPool2D, (m, shape, info) => projectionRecord(m.proj, shape, info));
+/** ViT-B classifier: CLS row @ `proj`. */
+registerCost(ProjectionHead, (m, shape, info) => projectionRecord(m.proj, shape, info));
+/** Text tower: the EOT row @ `projection_layer` (its layers are counted as their own records). */
+registerCost(TextTransformer, (m, shape, info) => projectionRecord(m.projection, shape, info));

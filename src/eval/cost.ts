@@ -13,8 +13,8 @@
  * - Attention (MCi MHSA, text/ViT MultiHeadAttention): the kernel's count; softmax QKᵀ and A·V,
  *   2·heads·N²·d_h. Causal attention is counted in full (TF.js computes the whole N×N product).
  * - Projection matrices held as parameters (`proj` of the MCi GlobalPool2D / ViT head,
- *   `projection_layer` of the text tower): rows·in·out, on the pooled vector. This rule covers any
- *   module holding its own rank-2 `proj` / `projection_layer` whose class has no registered count.
+ *   `projection_layer` of the text tower): rows·in·out, on the pooled vector. (registered for
+ *   GlobalPool2D, ProjectionHead and TextTransformer in ./cost-layers.ts).
  * Not counted: embedding look-ups and positional tables (0), biases, BatchNorm/LayerNorm,
  * activations, softmax, SE pooling, residual adds, layer scales, resizing. Count the fused
  * (reparameterised) model for inference cost: an unfused model also counts its train-time
@@ -78,27 +78,13 @@ export function countParams(model: Module): ParamCount {
   return out;
 }
 
-/** Own (not descendants') rank-2 projection parameter of a non-Linear module: [in, out]. */
-function ownProjection(m: Module): [number, number] | null {
-  for (const [n, p] of m.namedParams()) {
-    if (n.includes('.')) continue;
-    if ((n === 'proj' || n === 'projection_layer') && p.variable.rank === 2) return p.variable.shape as [number, number];
-  }
-  return null;
-}
-
 function isCounted(m: Module): boolean {
-  return costFor(m) != null || ownProjection(m) != null;
+  return costFor(m) != null;
 }
 
 function recordFor(m: Module, shape: number[], info: CostInfo): MacRecord | null {
   const fn = costFor(m);
-  if (fn) return fn(m, shape, info);
-  const proj = ownProjection(m);
-  if (!proj) return null;
-  const [i, o] = proj;
-  const rows = shape.reduce((a, c) => a * c, 1) / o / info.batch;
-  return { name: info.name, tower: info.tower, kind: 'projection', macs: rows * i * o, tokens: rows, scaling: 'fixed' };
+  return fn ? fn(m, shape, info) : null;
 }
 
 /**

@@ -36,18 +36,21 @@ class Head extends Module {
 }
 
 describe('cost registry', () => {
-  test('lookup walks the prototype chain; projection holders still count; hooks are gone afterwards', () => {
+  test('lookup walks the prototype chain; a class without a registered count is not counted; hooks are gone afterwards', () => {
     expect(costFor(new PlainSubLinear(2, 2))).toBe(costFor(new Linear(2, 2)));
     const seq = new Sequential([new PlainSubLinear(4, 5), new BiasCountingLinear(5, 6), new DeeperLinear(6, 6), new Head()]);
     const x = tf.zeros([2, 4]);
     const rec = profileMacs(seq, () => seq.call(x), { tower: 'text' });
-    x.dispose();
     expect(rec.map((r) => [r.name, r.kind, r.macs])).toEqual([
       ['0', 'linear', 4 * 5],
       ['1', 'linear', 6 * 6],
       ['2', 'linear', 7 * 6],
-      ['3', 'projection', 6 * 3],
     ]);
+    // Holding a `proj` matrix is not enough: a layer is counted by what its class registers.
+    registerCost(Head, (m, shape, { name, tower }) => ({ name, tower, kind: 'projection', macs: 6 * shape[1], tokens: 1, scaling: 'fixed' }));
+    const again = profileMacs(seq, () => seq.call(x), { tower: 'text' });
+    expect(again.map((r) => [r.name, r.kind, r.macs]).at(-1)).toEqual(['3', 'projection', 6 * 3]);
+    x.dispose();
     expect(seq.hasHooks()).toBe(false);
     expect(() => registerCost(BiasCountingLinear, () => null)).toThrow(/already registered/);
     seq.dispose();
