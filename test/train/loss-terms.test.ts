@@ -13,6 +13,7 @@ import { contrastiveTerm, distillTerm, reinforcedTerms, type LossTerm } from '..
 import { lossAndGrads } from '../../src/base/train/step.js';
 import { Trainer, type StepMetrics, type TrainBatch, type TrainerOptions } from '../../src/base/train/trainer.js';
 import { cosineLr } from '../../src/base/train/schedule.js';
+import { syntheticBatch } from './synthetic-batch.js';
 import { MICRO_CONTEXT as L, microConfig } from '../micro-config.js';
 
 const B = 4;
@@ -25,30 +26,7 @@ const TEACHERS: TeacherSpec[] = [
 const W = 20;
 
 /** Deterministic batch keyed by the step index (gt + synthetic captions, teacher features). */
-function makeBatch(step: number): TrainBatch {
-  let s = 2000 + step * 7919;
-  const rnd = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
-  const images = Float32Array.from({ length: B * S * S * 3 }, rnd);
-  const tokens = (variant: number) => {
-    const t = new Int32Array(B * L);
-    for (let b = 0; b < B; b++) {
-      const len = 4 + ((b + variant + step) % 6);
-      t[b * L] = cfg.text.vocabSize - 2;
-      for (let j = 1; j < len; j++) t[b * L + j] = 1 + Math.floor(rnd() * (cfg.text.vocabSize - 3));
-      t[b * L + len] = cfg.text.vocabSize - 1;
-    }
-    return t;
-  };
-  const feats = () => Float32Array.from({ length: B * W }, () => rnd() - 0.5);
-  return {
-    images: tf.tensor4d(images, [B, S, S, 3]),
-    gtTokens: tf.tensor2d(tokens(0), [B, L], 'int32'),
-    synTokens: tf.tensor2d(tokens(1), [B, L], 'int32'),
-    teacherImg: feats(),
-    teacherGt: feats(),
-    teacherSyn: feats(),
-  };
-}
+const makeBatch = (step: number): TrainBatch => syntheticBatch(cfg, step, { batch: B, context: L, seed: 2000, teacherWidth: W });
 
 const freeBatch = (b: TrainBatch) => tf.dispose([b.images, b.gtTokens, b.synTokens!]);
 

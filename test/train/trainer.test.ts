@@ -9,6 +9,7 @@ import { exportStateDict } from '../../src/base/model/state-dict.js';
 import { openClipExclude } from '../../src/base/train/adamw.js';
 import { Trainer, loadTrainState, saveTrainState, type TrainBatch, type TrainerOptions } from '../../src/base/train/trainer.js';
 import type { TeacherSpec } from '../../src/base/train/distill-loss.js';
+import { syntheticBatch } from './synthetic-batch.js';
 import { MICRO_CONTEXT as L, microConfig } from '../micro-config.js';
 
 const B = 4;
@@ -22,33 +23,7 @@ const TEACHERS: TeacherSpec[] = [
 const W = 20;
 
 /** Deterministic synthetic batch keyed by the step index; `pick` (from the trainer's rng) selects the synthetic caption. */
-function makeBatch(step: number, pick: number): TrainBatch {
-  let s = 1000 + step * 7919;
-  const rnd = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
-  const images = Float32Array.from({ length: B * S * S * 3 }, rnd);
-  const tokens = (variant: number) => {
-    const t = new Int32Array(B * L);
-    for (let b = 0; b < B; b++) {
-      const len = 4 + ((b + variant + step) % 6);
-      t[b * L] = cfg.text.vocabSize - 2;
-      for (let j = 1; j < len; j++) t[b * L + j] = 1 + Math.floor(rnd() * (cfg.text.vocabSize - 3));
-      t[b * L + len] = cfg.text.vocabSize - 1;
-    }
-    return t;
-  };
-  const gt = tokens(0);
-  const syns = [tokens(1), tokens(2)];
-  const feats = () => Float32Array.from({ length: B * W }, () => rnd() - 0.5);
-  const teacherSyns = [feats(), feats()];
-  return {
-    images: tf.tensor4d(images, [B, S, S, 3]),
-    gtTokens: tf.tensor2d(gt, [B, L], 'int32'),
-    synTokens: tf.tensor2d(syns[pick], [B, L], 'int32'),
-    teacherImg: feats(),
-    teacherGt: feats(),
-    teacherSyn: teacherSyns[pick],
-  };
-}
+const makeBatch = (step: number, pick: number): TrainBatch => syntheticBatch(cfg, step, { batch: B, context: L, seed: 1000, teacherWidth: W, pick: pick === 1 ? 1 : 0 });
 
 function runSteps(trainer: Trainer, n: number): number[] {
   const losses: number[] = [];
