@@ -8,22 +8,18 @@ import { CLIP, l2normalize } from '../../src/base/model/clip.js';
 import { exportStateDict } from '../../src/base/model/state-dict.js';
 import { readSafetensors } from '../../src/base/io/safetensors.js';
 import { AdamW } from '../../src/base/train/adamw.js';
-import { clipLoss, distillLoss, reinforcedLoss, type TeacherSpec } from '../../src/base/train/distill-loss.js';
+import { clipLoss, distillLoss, reinforcedLoss } from '../../src/base/train/distill-loss.js';
 import { contrastiveTerm, distillTerm, reinforcedTerms, type LossTerm } from '../../src/base/train/loss-terms.js';
 import { lossAndGrads } from '../../src/base/train/step.js';
 import { Trainer, type StepMetrics, type TrainBatch, type TrainerOptions } from '../../src/base/train/trainer.js';
 import { cosineLr } from '../../src/base/train/schedule.js';
-import { syntheticBatch } from './synthetic-batch.js';
+import { TEST_TEACHERS, TEST_TEACHER_WIDTH, syntheticBatch } from './synthetic-batch.js';
 import { MICRO_CONTEXT as L, microConfig } from '../micro-config.js';
 
 const B = 4;
 const cfg = microConfig();
-const S = cfg.image.imageSize;
-const TEACHERS: TeacherSpec[] = [
-  { dim: 8, logitScale: 100 },
-  { dim: 12, logitScale: 50 },
-];
-const W = 20;
+const TEACHERS = TEST_TEACHERS;
+const W = TEST_TEACHER_WIDTH;
 
 /** Deterministic batch keyed by the step index (gt + synthetic captions, teacher features). */
 const makeBatch = (step: number): TrainBatch => syntheticBatch(cfg, step, { batch: B, context: L, seed: 2000, teacherWidth: W });

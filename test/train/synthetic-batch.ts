@@ -6,6 +6,14 @@
 import * as tf from '../../src/base/tf.js';
 import type { ClipConfig } from '../../src/base/model/configs.js';
 import type { TrainBatch } from '../../src/base/train/loss-terms.js';
+import type { TeacherSpec } from '../../src/base/train/distill-loss.js';
+
+/** Two stored teachers of widths 8 and 12 (inverse temperatures 100 and 50): 20 values per sample. */
+export const TEST_TEACHERS: TeacherSpec[] = [
+  { dim: 8, logitScale: 100 },
+  { dim: 12, logitScale: 50 },
+];
+export const TEST_TEACHER_WIDTH = 20;
 
 export interface SyntheticBatchOptions {
   /** Samples per batch. */

@@ -8,19 +8,14 @@ import { CLIP } from '../../src/base/model/clip.js';
 import { exportStateDict } from '../../src/base/model/state-dict.js';
 import { openClipExclude } from '../../src/base/train/adamw.js';
 import { Trainer, loadTrainState, saveTrainState, type TrainBatch, type TrainerOptions } from '../../src/base/train/trainer.js';
-import type { TeacherSpec } from '../../src/base/train/distill-loss.js';
-import { syntheticBatch } from './synthetic-batch.js';
+import { TEST_TEACHERS, TEST_TEACHER_WIDTH, syntheticBatch } from './synthetic-batch.js';
 import { MICRO_CONTEXT as L, microConfig } from '../micro-config.js';
 
 const B = 4;
 /** Every block type of mobileclip_tiny at micro widths (test/micro-config.ts): a step takes a fraction of a second. */
 const cfg = microConfig();
-const S = cfg.image.imageSize;
-const TEACHERS: TeacherSpec[] = [
-  { dim: 8, logitScale: 100 },
-  { dim: 12, logitScale: 50 },
-];
-const W = 20;
+const TEACHERS = TEST_TEACHERS;
+const W = TEST_TEACHER_WIDTH;
 
 /** Deterministic synthetic batch keyed by the step index; `pick` (from the trainer's rng) selects the synthetic caption. */
 const makeBatch = (step: number, pick: number): TrainBatch => syntheticBatch(cfg, step, { batch: B, context: L, seed: 1000, teacherWidth: W, pick: pick === 1 ? 1 : 0 });
