@@ -4,6 +4,10 @@ import { join } from 'node:path';
 import { buildColorDataset, each, writeColorVocab, type Rgb } from './color-data.js';
 import { tempDir, expectOneLineError } from './helpers.js';
 import { runMain } from './in-process.js';
+import { initBackend } from '../../src/base/backend/index.js';
+import { CLIP } from '../../src/base/model/clip.js';
+import { getConfig, mciStages } from '../../src/base/model/configs.js';
+import { loadModel, saveModel } from '../../src/base/model/checkpoint.js';
 
 const COLORS: Record<string, Rgb> = { red: [220, 30, 30], green: [30, 200, 40], blue: [30, 40, 220], gray: [128, 128, 128] };
 
@@ -26,8 +30,9 @@ describe('mclip train', () => {
       split: 'train', colors: each(COLORS, 4), size: 40, samplesPerShard: 8,
       shade: ([r, g, b], i) => [r, g - 5 * i, b], captions: (name) => [name, `the color ${name}`],
     });
-    writeColorVocab(join(dir, 'vocab'), Object.keys(COLORS).flatMap((c) => [`a ${c} square`, `the color ${c}`, c]));
+    vocabSize = writeColorVocab(join(dir, 'vocab'), Object.keys(COLORS).flatMap((c) => [`a ${c} square`, `the color ${c}`, c]));
   });
+  let vocabSize = 0;
 
   test('an interrupted and resumed run gives the same losses and the same model as an uninterrupted one', async () => {
     // Small on purpose (a process spends ~3 s starting up, a mobileclip_tiny step ~0.6 s at batch 2): 3 steps,
@@ -55,6 +60,29 @@ describe('mclip train', () => {
       expect(a[i].lr).toBe(b[i].lr);
     }
     expect(readFileSync(join(dir, 'full', 'model.safetensors')).equals(readFileSync(join(dir, 'split', 'model.safetensors')))).toBe(true);
+  });
+
+  test('a student from mclip inherit trains from --init and resumes from its own checkpoint (no --arch)', async () => {
+    await initBackend({ backend: 'wasm', quiet: true });
+    const cfg = getConfig('mobileclip_tiny');
+    cfg.text.vocabSize = vocabSize;
+    const teacher = new CLIP(cfg, { seed: 2 });
+    saveModel(teacher, join(dir, 'teacher.safetensors'));
+    teacher.dispose();
+    const student = join(dir, 'student.safetensors');
+    const inh = await runMain(['inherit', '--from', join(dir, 'teacher.safetensors'), '--out', student, '--text-layers', '1', '--text-width', '64', '--text-heads', '2', '--image-widths', '8,16,32,64']);
+    expect(inh.status, inh.stderr).toBe(0);
+    const common = ['train', '--data', join(dir, 'data'), '--vocab', join(dir, 'vocab'), '--steps', '2', '--batch', '2', '--save-every', '1', '--out', join(dir, 'student-run')];
+    const part = await runMain([...common, '--init', student, '--stop-after', '1']);
+    expect(part.status, part.stderr).toBe(0);
+    const resumed = await runMain([...common, '--resume']);
+    expect(resumed.status, resumed.stderr).toBe(0);
+    expect(metrics(join(dir, 'student-run')).map((m) => m.step)).toEqual([1, 2]);
+    const done = await loadModel(join(dir, 'student-run', 'model.safetensors'));
+    expect(done.config.text.dim).toBe(64);
+    expect(done.config.text.nTransformerLayers).toBe(1);
+    expect(done.config.image.kind === 'mci' && mciStages(done.config.image).map((s) => s.width)).toEqual([8, 16, 32, 64]);
+    done.model.dispose();
   });
 
   test('bad arguments are one-line errors', async () => {
