@@ -14,5 +14,8 @@ export default defineConfig({
     // enough to fill 2 cores, and keeps each test's measured time close to its own cost.
     maxConcurrency: 2,
     reporters: ['default', './test/slowest-reporter.ts'],
+    // One training rank unless a test asks for more (`mclip train` defaults to one per core): the suite's
+    // own processes already fill the cores. test/train/data-parallel.test.ts and the --workers CLI test use 2.
+    env: { MCLIP_WORKERS: '1' },
   },
 });

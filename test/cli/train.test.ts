@@ -85,6 +85,19 @@ describe('mclip train', () => {
     done.model.dispose();
   });
 
+  test('--workers 2: data-parallel training says so, and a stopped and resumed run equals an uninterrupted one', async () => {
+    const common = ['train', '--data', join(dir, 'data'), '--vocab', join(dir, 'vocab'), '--steps', '2', '--batch', '4', '--save-every', '1', '--lr', '2e-3', '--seed', '5', '--workers', '2'];
+    const full = await runMain([...common, '--out', join(dir, 'dp-full')]);
+    expect(full.status, full.stderr).toBe(0);
+    expect(full.stderr).toMatch(/training on 2 workers \(this thread \+ 1 worker thread, data-parallel/);
+    const part = await runMain([...common, '--out', join(dir, 'dp-split'), '--stop-after', '1']);
+    expect(part.status, part.stderr).toBe(0);
+    const resumed = await runMain([...common, '--out', join(dir, 'dp-split'), '--resume']);
+    expect(resumed.status, resumed.stderr).toBe(0);
+    expect(metrics(join(dir, 'dp-split')).map((m) => m.loss)).toEqual(metrics(join(dir, 'dp-full')).map((m) => m.loss));
+    expect(readFileSync(join(dir, 'dp-full', 'model.safetensors')).equals(readFileSync(join(dir, 'dp-split', 'model.safetensors')))).toBe(true);
+  });
+
   test('bad arguments are one-line errors', async () => {
     const r1 = await runMain(['train', '--data', join(dir, 'nope'), '--vocab', join(dir, 'vocab'), '--out', join(dir, 'x')]);
     expectOneLineError(expect, r1, /data folder not found/);

@@ -22,6 +22,29 @@ export interface LossOptions {
   variables?: tf.Variable[];
   /** 0-based step index handed to the terms (LossInputs.step). Default 0. */
   step?: number;
+  /**
+   * Data-parallel training: `batch` is this rank's slice, and the loss sees the whole batch's features
+   * (gathered across ranks, this rank's rows live). Teacher features in `batch` are then whole-batch.
+   */
+  gather?: FeatureGather;
+}
+
+/** The gather seam of data-parallel training (see src/base/train/parallel). */
+export interface FeatureGather {
+  /** Rows of the whole batch. */
+  batchSize: number;
+  /**
+   * Whether this rank differentiates the parameters the loss uses directly (the logit scale): exactly one
+   * rank does, so that the summed gradients count them once.
+   */
+  ownsLossParameters: boolean;
+  /** Local normalised features [rows, D] (image, gt text[, syn text]) → whole-batch ones [B, D], own rows live. */
+  gather(parts: tf.Tensor2D[]): tf.Tensor2D[];
+}
+
+/** Where a step's loss and gradients come from: this thread alone (`lossAndGrads`), or data-parallel workers. */
+export interface GradientSource {
+  lossAndGrads(model: CLIP, batch: TrainBatch, opts: LossOptions): LossAndGrads;
 }
 
 export interface LossAndGrads {
@@ -47,14 +70,14 @@ function activeTerms(terms: readonly LossTerm[]): Array<{ term: LossTerm; weight
   return out;
 }
 
-function checkBatch(batch: TrainBatch, teachers: readonly TeacherSpec[] | undefined): void {
+function checkBatch(batch: TrainBatch, teachers: readonly TeacherSpec[] | undefined, whole: number): void {
   const b = batch.images.shape[0];
   if (batch.gtTokens.shape[0] !== b) throw new MclipError(`train step: ${batch.gtTokens.shape[0]} captions for ${b} images`);
   if (batch.synTokens && batch.synTokens.shape[0] !== b) throw new MclipError(`train step: ${batch.synTokens.shape[0]} synthetic captions for ${b} images`);
   if (!teachers) return;
   const width = teachers.reduce((s, t) => s + t.dim, 0);
   for (const [what, a] of [['teacherImg', batch.teacherImg], ['teacherGt', batch.teacherGt], ['teacherSyn', batch.teacherSyn]] as const) {
-    if (a && a.length !== b * width) throw new MclipError(`train step: ${what} has ${a.length} values, expected ${b}×${width}`);
+    if (a && a.length !== whole * width) throw new MclipError(`train step: ${what} has ${a.length} values, expected ${whole}×${width}`);
   }
 }
 
@@ -65,8 +88,11 @@ function checkBatch(batch: TrainBatch, teachers: readonly TeacherSpec[] | undefi
 export function lossAndGrads(model: CLIP, batch: TrainBatch, opts: LossOptions = {}): LossAndGrads {
   const terms = activeTerms(opts.losses ?? [contrastiveTerm()]);
   const teachers = opts.teachers;
-  checkBatch(batch, teachers);
+  const gather = opts.gather;
   const b = batch.images.shape[0];
+  /** Rows of the whole batch (the loss's b). */
+  const whole = gather?.batchSize ?? b;
+  checkBatch(batch, teachers, whole);
   const losses: Record<string, tf.Scalar> = {};
   const variables = opts.variables ?? model.trainableVariables();
   // An error inside the tape (a failing forward or term) is caught and the pass completed with a zero
@@ -76,23 +102,28 @@ export function lossAndGrads(model: CLIP, batch: TrainBatch, opts: LossOptions =
   let failure: unknown;
   const { value, grads } = tf.variableGrads(() => {
     try {
-      const img = l2normalize(model.encodeImage(batch.images)) as tf.Tensor2D;
+      let img = l2normalize(model.encodeImage(batch.images)) as tf.Tensor2D;
       const syn = batch.synTokens;
       const tokens = syn ? tf.concat([batch.gtTokens, syn], 0) : batch.gtTokens;
       const txt = l2normalize(model.encodeText(tokens)) as tf.Tensor2D;
-      const gtTxt = syn ? (txt.slice([0, 0], [b, -1]) as tf.Tensor2D) : txt;
-      const synTxt = syn ? (txt.slice([b, 0], [b, -1]) as tf.Tensor2D) : undefined;
+      let gtTxt = syn ? (txt.slice([0, 0], [b, -1]) as tf.Tensor2D) : txt;
+      let synTxt = syn ? (txt.slice([b, 0], [b, -1]) as tf.Tensor2D) : undefined;
+      let scale = model.logitScaleExp();
+      if (gather) {
+        [img, gtTxt, synTxt] = gather.gather(synTxt ? [img, gtTxt, synTxt] : [img, gtTxt]);
+        if (!gather.ownsLossParameters) scale = tf.scalar(scale.dataSync()[0]);
+      }
       let teacher: TeacherFeatures | undefined;
       if (teachers && batch.teacherImg && batch.teacherGt) {
         const width = teachers.reduce((s, t) => s + t.dim, 0);
         teacher = {
           specs: teachers,
-          img: tf.tensor2d(batch.teacherImg, [b, width]),
-          gt: tf.tensor2d(batch.teacherGt, [b, width]),
-          syn: syn && batch.teacherSyn ? tf.tensor2d(batch.teacherSyn, [b, width]) : undefined,
+          img: tf.tensor2d(batch.teacherImg, [whole, width]),
+          gt: tf.tensor2d(batch.teacherGt, [whole, width]),
+          syn: syn && batch.teacherSyn ? tf.tensor2d(batch.teacherSyn, [whole, width]) : undefined,
         };
       }
-      const x: LossInputs = { model, batch, img, gtTxt, synTxt, scale: model.logitScaleExp(), teacher, step: opts.step ?? 0 };
+      const x: LossInputs = { model, batch, img, gtTxt, synTxt, scale, teacher, step: opts.step ?? 0 };
       let total: tf.Scalar | undefined;
       for (const { term, weight } of terms) {
         const v = term.compute(x);
@@ -115,7 +146,9 @@ export function lossAndGrads(model: CLIP, batch: TrainBatch, opts: LossOptions =
   return { loss: value, losses, grads: grads as Record<string, tf.Tensor> };
 }
 
-export interface StepOptions extends Omit<LossOptions, 'variables'> {
+export interface StepOptions extends Omit<LossOptions, 'variables' | 'gather'> {
+  /** Where loss and gradients come from (default: this thread, `lossAndGrads`). */
+  source?: GradientSource;
   /** Global L2 gradient-norm clip of the model group's gradients (extra groups are never clipped); 0 or undefined disables. */
   gradClip?: number;
 }
@@ -135,7 +168,9 @@ export interface StepResult {
  * clamped to [0, ln 100]. Leaves no tensors behind.
  */
 export function trainStep(model: CLIP, optimizer: AdamW, batch: TrainBatch, opts: StepOptions = {}): StepResult {
-  const { loss, losses, grads } = lossAndGrads(model, batch, { ...opts, variables: optimizer.variables });
+  const { source, ...rest } = opts;
+  const lossOpts: LossOptions = { ...rest, variables: optimizer.variables };
+  const { loss, losses, grads } = source ? source.lossAndGrads(model, batch, lossOpts) : lossAndGrads(model, batch, lossOpts);
   try {
     let gradNorm = NaN;
     if (opts.gradClip && opts.gradClip > 0) {

@@ -11,7 +11,8 @@ import { AdamW, MODEL_GROUP, openClipExclude, type ParamGroup } from './adamw.js
 import type { TeacherSpec } from './distill-loss.js';
 import { reinforcedTerms, type LossTerm, type TrainBatch } from './loss-terms.js';
 import { cosineLr } from './schedule.js';
-import { trainStep } from './step.js';
+import { trainStep, type GradientSource } from './step.js';
+import { freezeBatchNorm } from './freeze-batch-norm.js';
 import { mulberry32Step } from '../random.js';
 
 export type { TrainBatch } from './loss-terms.js';
@@ -67,6 +68,13 @@ export interface TrainerOptions {
    * and moments are saved with checkpoints and restored by `resume`.
    */
   paramGroups?: readonly ParamGroup[];
+  /**
+   * Where each step's loss and gradients come from: data-parallel workers (`DataParallel.start`), or this
+   * thread when absent. Data-parallel steps support the default loss list and the model's own parameters only.
+   */
+  parallel?: GradientSource;
+  /** Train with every BatchNorm in eval mode (frozen running statistics). Default false. */
+  freezeBatchNorm?: boolean;
   /** Teachers (widths and inverse temperatures) of the stored features. */
   teachers?: readonly TeacherSpec[];
   /** Seed of the trainer's Rng (for data-side sampling by the caller). Default 0. */
@@ -261,7 +269,16 @@ export class Trainer {
       groups: opts.paramGroups,
     });
     this.rng = new Rng(opts.seed ?? 0);
-    model.train();
+    if (opts.parallel && (opts.losses || (opts.paramGroups?.length ?? 0) > 0)) {
+      throw new MclipError('Trainer: data-parallel workers support the default loss terms and the model’s own parameters only (use one worker with custom losses or parameter groups)');
+    }
+    this.setTrainMode();
+  }
+
+  /** Train mode, with BatchNorm frozen when asked. */
+  private setTrainMode(): void {
+    this.model.train();
+    if (this.opts.freezeBatchNorm) freezeBatchNorm(this.model);
   }
 
   /** Learning rate of the model's parameters for 0-based step index `step`. */
@@ -290,6 +307,7 @@ export class Trainer {
       teachers: this.opts.teachers,
       gradClip: this.opts.gradClip ?? 1.0,
       step: this.stepCount,
+      source: this.opts.parallel,
     });
     const logitScale = Math.exp(this.model.logitScale.dataSync()[0]);
     this.stepCount += 1;
@@ -332,7 +350,7 @@ export class Trainer {
     this.stepCount = meta.step;
     this.rng.state = meta.rng >>> 0;
     this.dataState = meta.data;
-    this.model.train();
+    this.setTrainMode();
     if (this.opts.metricsPath) truncateMetrics(this.opts.metricsPath, meta.step);
     return meta;
   }

@@ -10,6 +10,8 @@ import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
 import { ImageTextLoop, ReinforcedLoop, type DataPosition } from '../../base/train/data-loop.js';
 import { readShards } from '../../base/data/index.js';
 import { Trainer, resolveTrainState, truncateMetrics } from '../../base/train/trainer.js';
+import { DataParallel } from '../../base/train/parallel/data-parallel.js';
+import { availableParallelism } from 'node:os';
 import { etaSeconds, formatDuration, startProgress } from '../progress.js';
 import { startBackend, type GlobalArgs } from '../run.js';
 
@@ -17,6 +19,7 @@ export interface TrainArgs extends GlobalArgs {
   data: string;
   split: string;
   arch?: string;
+  workers?: number;
   init?: string;
   vocab?: string;
   out: string;
@@ -92,6 +95,7 @@ const DEFAULT_ARCH = 'mobileclip_tiny';
 export async function runTrain(args: TrainArgs): Promise<void> {
   positiveInt(args.steps, '--steps');
   positiveInt(args.batch, '--batch');
+  if (args.workers !== undefined) positiveInt(args.workers, '--workers');
   if (!(args.lr > 0)) throw new MclipError(`--lr must be > 0, got ${args.lr}`);
   if (!(args.lambda >= 0 && args.lambda <= 1)) throw new MclipError(`--lambda must be in [0, 1], got ${args.lambda}`);
   if (!existsSync(args.data)) throw new MclipError(`${args.data}: data folder not found (build one with 'mclip data emoji --out ${args.data}')`);
@@ -124,7 +128,18 @@ export async function runTrain(args: TrainArgs): Promise<void> {
   const loop = reinforced
     ? await ReinforcedLoop.load(args.data, args.split, model.cfg.image.imageSize, loadOpts)
     : await ImageTextLoop.load(args.data, args.split, model.cfg.image.imageSize, loadOpts);
+  const workers = resolveWorkers(args.workers, args.batch);
+  let parallel: DataParallel | null = null;
+  if (workers > 1) {
+    const r = await DataParallel.start(model, { workers, maxBatch: args.batch, lambda: args.lambda, teachers: loop instanceof ReinforcedLoop ? loop.teachers : undefined });
+    parallel = r.dp;
+    if (!parallel && !args.quiet) console.error(`mclip: training on 1 worker: ${r.reason}`);
+  }
+  if (!args.quiet && (parallel || workers === 1)) {
+    console.error(`mclip: training on ${parallel ? `${workers} workers (this thread + ${workers - 1} worker thread${workers > 2 ? 's' : ''}, data-parallel; per-worker BatchNorm statistics)` : '1 worker'}`);
+  }
   const trainer = new Trainer(model, {
+    parallel: parallel ?? undefined,
     lr: args.lr,
     totalSteps: args.steps,
     warmup: args.warmup,
@@ -190,8 +205,24 @@ export async function runTrain(args: TrainArgs): Promise<void> {
     console.error(`mclip: wrote ${join(args.out, 'model.safetensors')} and ${join(args.out, 'metrics.jsonl')}`);
   } finally {
     trainer.dispose();
+    await parallel?.dispose();
     model.dispose();
   }
+}
+
+/**
+ * Ranks for data-parallel training: --workers, else $MCLIP_WORKERS, else the number of cores; at most the
+ * batch (each rank needs a row).
+ */
+export function resolveWorkers(flag: number | undefined, batch: number): number {
+  const env = process.env.MCLIP_WORKERS;
+  let n: number;
+  if (flag !== undefined) n = flag;
+  else if (env !== undefined && env !== '') {
+    n = Number(env);
+    if (!Number.isInteger(n) || n < 1) throw new MclipError(`MCLIP_WORKERS must be a positive integer, got '${env}'`);
+  } else n = availableParallelism();
+  return Math.max(1, Math.min(n, batch));
 }
 
 export function trainCommand(y: Argv): Argv {
@@ -202,6 +233,7 @@ export function trainCommand(y: Argv): Argv {
       a
         .option('data', { type: 'string', demandOption: true, describe: 'dataset folder (mclip data …)' })
         .option('split', { type: 'string', default: 'train', describe: 'split folder inside --data' })
+        .option('workers', { type: 'number', describe: 'data-parallel ranks: this thread + worker threads (default $MCLIP_WORKERS, else the number of cores; at most --batch)' })
         .option('arch', { type: 'string', describe: `architecture of a new model (default ${DEFAULT_ARCH}); with --init, the architecture the checkpoint must fit` })
         .option('init', { type: 'string', describe: 'start from this checkpoint instead of a random model' })
         .option('vocab', { type: 'string', describe: 'tokenizer folder (else $MCLIP_VOCAB); sets the text vocabulary of a new model' })

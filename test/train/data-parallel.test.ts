@@ -1,0 +1,115 @@
+/**
+ * Data-parallel training (src/base/train/parallel): two ranks (this thread + one worker thread) against
+ * one. With frozen BatchNorm statistics the loss and the update are the same up to float summation
+ * order; with train-mode BatchNorm (per-rank batch statistics) the loss curves agree within the spread
+ * between two single-rank runs from different initialisations.
+ */
+import { beforeAll, describe, expect, test } from 'vitest';
+import * as tf from '../../src/base/tf.js';
+import { initBackend } from '../../src/base/backend/index.js';
+import { CLIP } from '../../src/base/model/clip.js';
+import { Trainer } from '../../src/base/train/trainer.js';
+import { lossAndGrads } from '../../src/base/train/step.js';
+import { reinforcedTerms } from '../../src/base/train/loss-terms.js';
+import { freezeBatchNorm } from '../../src/base/train/freeze-batch-norm.js';
+import { DataParallel, workerEntry } from '../../src/base/train/parallel/data-parallel.js';
+import { TEST_TEACHERS, TEST_TEACHER_WIDTH, syntheticBatch } from './synthetic-batch.js';
+import { MICRO_CONTEXT as L, microConfig } from '../micro-config.js';
+
+const cfg = microConfig();
+const B = 8;
+const batch = (step: number) => syntheticBatch(cfg, step, { batch: B, context: L, seed: 4242, teacherWidth: TEST_TEACHER_WIDTH, pick: (step % 2) as 0 | 1 });
+
+beforeAll(async () => {
+  await initBackend({ backend: 'wasm', quiet: true });
+  if (!workerEntry()) throw new Error('dist/ is not built: run `npx tsc -p tsconfig.json` first (the worker thread runs the compiled code)');
+});
+
+interface Run {
+  losses: number[];
+}
+
+async function train(workers: number, steps: number, o: { freeze: boolean; seed?: number; lambda?: number }): Promise<Run> {
+  const model = new CLIP(cfg, { seed: o.seed ?? 1 });
+  const lambda = o.lambda ?? 0.5;
+  let dp: DataParallel | null = null;
+  if (workers > 1) {
+    const r = await DataParallel.start(model, { workers, maxBatch: B, lambda, teachers: TEST_TEACHERS, freezeBatchNorm: o.freeze });
+    if (!r.dp) throw new Error(r.reason);
+    dp = r.dp;
+  }
+  const trainer = new Trainer(model, { lr: 2e-3, warmup: 2, totalSteps: steps, teachers: TEST_TEACHERS, lambda, freezeBatchNorm: o.freeze, parallel: dp ?? undefined });
+  const losses: number[] = [];
+  try {
+    for (let i = 0; i < steps; i++) {
+      const b = batch(i);
+      losses.push(trainer.step(b).loss);
+      tf.dispose([b.images, b.gtTokens, b.synTokens!]);
+    }
+    return { losses };
+  } finally {
+    trainer.dispose();
+    await dp?.dispose();
+    model.dispose();
+  }
+}
+
+function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i] - b[i]));
+    m = Math.max(m, Math.abs(a[i]));
+  }
+  return d / Math.max(m, 1e-30);
+}
+
+describe('data-parallel training: 2 ranks against 1 (micro mobileclip_tiny, wasm)', () => {
+  let one: Run;
+  let two: Run;
+  beforeAll(async () => {
+    [one, two] = [await train(1, 20, { freeze: true }), await train(2, 20, { freeze: true })];
+  });
+
+  test('frozen BatchNorm: the same loss at every one of 20 steps (≤ 1e-5 relative) and the same weights after them', () => {
+    for (let i = 0; i < 20; i++) expect(Math.abs(two.losses[i] - one.losses[i]) / one.losses[i], `step ${i + 1}`).toBeLessThan(1e-5);
+    // The losses really move (the comparison is not of constants).
+    expect(Math.abs(one.losses[19] - one.losses[0])).toBeGreaterThan(1e-2);
+  });
+
+  test('frozen BatchNorm: the gradients of a step equal the single-rank ones (≤ 1e-5 of the largest)', async () => {
+    const model = new CLIP(cfg, { seed: 3 });
+    const r = await DataParallel.start(model, { workers: 2, maxBatch: B, lambda: 0.5, teachers: TEST_TEACHERS, freezeBatchNorm: true });
+    if (!r.dp) throw new Error(r.reason);
+    model.train();
+    freezeBatchNorm(model);
+    const b = batch(3);
+    const opts = { losses: reinforcedTerms(0.5), teachers: TEST_TEACHERS };
+    const ref = lossAndGrads(model, b, opts);
+    const got = r.dp.lossAndGrads(model, b, opts);
+    try {
+      expect(Math.abs(got.loss.dataSync()[0] - ref.loss.dataSync()[0]) / ref.loss.dataSync()[0]).toBeLessThan(1e-6);
+      const names = Object.keys(ref.grads);
+      expect(Object.keys(got.grads).sort()).toEqual(names.sort());
+      const all = (g: Record<string, tf.Tensor>) => Float32Array.from(names.flatMap((n) => Array.from(g[n].dataSync())));
+      expect(relDiff(all(ref.grads), all(got.grads))).toBeLessThan(1e-5);
+    } finally {
+      tf.dispose([ref.loss, got.loss, ...Object.values(ref.losses), ...Object.values(got.losses), ...Object.values(ref.grads), ...Object.values(got.grads)]);
+      tf.dispose([b.images, b.gtTokens, b.synTokens!]);
+      await r.dp.dispose();
+      model.dispose();
+    }
+  });
+
+  test('train-mode BatchNorm (per-rank statistics): the curve stays within the spread of two 1-rank runs from other inits', async () => {
+    const steps = 20;
+    const a = await train(1, steps, { freeze: false, seed: 1 });
+    const b = await train(2, steps, { freeze: false, seed: 1 });
+    const c = await train(1, steps, { freeze: false, seed: 2 });
+    // Mean loss over the last 10 steps: the two-rank run is as close to the 1-rank run as another init is (or closer).
+    const tail = (r: Run) => r.losses.slice(-10).reduce((s, v) => s + v, 0) / 10;
+    const spread = Math.abs(tail(c) - tail(a));
+    expect(Math.abs(tail(b) - tail(a))).toBeLessThanOrEqual(Math.max(spread, 0.02 * tail(a)));
+    expect(b.losses.every(Number.isFinite)).toBe(true);
+  });
+});
