@@ -1,5 +1,6 @@
 import * as tf from '../base/tf.js';
 import { l2normalize, type CLIP } from '../base/model/clip.js';
+import { isEngine, TfjsEngine, type ImageTextEncoder } from './engine.js';
 
 /** Row-major [n, dim] embeddings on the JS side. */
 export interface Embeddings {
@@ -10,6 +11,9 @@ export interface Embeddings {
 
 /** The part of a CLIP model the evaluation needs (CLIP satisfies it). */
 export type ClipEncoder = Pick<CLIP, 'encodeImage' | 'encodeText'>;
+
+/** What the embedding functions run: a tfjs model, or an engine (engine.ts: tfjs or onnxruntime). */
+export type Encoder = ClipEncoder | ImageTextEncoder;
 
 /** Anything that turns texts into int32 ids [texts.length, contextLength] (ClipTokenizer does). */
 export interface TextTokenizer {
@@ -55,17 +59,66 @@ async function embedBatches(x: tf.Tensor, encode: (b: tf.Tensor) => tf.Tensor, o
   return { data: data ?? new Float32Array(0), n, dim };
 }
 
-/** Images NHWC [N, H, W, 3] in [0, 1] → (normalised) image embeddings [N, D]. `images` stays owned by the caller. */
-export function embedImages(model: ClipEncoder, images: tf.Tensor4D, opts: EmbedOptions = {}): Promise<Embeddings> {
-  return embedBatches(images, (b) => model.encodeImage(b), opts);
+/** Runs `rows(start, count)` (features [count, D] on the JS side) on row batches of n rows and gathers them. */
+async function embedWith(n: number, rows: (s: number, m: number) => Promise<Float32Array>, opts: EmbedOptions): Promise<Embeddings> {
+  const bs = Math.max(1, opts.batchSize ?? 32);
+  const normalize = opts.normalize ?? true;
+  let data: Float32Array | null = null;
+  let dim = 0;
+  for (let s = 0; s < n; s += bs) {
+    const m = Math.min(bs, n - s);
+    const f = await rows(s, m);
+    if (data == null) {
+      dim = f.length / m;
+      if (!Number.isInteger(dim) || dim < 1) throw new Error(`the engine returned ${f.length} values for ${m} rows`);
+      data = new Float32Array(n * dim);
+    } else if (f.length !== m * dim) throw new Error(`the engine returned ${f.length} values for ${m} rows of ${dim}`);
+    data.set(normalize ? normalizeRows(f, dim) : f, s * dim);
+    opts.onRows?.(m);
+  }
+  return { data: data ?? new Float32Array(0), n, dim };
+}
+
+/** The tfjs model behind `enc` (a model itself or a `TfjsEngine`), or the other engine. */
+function split(enc: Encoder): { model: ClipEncoder; engine?: undefined } | { model?: undefined; engine: ImageTextEncoder } {
+  if (!isEngine(enc)) return { model: enc };
+  if (enc instanceof TfjsEngine) return { model: enc.model };
+  return { engine: enc };
+}
+
+/**
+ * Images NHWC [N, H, W, 3] in [0, 1] → (normalised) image embeddings [N, D]. `images` stays owned by the caller.
+ * A tfjs model (or `TfjsEngine`) runs on the tensor's batches; another engine gets each batch read back in its layout.
+ */
+export function embedImages(model: Encoder, images: tf.Tensor4D, opts: EmbedOptions = {}): Promise<Embeddings> {
+  const { model: m, engine } = split(model);
+  if (m) return embedBatches(images, (b) => m.encodeImage(b), opts);
+  const [, h, w, c] = images.shape;
+  return embedWith(images.shape[0], async (s, k) => {
+    const b = tf.tidy(() => {
+      const x = images.slice([s, 0, 0, 0], [k, h, w, c]);
+      return engine.layout === 'nchw' ? x.transpose([0, 3, 1, 2]) : x;
+    });
+    let px: Float32Array;
+    try {
+      px = (await b.data()) as Float32Array;
+    } finally {
+      b.dispose();
+    }
+    return engine.encodeImages(px, k, engine.layout);
+  }, opts);
 }
 
 /** Token ids (int32, row-major [N, contextLength]) → (normalised) text embeddings [N, D]. */
-export async function embedTokens(model: ClipEncoder, tokens: Int32Array, contextLength: number, opts: EmbedOptions = {}): Promise<Embeddings> {
+export async function embedTokens(model: Encoder, tokens: Int32Array, contextLength: number, opts: EmbedOptions = {}): Promise<Embeddings> {
   if (tokens.length % contextLength !== 0) throw new Error(`token array length ${tokens.length} is not a multiple of ${contextLength}`);
+  const { model: enc, engine } = split(model);
+  if (!enc) {
+    return embedWith(tokens.length / contextLength, (s, k) => engine.encodeTexts(tokens.subarray(s * contextLength, (s + k) * contextLength), k), opts);
+  }
   const t = tf.tensor2d(tokens, [tokens.length / contextLength, contextLength], 'int32');
   try {
-    return await embedBatches(t, (b) => model.encodeText(b), opts);
+    return await embedBatches(t, (b) => enc.encodeText(b), opts);
   } finally {
     t.dispose();
   }
@@ -73,7 +126,7 @@ export async function embedTokens(model: ClipEncoder, tokens: Int32Array, contex
 
 /** Texts → (normalised) text embeddings [N, D]. */
 export function embedTexts(
-  model: ClipEncoder,
+  model: Encoder,
   tokenizer: TextTokenizer,
   texts: readonly string[],
   opts: EmbedOptions & { contextLength?: number } = {},

@@ -1,7 +1,9 @@
 /**
  * One model → one `EvalRow`: cost (params, MACs), optional tfjs latency, optional zero-shot and
  * retrieval on caller-provided data. Image tensors stay owned by the caller; when zero-shot and
- * retrieval get the same image tensor its embeddings are computed once.
+ * retrieval get the same image tensor its embeddings are computed once. The embeddings come from
+ * `opts.engine` when given (e.g. the model's ONNX export in onnxruntime, engine-ort.ts), else from
+ * the tfjs model; cost and tfjs latency always use the tfjs model.
  */
 import type * as tf from '../base/tf.js';
 import type { CLIP } from '../base/model/clip.js';
@@ -12,6 +14,7 @@ import { buildClassifier, scoreZeroShot, type ZeroShotMetrics } from './zero-sho
 import { fillTemplate, resolveTemplates } from './templates.js';
 import { embedImages, embedTexts, type Embeddings, type TextTokenizer } from './embed.js';
 import type { EvalRow } from './report.js';
+import type { ImageTextEncoder } from './engine.js';
 
 export interface ZeroShotData {
   /** NHWC [N, H, W, 3] in [0, 1], preprocessed. */
@@ -38,6 +41,8 @@ export interface EvaluateOptions {
   ort?: OrtLatency;
   batchSize?: number;
   contextLength?: number;
+  /** Runs the embedding passes (default: the tfjs model). Stays owned by the caller. */
+  engine?: ImageTextEncoder;
   /**
    * Progress: called after each embedded batch with its phase and row count (the rows add up to
    * `embeddingWork(opts)`), and once with ('latency', 0) before timing starts.
@@ -71,6 +76,7 @@ export async function evaluateModel(name: string, model: CLIP, tokenizer: TextTo
   const row: EvalRow = { name, params: { image: cost.params.image, text: cost.params.text, total: cost.params.total }, macs: { ...cost.macs } };
   const out: ModelEvaluation = { row, cost };
   const embed = { batchSize: opts.batchSize, contextLength: ctx };
+  const enc = opts.engine ?? model;
   const progress = (phase: EvalPhase) => (opts.onProgress ? (rows: number) => opts.onProgress!(phase, rows) : undefined);
   const presentTexts: string[] = [];
   if (opts.zeroShot || opts.retrieval) {
@@ -78,12 +84,12 @@ export async function evaluateModel(name: string, model: CLIP, tokenizer: TextTo
   }
   let embedded: { of: tf.Tensor4D; emb: Embeddings } | undefined;
   const imageEmbeddings = async (images: tf.Tensor4D): Promise<Embeddings> => {
-    if (embedded?.of !== images) embedded = { of: images, emb: await embedImages(model, images, { ...embed, onRows: progress('images') }) };
+    if (embedded?.of !== images) embedded = { of: images, emb: await embedImages(enc, images, { ...embed, onRows: progress('images') }) };
     return embedded.emb;
   };
   if (opts.zeroShot && tokenizer) {
     const z = opts.zeroShot;
-    const clf = await buildClassifier(model, tokenizer, z.classNames, { ...embed, templates: z.templates, onRows: progress('class prompts') });
+    const clf = await buildClassifier(enc, tokenizer, z.classNames, { ...embed, templates: z.templates, onRows: progress('class prompts') });
     const zs = scoreZeroShot(await imageEmbeddings(z.images), z.labels, clf);
     out.zeroShot = zs;
     row.zeroShot = { top1: zs.top1, top5: zs.top5 };
@@ -93,7 +99,7 @@ export async function evaluateModel(name: string, model: CLIP, tokenizer: TextTo
   if (opts.retrieval && tokenizer) {
     const r = opts.retrieval;
     const ie = await imageEmbeddings(r.images);
-    const te = await embedTexts(model, tokenizer, r.captions, { ...embed, onRows: progress('captions') });
+    const te = await embedTexts(enc, tokenizer, r.captions, { ...embed, onRows: progress('captions') });
     const rm = scoreRetrieval(ie, te, r.textToImage);
     out.retrieval = rm;
     row.retrieval = { i2t: rm.i2t, t2i: rm.t2i };

@@ -5,7 +5,7 @@
  * the top K. Ties are broken by index (as a stable top-k).
  */
 import type * as tf from '../base/tf.js';
-import { embedImages, embedTexts, matMulT, normalizeRows, type ClipEncoder, type EmbedOptions, type Embeddings, type TextTokenizer } from './embed.js';
+import { embedImages, embedTexts, matMulT, normalizeRows, type Encoder, type EmbedOptions, type Embeddings, type TextTokenizer } from './embed.js';
 import { rankOf } from './zero-shot.js';
 
 export interface RecallAtK {
@@ -79,7 +79,7 @@ export function scoreRetrieval(images: Embeddings, texts: Embeddings, textToImag
 
 /** End to end: embeds the images (NHWC in [0,1]) and the captions with the model and scores them. */
 export async function evaluateRetrieval(
-  model: ClipEncoder,
+  model: Encoder,
   tokenizer: TextTokenizer,
   images: tf.Tensor4D,
   captions: readonly string[],

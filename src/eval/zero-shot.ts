@@ -3,10 +3,10 @@
  * mean of the L2-normalised embeddings of its prompts, re-normalised; logits = û · Wᵀ for
  * L2-normalised image embeddings û; top-k accuracy, per-class accuracy and confusion counts.
  * The metric functions are pure (Float32Array in, numbers out); `buildClassifier` and
- * `evaluateZeroShot` embed with a CLIP model.
+ * `evaluateZeroShot` embed with a CLIP model or an engine (engine.ts).
  */
 import type * as tf from '../base/tf.js';
-import { embedImages, embedTexts, matMulT, normalizeRows, type ClipEncoder, type EmbedOptions, type Embeddings, type TextTokenizer } from './embed.js';
+import { embedImages, embedTexts, matMulT, normalizeRows, type Encoder, type EmbedOptions, type Embeddings, type TextTokenizer } from './embed.js';
 import { fillTemplate, resolveTemplates } from './templates.js';
 
 /** Zero-shot classifier W: row c is the unit class embedding w_c ([numClasses, dim], row-major). */
@@ -127,7 +127,7 @@ export interface BuildClassifierOptions extends EmbedOptions {
 
 /** Embeds every (class, template) prompt with the model and builds W. */
 export async function buildClassifier(
-  model: ClipEncoder,
+  model: Encoder,
   tokenizer: TextTokenizer,
   classNames: readonly string[],
   opts: BuildClassifierOptions = {},
@@ -147,7 +147,7 @@ export function scoreZeroShot(images: Embeddings, labels: ArrayLike<number>, clf
 
 /** End to end: builds W from class names, embeds the images (NHWC [N,H,W,3] in [0,1]) and scores them. */
 export async function evaluateZeroShot(
-  model: ClipEncoder,
+  model: Encoder,
   tokenizer: TextTokenizer,
   images: tf.Tensor4D,
   labels: ArrayLike<number>,

@@ -50,7 +50,14 @@ function files(dir: string): Record<string, string> {
 
 describe('mclip reinforce', () => {
   const dir = mkdtempSync(join(tmpdir(), 'mclip-reinforce-'));
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  // checkpoint teachers run in onnxruntime by default: their ONNX export cache stays in the test's folder
+  const savedCache = process.env.MCLIP_CACHE_DIR;
+  process.env.MCLIP_CACHE_DIR = join(dir, 'cache');
+  afterAll(() => {
+    if (savedCache === undefined) delete process.env.MCLIP_CACHE_DIR;
+    else process.env.MCLIP_CACHE_DIR = savedCache;
+    rmSync(dir, { recursive: true, force: true });
+  });
   const captions = new Map<string, { caption: string; captions: string[] }>();
   let vocabSize = 0;
 
@@ -213,11 +220,52 @@ describe('mclip reinforce', () => {
     expect(files(out)['shard-000000.tar']).toBe(keep);
   });
 
+  test('--engine tfjs writes the same stored embeddings as the default ORT teachers (≤ 1e-4); the engine is named; a fallback says why', async () => {
+    const err = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    const lines = (): string[] => err.mock.calls.map((c) => c.join(' '));
+    try {
+      const one = { ...args(), teacher: [join(dir, 't1.safetensors')], teacherScale: undefined, quiet: false };
+      await runReinforce({ ...one, out: join(dir, 'dr-ort') });
+      expect(lines()).toContainEqual(expect.stringMatching(/^mclip: teacher t1\.safetensors: engine ort \(onnxruntime-node [\d.]+ CPU, 2 threads; (cached export|exported, verified .* and cached in) .*cache\/onnx\/mobileclip_tiny-[0-9a-f]{24}\)$/));
+      expect(lines()).toContain(`mclip: teacher t1.safetensors: ${D}-d, ${SIZE}px, logit scale 100, engine ort`);
+      err.mockClear();
+      await runReinforce({ ...one, out: join(dir, 'dr-tfjs'), engine: 'tfjs' });
+      expect(lines()).toContain(`mclip: teacher t1.safetensors: ${D}-d, ${SIZE}px, logit scale 100, engine tfjs`);
+      expect(lines().filter((l) => / engine ort/.test(l))).toEqual([]);
+      err.mockClear();
+      writeFileSync(join(dir, 'not-a-folder'), 'x');
+      process.env.MCLIP_CACHE_DIR = join(dir, 'not-a-folder');
+      try {
+        await runReinforce({ ...one, out: join(dir, 'dr-fallback'), quiet: true });
+      } finally {
+        process.env.MCLIP_CACHE_DIR = join(dir, 'cache');
+      }
+      expect(lines()).toEqual([expect.stringMatching(/^mclip: teacher t1\.safetensors: engine tfjs instead of ort: cannot write the ONNX cache .*not-a-folder\/onnx \(ENOTDIR; /)]);
+    } finally {
+      err.mockRestore();
+    }
+    const ortRun = await readAll(join(dir, 'dr-ort'));
+    const tfjsRun = await readAll(join(dir, 'dr-tfjs'));
+    const fallback = await readAll(join(dir, 'dr-fallback'));
+    expect(ortRun.map((s) => s.key)).toEqual(['s0', 's1', 's2', 's3', 's4']);
+    let worst = 0;
+    for (let i = 0; i < ortRun.length; i++) {
+      expect(ortRun[i].paramAug).toEqual(tfjsRun[i].paramAug);
+      expect(ortRun[i].imageEmb.length).toBe(AUGS * D);
+      worst = Math.max(worst, maxDiff(ortRun[i].imageEmb, tfjsRun[i].imageEmb), maxDiff(ortRun[i].textEmb, tfjsRun[i].textEmb));
+      expect(Array.from(fallback[i].imageEmb)).toEqual(Array.from(tfjsRun[i].imageEmb));
+      expect(Array.from(fallback[i].textEmb)).toEqual(Array.from(tfjsRun[i].textEmb));
+    }
+    expect(worst).toBeLessThanOrEqual(1e-4); // unit rows: absolute = relative
+    expect(worst).toBeGreaterThan(0); // two engines really ran
+  });
+
   test('bad teachers are one-line MclipErrors', async () => {
     await expect(runReinforce({ ...args(), out: join(dir, 'x'), teacher: [join(dir, 'nope.onnx')], teacherScale: undefined })).rejects.toThrow(/nope\.onnx: file not found/);
     writeFileSync(join(dir, 't.txt'), 'x');
     await expect(runReinforce({ ...args(), out: join(dir, 'x'), teacher: [join(dir, 't.txt')], teacherScale: undefined })).rejects.toThrow(/unknown extension/);
     await expect(runReinforce({ ...args(), out: join(dir, 'x'), teacherScale: [1, 2, 3] })).rejects.toThrow(/--teacher-scale/);
+    await expect(runReinforce({ ...args(), out: join(dir, 'x'), engine: 'onnx' as 'ort' })).rejects.toThrow(/--engine: expected one of ort, tfjs, got 'onnx'/);
     const other = join(dir, 'v2');
     writeVocab(other, trainVocab(Array.from({ length: 300 }, (_, i) => `other${i} text${i % 5}`), 520));
     await expect(runReinforce({ ...args(), out: join(dir, 'x'), vocab: other })).rejects.toThrow(/vocabulary/);

@@ -12,6 +12,11 @@
  *      outputs `image_features` float32 [N, D], `text_features` float32 [N, D] (normalised here)
  *    H×W is read from the `image` input when static, else the `imageSize` option (--image-size).
  *    onnxruntime wants every graph input fed, so the unused tower gets a one-row dummy input.
+ *
+ * A checkpoint teacher can run in another engine than TensorFlow.js: `TeacherOptions.encoder` is
+ * handed the loaded (fused) model and its path and may return a `TeacherEncoder` that stands in
+ * for it (the CLI wires in the model's cached, verified ONNX export in onnxruntime; src/base knows
+ * neither src/eval nor src/export).
  */
 import { readFileSync } from 'node:fs';
 import { basename, extname } from 'node:path';
@@ -25,6 +30,8 @@ import type { RgbImage } from '../data/augment.js';
 export interface Teacher {
   /** name stored in `teachers.json` (the file name) */
   readonly name: string;
+  /** what runs it: 'tfjs', 'ort', or the name of an injected `TeacherEncoder` (absent: tfjs) */
+  readonly engine?: string;
   /** embedding width D */
   readonly dim: number;
   /** teacher inverse temperature 1/τ stored with the embeddings */
@@ -42,10 +49,36 @@ export interface Teacher {
   dispose(): Promise<void>;
 }
 
+/** Image layouts of a float batch in [0, 1]: [n, H, W, 3] or [n, 3, H, W]. */
+export type PixelLayout = 'nhwc' | 'nchw';
+
+/**
+ * An inference engine standing in for a checkpoint teacher's tfjs model: un-normalised features
+ * (the teacher normalises them). Images are square at the model's image size.
+ */
+export interface TeacherEncoder {
+  /** short engine name for the log, e.g. 'ort' */
+  readonly name: string;
+  /** the image layout it takes without a copy (the other one is accepted too) */
+  readonly layout: PixelLayout;
+  /** true when it no longer needs the tfjs model (e.g. an ONNX session): the teacher frees the model at once */
+  readonly standalone?: boolean;
+  /** images in [0, 1], row-major in `layout` → features [n, D] */
+  encodeImages(pixels: Float32Array, n: number, layout: PixelLayout): Promise<Float32Array>;
+  /** int32 token rows [n, contextLength] → features [n, D] */
+  encodeTexts(tokens: Int32Array, n: number): Promise<Float32Array>;
+  dispose(): Promise<void>;
+}
+
+/** Given a checkpoint teacher's fused model and its file: an encoder to run it, or null for tfjs. */
+export type TeacherEncoderFactory = (model: CLIP, path: string) => Promise<TeacherEncoder | null>;
+
 export interface TeacherOptions {
   logitScale?: number;
   /** input size for ONNX models whose `image` input has no static H×W (default 224) */
   imageSize?: number;
+  /** checkpoint teachers: the engine that runs the model instead of tfjs (see `TeacherEncoder`) */
+  encoder?: TeacherEncoderFactory;
 }
 
 export const CHECKPOINT_EXTENSIONS = ['.safetensors', '.pt', '.pth', '.bin', '.ckpt'];
@@ -91,24 +124,52 @@ class CheckpointTeacher implements Teacher {
   readonly imageSize: number;
   readonly contextLength: number;
   readonly vocabSize: number;
+  readonly engine: string;
+  /** the tfjs model, unless a standalone encoder runs the teacher */
+  private tfModel: CLIP | null = null;
   private constructor(
     readonly name: string,
     readonly logitScale: number,
-    private readonly model: CLIP,
+    model: CLIP,
+    private readonly encoder: TeacherEncoder | null,
   ) {
     this.dim = model.cfg.embedDim;
     this.imageSize = model.cfg.image.imageSize;
     this.contextLength = model.cfg.text.contextLength;
     this.vocabSize = model.cfg.text.vocabSize;
+    this.engine = encoder?.name ?? 'tfjs';
+    if (encoder?.standalone) model.dispose();
+    else this.tfModel = model;
+  }
+
+  private get model(): CLIP {
+    if (!this.tfModel) throw new MclipError(`teacher ${this.name}: its tfjs model was released (the ${this.engine} engine runs it)`);
+    return this.tfModel;
   }
 
   static async load(path: string, opts: TeacherOptions): Promise<CheckpointTeacher> {
     const { model } = await loadModel(path, { fused: true });
-    return new CheckpointTeacher(basename(path), opts.logitScale ?? 100, model);
+    let encoder: TeacherEncoder | null = null;
+    try {
+      encoder = opts.encoder ? await opts.encoder(model, path) : null;
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+    return new CheckpointTeacher(basename(path), opts.logitScale ?? 100, model, encoder);
+  }
+
+  private checked(f: Float32Array, n: number, what: string): Float32Array {
+    if (f.length !== n * this.dim) throw new MclipError(`teacher ${this.name}: the ${this.engine} engine gave ${f.length} ${what} values for ${n} rows, expected ${n}×${this.dim}`);
+    return normalizeRows(f, this.dim);
   }
 
   async embedImages(images: readonly RgbImage[]): Promise<Float32Array> {
     const s = this.imageSize;
+    if (this.encoder) {
+      const layout = this.encoder.layout;
+      return this.checked(await this.encoder.encodeImages(imagesToFloat(images, s, layout === 'nchw'), images.length, layout), images.length, 'image');
+    }
     const px = imagesToFloat(images, s, false);
     const y = tf.tidy(() => l2normalize(this.model.encodeImage(tf.tensor4d(px, [images.length, s, s, 3]))));
     try {
@@ -119,6 +180,7 @@ class CheckpointTeacher implements Teacher {
   }
 
   async embedTokens(tokens: Int32Array, n: number): Promise<Float32Array> {
+    if (this.encoder) return this.checked(await this.encoder.encodeTexts(tokens, n), n, 'text');
     const y = tf.tidy(() => l2normalize(this.model.encodeText(tf.tensor2d(tokens, [n, this.contextLength], 'int32'))));
     try {
       return (await y.data()) as Float32Array;
@@ -128,7 +190,12 @@ class CheckpointTeacher implements Teacher {
   }
 
   async dispose(): Promise<void> {
-    this.model.dispose();
+    try {
+      await this.encoder?.dispose();
+    } finally {
+      this.tfModel?.dispose();
+      this.tfModel = null;
+    }
   }
 }
 
@@ -153,6 +220,7 @@ function staticDim(shape: ReadonlyArray<number | string> | undefined, i: number)
 }
 
 class OnnxTeacher implements Teacher {
+  readonly engine = 'ort';
   private dimKnown: number | undefined;
   private constructor(
     readonly name: string,

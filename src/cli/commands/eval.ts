@@ -10,6 +10,9 @@ import { preprocessImage } from '../../base/preprocess/index.js';
 import { readImageTextDataset, type ImageTextSample } from '../../base/data/index.js';
 import { evaluateModel, renderTable, renderScatterSvg, splitBaselines, writeReport, TEMPLATE_SETS, type EvalRow, type LatencyChoice } from '../../eval/index.js';
 import { exportOnnx, ortLatency } from '../../export/index.js';
+import { ENGINES, type EngineName } from '../../eval/engine.js';
+import { openEngine, ORT_THREADS, type EngineReport } from '../../eval/engine-ort.js';
+import type { OnnxCacheEntry } from '../../eval/onnx-cache.js';
 import type { LatencyStats, OrtLatency } from '../../eval/index.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -33,6 +36,8 @@ export interface EvalArgs extends GlobalArgs {
   latency: boolean;
   latencyRuns: number;
   ort: boolean;
+  /** What runs the embedding passes (default ort: the cached, verified ONNX export in onnxruntime-node). */
+  engine?: EngineName;
   json?: string;
   plot?: string;
 }
@@ -83,18 +88,19 @@ async function imagesTensor(samples: ImageTextSample[], size: number, onImage: (
   return tf.tidy(() => tf.tensor4d(data, [samples.length, 3, size, size]).transpose([0, 2, 3, 1]) as tf.Tensor4D);
 }
 
-/** intra-op threads of the ORT timing. */
-const ORT_THREADS = 2;
-
-/** Exports the (fused) model to a temporary ONNX file, verified against tfjs, and times both towers in onnxruntime-node. */
-async function measureOrt(model: CLIP, runs: number, batch: number): Promise<OrtLatency> {
-  const dir = mkdtempSync(join(tmpdir(), 'mclip-eval-'));
+/**
+ * Times both towers in onnxruntime-node: those of the engine's cached export when there is one, else
+ * of the (fused) model exported to a temporary ONNX file, verified against tfjs.
+ */
+async function measureOrt(model: CLIP, runs: number, batch: number, cached: OnnxCacheEntry | undefined): Promise<OrtLatency> {
+  const dir = cached ? null : mkdtempSync(join(tmpdir(), 'mclip-eval-'));
   try {
-    const path = join(dir, 'model.onnx');
-    await exportOnnx(model, path, { tower: 'both' });
+    const path = dir ? join(dir, 'model.onnx') : '';
+    if (dir) await exportOnnx(model, path, { tower: 'both' });
     let version: string | undefined;
     const stats = async (tower: 'image' | 'text', b: number): Promise<LatencyStats> => {
-      const r = await ortLatency(path, tower, { batch: b, runs, threads: ORT_THREADS });
+      const file = cached ? cached[tower] : path;
+      const r = await ortLatency(file, tower, { batch: b, runs, threads: ORT_THREADS });
       version = r.version;
       return { batch: b, warmup: r.warmup, runs: r.runs, medianMs: r.medianMs, p90Ms: r.p90Ms, meanMs: r.meanMs, minMs: r.minMs, maxMs: r.maxMs };
     };
@@ -102,7 +108,7 @@ async function measureOrt(model: CLIP, runs: number, batch: number): Promise<Ort
     const text = { b1: await stats('text', 1), bN: await stats('text', batch) };
     return { image, text, provider: 'cpu', threads: ORT_THREADS, ...(version ? { version } : {}) };
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    if (dir) rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -122,6 +128,8 @@ const LATENCY_BATCH = 8;
 
 export async function runEval(args: EvalArgs): Promise<void> {
   checkTemplates(args.templates);
+  const engineChoice = args.engine ?? 'ort';
+  if (!ENGINES.includes(engineChoice)) throw new UsageError(`--engine: expected one of ${ENGINES.join(', ')}, got '${String(engineChoice)}'`);
   if (args.model.length === 0) throw new MclipError('give at least one --model');
   const specs = args.model.map(parseModelSpec);
   for (const s of specs) {
@@ -165,6 +173,8 @@ export async function runEval(args: EvalArgs): Promise<void> {
   };
 
   const rows: EvalRow[] = [];
+  const engines: Array<EngineReport & { model: string; embedSeconds: number; samplesPerSecond: number }> = [];
+  const tfjsDescription = `tfjs ${backend.name}, ${backend.threads} thread${backend.threads === 1 ? '' : 's'}`;
   const bySize = new Map<number, tf.Tensor4D>();
   try {
     for (const spec of specs) {
@@ -182,21 +192,41 @@ export async function runEval(args: EvalArgs): Promise<void> {
         const images = bySize.get(size)!;
         const zeroShot = { images, labels, classNames, templates: args.templates };
         const retrieval = { images, captions, textToImage };
-        let ort: OrtLatency | undefined;
-        if (args.latency && args.ort) {
-          progress.update(done, `${spec.name}: ONNX export + ORT latency`);
-          ort = await measureOrt(model, args.latencyRuns, LATENCY_BATCH);
+        if (engineChoice === 'ort') progress.update(done, `${spec.name}: ONNX engine (export + verify on the first run)`);
+        const opened = await openEngine(engineChoice, model, { checkpoint: spec.path, tfjsDescription });
+        try {
+          if (!args.quiet || opened.report.fallback) note(`mclip: ${spec.name}: ${opened.line}`);
+          let ort: OrtLatency | undefined;
+          if (args.latency && args.ort) {
+            progress.update(done, `${spec.name}: ${opened.onnx ? '' : 'ONNX export + '}ORT latency`);
+            ort = await measureOrt(model, args.latencyRuns, LATENCY_BATCH, opened.onnx);
+          }
+          // embedding throughput: from the first embedded row to the start of the latency timing (or the end)
+          const e0 = performance.now();
+          let e1: number | undefined;
+          const ev = await evaluateModel(spec.name, model, tokenizer, {
+            zeroShot,
+            retrieval,
+            latency: args.latency ? { runs: args.latencyRuns, batch: LATENCY_BATCH } : false,
+            ort,
+            batchSize: args.batch,
+            engine: opened.engine,
+            onProgress: (phase, k) => {
+              if (phase === 'latency') e1 ??= performance.now();
+              advance(k, `${spec.name}: ${phase === 'latency' ? `tfjs latency` : `${phase} (${opened.engine.name})`}`);
+            },
+          });
+          const embedSeconds = ((e1 ?? performance.now()) - e0) / 1000;
+          const samplesPerSecond = n / Math.max(embedSeconds, 1e-9);
+          engines.push({ model: spec.name, ...opened.report, embedSeconds, samplesPerSecond });
+          rows.push(ev.row);
+          note(
+            `mclip: ${spec.name}: top-1 ${(100 * (ev.row.zeroShot?.top1 ?? 0)).toFixed(1)} % in ${((Date.now() - t0) / 1000).toFixed(1)} s ` +
+              `(${opened.engine.name}: ${n} samples embedded in ${embedSeconds.toFixed(2)} s, ${samplesPerSecond.toFixed(1)} samples/s)`,
+          );
+        } finally {
+          await opened.engine.dispose();
         }
-        const ev = await evaluateModel(spec.name, model, tokenizer, {
-          zeroShot,
-          retrieval,
-          latency: args.latency ? { runs: args.latencyRuns, batch: LATENCY_BATCH } : false,
-          ort,
-          batchSize: args.batch,
-          onProgress: (phase, k) => advance(k, `${spec.name}: ${phase === 'latency' ? `tfjs latency` : phase}`),
-        });
-        rows.push(ev.row);
-        note(`mclip: ${spec.name}: top-1 ${(100 * (ev.row.zeroShot?.top1 ?? 0)).toFixed(1)} % in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
       } finally {
         model.dispose();
       }
@@ -211,7 +241,7 @@ export async function runEval(args: EvalArgs): Promise<void> {
     console.log(`latency: tfjs ${backend.name} (${backend.package}, ${backend.threads} thread${backend.threads === 1 ? '' : 's'})${args.ort ? `; ORT onnxruntime-node CPU (${ORT_THREADS} threads)` : ''}; median of ${args.latencyRuns} runs after warm-up, batch 1 (batch ${LATENCY_BATCH} in the JSON report)`);
   }
   if (args.json) {
-    writeReport(args.json, rows, { data: args.data, split: args.split, label: args.label, samples: samples.length, classes: classNames.length, templates: args.templates }, baselines);
+    writeReport(args.json, rows, { data: args.data, split: args.split, label: args.label, samples: samples.length, classes: classNames.length, templates: args.templates, batch: args.batch, engine: engineChoice, engines }, baselines);
     console.error(`mclip: report written to ${args.json}`);
   }
   if (args.plot) {
@@ -238,7 +268,12 @@ export function evalCommand(y: Argv): Argv {
         .option('batch', { type: 'number', default: 32, describe: 'batch size' })
         .option('latency', { type: 'boolean', default: true, describe: 'time each encoder (use --no-latency to skip)' })
         .option('latency-runs', { type: 'number', default: 30, describe: 'timed runs per measurement' })
-        .option('ort', { type: 'boolean', default: true, describe: 'also export to ONNX (verified) and time it in onnxruntime-node (--no-ort to skip)' })
+        .option('ort', { type: 'boolean', default: true, describe: 'also time the ONNX export (verified) in onnxruntime-node (--no-ort to skip)' })
+        .option('engine', {
+          type: 'string',
+          default: 'ort',
+          describe: 'what embeds (ort | tfjs): ort = the checkpoint\'s verified ONNX export in onnxruntime-node (cached by checkpoint hash in $MCLIP_CACHE_DIR/onnx), falling back to tfjs with the reason; tfjs = the tfjs model',
+        })
         .option('json', { type: 'string', describe: 'write the JSON report here' })
         .option('plot', { type: 'string', describe: 'write the accuracy-vs-latency SVG here' }) as unknown as Argv<EvalArgs>,
     (args) => runEval(args),

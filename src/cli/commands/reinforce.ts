@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import * as tf from '../../base/tf.js';
 import { MclipError } from '../../errors.js';
@@ -7,6 +7,10 @@ import { listShards, manifestSampleCount } from '../../base/data/index.js';
 import { startProgress, formatDuration, progressLogSeconds } from '../progress.js';
 import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
 import { openTeacher, reinforceShards, type ReinforceSummary, type Teacher } from '../../base/reinforce/index.js';
+import type { TeacherEncoderFactory } from '../../base/reinforce/teachers.js';
+import { ENGINES, type EngineName } from '../../eval/engine.js';
+import { openEngine } from '../../eval/engine-ort.js';
+import { UsageError } from '../usage.js';
 import { startBackend, type GlobalArgs } from '../run.js';
 
 export interface ReinforceArgs extends GlobalArgs {
@@ -21,10 +25,27 @@ export interface ReinforceArgs extends GlobalArgs {
   seed: number;
   syn: number;
   batch: number;
+  /** What runs checkpoint teachers (default ort: their cached, verified ONNX export in onnxruntime-node; .onnx teachers always run in ORT). */
+  engine?: EngineName;
 }
 
 function list<T>(v: T | T[] | undefined): T[] {
   return v === undefined ? [] : Array.isArray(v) ? v : [v];
+}
+
+/**
+ * Checkpoint teachers in onnxruntime-node: each one's cached, verified ONNX export (src/eval's
+ * `openEngine`), or its tfjs model when that cannot be had (the reason printed in one line).
+ */
+function ortTeachers(quiet: boolean | undefined, tfjsDescription: string): TeacherEncoderFactory {
+  return async (model, path) => {
+    const name = basename(path);
+    const opened = await openEngine('ort', model, { checkpoint: path, tfjsDescription });
+    if (!quiet || opened.report.fallback) console.error(`mclip: teacher ${name}: ${opened.line}`);
+    if (opened.engine.name === 'ort') return opened.engine;
+    await opened.engine.dispose();
+    return null; // the teacher's own tfjs path
+  };
 }
 
 /**
@@ -45,16 +66,19 @@ export async function runReinforce(args: ReinforceArgs): Promise<ReinforceSummar
   const input = args.split ? join(args.data, args.split) : args.data;
   if (!existsSync(input)) throw new MclipError(`${input}: shard folder not found (expected --data DIR with a '${args.split}' split, e.g. from 'mclip data …')`);
   for (const t of teachers) if (!existsSync(t)) throw new MclipError(`teacher ${t}: file not found`);
+  const engine = args.engine ?? 'ort';
+  if (!ENGINES.includes(engine)) throw new UsageError(`--engine: expected one of ${ENGINES.join(', ')}, got '${String(engine)}'`);
   const tokenizer = ClipTokenizer.fromDir(resolveVocabDir(args.vocab));
-  await startBackend(args);
+  const backend = await startBackend(args);
+  const encoder = engine === 'ort' ? ortTeachers(args.quiet, `tfjs ${backend.name}, ${backend.threads} thread${backend.threads === 1 ? '' : 's'}`) : undefined;
 
   const loaded: Teacher[] = [];
   try {
     for (let i = 0; i < teachers.length; i++) {
-      loaded.push(await openTeacher(teachers[i], { logitScale: scales.length === 0 ? 100 : scales.length === 1 ? scales[0] : scales[i], imageSize: args.imageSize }));
+      loaded.push(await openTeacher(teachers[i], { logitScale: scales.length === 0 ? 100 : scales.length === 1 ? scales[0] : scales[i], imageSize: args.imageSize, encoder }));
     }
     if (!args.quiet) {
-      for (const t of loaded) console.error(`mclip: teacher ${t.name}: ${t.dim}-d, ${t.imageSize}px, logit scale ${t.logitScale}`);
+      for (const t of loaded) console.error(`mclip: teacher ${t.name}: ${t.dim}-d, ${t.imageSize}px, logit scale ${t.logitScale}, engine ${t.engine ?? 'tfjs'}`);
     }
     const nShards = listShards(input).length;
     // Progress counts samples: the split's size from the dataset manifest (none when --data is the shard folder itself), else 1000 per shard (re-estimated as shards finish).
@@ -136,7 +160,12 @@ export function reinforceCommand(y: Argv): Argv {
         .option('image-size', { type: 'number', default: 64, describe: "input size of ONNX teachers whose 'image' input has no static H×W" })
         .option('seed', { type: 'number', default: 0, describe: 'seed of the augmentation parameters (per sample: seed and key)' })
         .option('syn', { type: 'number', default: 5, describe: "synthetic captions per sample (the first N of the sample's alternative captions)" })
-        .option('batch', { type: 'number', default: 32, describe: 'images per teacher forward' }) as unknown as Argv<ReinforceArgs>,
+        .option('batch', { type: 'number', default: 32, describe: 'images per teacher forward' })
+        .option('engine', {
+          type: 'string',
+          default: 'ort',
+          describe: "what runs checkpoint teachers (ort | tfjs): ort = their verified ONNX export in onnxruntime-node (cached by checkpoint hash in $MCLIP_CACHE_DIR/onnx), falling back to tfjs with the reason; tfjs = the tfjs model",
+        }) as unknown as Argv<ReinforceArgs>,
     async (args) => {
       await runReinforce(args);
     },
