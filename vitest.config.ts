@@ -1,4 +1,9 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { defineConfig } from 'vitest/config';
+
+/** The suite's own cache folder (test/global-cache.ts creates and removes it). */
+const cacheDir = join(tmpdir(), `mclip-test-cache-${process.pid}`);
 
 export default defineConfig({
   test: {
@@ -16,6 +21,7 @@ export default defineConfig({
     reporters: ['default', './test/slowest-reporter.ts'],
     // One training rank unless a test asks for more (`mclip train` defaults to one per core): the suite's
     // own processes already fill the cores. test/train/data-parallel.test.ts and the --workers CLI test use 2.
-    env: { MCLIP_WORKERS: '1' },
+    env: { MCLIP_WORKERS: '1', MCLIP_CACHE_DIR: cacheDir },
+    globalSetup: ['./test/global-cache.ts'],
   },
 });
