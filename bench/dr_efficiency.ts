@@ -16,113 +16,16 @@
  * can be re-run after an interruption. Each job's log goes to DIR/logs/. Prints a markdown table and
  * writes it to DIR/dr_efficiency.md.
  */
-import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { spawn } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { readImageTextDataset } from '../src/base/data/index.js';
 import { readSafetensors } from '../src/base/io/safetensors.js';
 import { toFloat32 } from '../src/base/io/tensor-data.js';
-
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const CLI = join(ROOT, 'bin', 'mclip.js');
-
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : def;
-}
-
-/** Runs `mclip ARGS` as a child process; its stderr goes to LOG (appended), its stdout is returned. */
-function mclip(args: string[], log: string): Promise<string> {
-  mkdirSync(dirname(log), { recursive: true });
-  const started = Date.now();
-  console.error(`$ mclip ${args.join(' ')}   (log: ${log})`);
-  return new Promise((ok, fail) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const err = createWriteStream(log, { flags: 'a' });
-    err.write(`$ mclip ${args.join(' ')}\n`);
-    child.stderr.pipe(err);
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.on('error', fail);
-    child.on('close', (code) => {
-      err.end();
-      if (code !== 0) fail(new Error(`mclip ${args[0]} failed (exit ${code}); see ${log}`));
-      else {
-        console.error(`  done in ${((Date.now() - started) / 1000).toFixed(0)} s: mclip ${args.slice(0, 2).join(' ')} … (${log})`);
-        ok(out);
-      }
-    });
-  });
-}
-
-interface Scores {
-  /** Zero-shot over the 10 categories (top-1, top-5). */
-  top1: number;
-  top5: number;
-  /** Zero-shot over the subcategories (top-1) and their number. */
-  subTop1: number;
-  subClasses: number;
-  i2t: number;
-  t2i: number;
-  samples: number;
-}
+import { arg, evaluate, latestStep, mclip, prepareData, reportPath, type Scores, type Setup } from './common.js';
 
 interface Row extends Scores {
   model: string;
   lambda: number | null;
   step: number;
-}
-
-interface Setup {
-  work: string;
-  data: string;
-  vocab: string;
-  evalSample: number;
-}
-
-interface Report {
-  meta: { samples?: number; classes?: number };
-  rows: Array<{ zeroShot: { top1: number; top5: number }; retrieval: { i2t: { r1: number }; t2i: { r1: number } } }>;
-}
-
-/** Where the eval report of a checkpoint is cached (outside checkpoints/, which the trainer prunes). */
-function reportPath(cache: string, label: string): string {
-  return `${cache}-${label}.json`;
-}
-
-/** `mclip eval` of one checkpoint with LABEL as the zero-shot class, cached at reportPath(CACHE, LABEL). */
-async function evalReport(ckpt: string, cache: string, label: string, s: Setup, log: string): Promise<Report> {
-  const report = reportPath(cache, label);
-  mkdirSync(dirname(report), { recursive: true });
-  if (!existsSync(report)) {
-    await mclip(['eval', '--model', ckpt, '--data', s.data, '--split', 'eval', '--vocab', s.vocab, '--sample', String(s.evalSample), '--label', label, '--no-latency', '--json', report, '--quiet'], log);
-  }
-  return JSON.parse(readFileSync(report, 'utf8')) as Report;
-}
-
-/** Zero-shot (categories and subcategories) + retrieval of one checkpoint. */
-async function evaluate(ckpt: string, cache: string, s: Setup, log: string): Promise<Scores> {
-  const cat = await evalReport(ckpt, cache, 'category', s, log);
-  const sub = await evalReport(ckpt, cache, 'subcategory', s, log);
-  const row = cat.rows[0];
-  return {
-    top1: row.zeroShot.top1,
-    top5: row.zeroShot.top5,
-    subTop1: sub.rows[0].zeroShot.top1,
-    subClasses: sub.meta.classes ?? NaN,
-    i2t: row.retrieval.i2t.r1,
-    t2i: row.retrieval.t2i.r1,
-    samples: cat.meta.samples ?? s.evalSample,
-  };
-}
-
-/** Step of the latest checkpoint of a run folder (0 when it has none). */
-function latestStep(run: string): number {
-  const p = join(run, 'checkpoints', 'latest');
-  if (!existsSync(p)) return 0;
-  const m = /step-(\d+)/.exec(readFileSync(p, 'utf8'));
-  return m ? Number(m[1]) : 0;
 }
 
 /** exp(logit_scale) of a checkpoint: the teacher's own learned inverse temperature. */
@@ -146,15 +49,7 @@ async function main(): Promise<void> {
   const { data, vocab } = setup;
   const logs = join(work, 'logs');
   const dr = join(work, 'reinforced');
-  if (!existsSync(join(data, 'manifest.json'))) await mclip(['data', 'emoji', '--out', data], join(logs, 'data.log'));
-  if (!existsSync(join(vocab, 'clip-vocab.json'))) {
-    // Vocabulary from the training split's captions only (the held-out vendor shares the names).
-    const caps = join(work, 'captions.txt');
-    const lines: string[] = [];
-    for await (const smp of readImageTextDataset(data, 'train')) lines.push(smp.caption, ...smp.captions);
-    writeFileSync(caps, lines.join('\n'));
-    await mclip(['vocab', 'train', '--texts', caps, '--size', '4096', '--out', vocab], join(logs, 'vocab.log'));
-  }
+  await prepareData(setup, logs);
 
   // Teachers: same architecture, different seeds, trained on the plain (un-reinforced) train split.
   const teachers = Array.from({ length: nTeachers }, (_, i) => ({ k: i + 1, dir: join(work, `teacher-${i + 1}`) }));
