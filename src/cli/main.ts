@@ -9,6 +9,7 @@ import { exportCommand } from './commands/export.js';
 import { trainCommand } from './commands/train.js';
 import { reinforceCommand } from './commands/reinforce.js';
 import { inheritCommand } from './commands/inherit.js';
+import { convertCommand } from './commands/convert.js';
 import { reportError, setDebug } from './run.js';
 import { checkCommand, checkNumbers, cleanYargsMessage, helpPointer, packageVersion, UsageError, type CommandTable } from './usage.js';
 
@@ -23,6 +24,7 @@ const COMMANDS: readonly { name: string; subcommands: readonly string[]; registe
   { name: 'train', subcommands: [], register: trainCommand },
   { name: 'reinforce', subcommands: [], register: reinforceCommand },
   { name: 'inherit', subcommands: [], register: inheritCommand },
+  { name: 'convert', subcommands: [], register: convertCommand },
 ];
 
 export const COMMAND_TABLE: CommandTable = Object.fromEntries(COMMANDS.map((c) => [c.name, c.subcommands]));
