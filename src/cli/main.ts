@@ -10,6 +10,7 @@ import { trainCommand } from './commands/train.js';
 import { reinforceCommand } from './commands/reinforce.js';
 import { inheritCommand } from './commands/inherit.js';
 import { convertCommand } from './commands/convert.js';
+import { mergeResultsCommand } from './commands/merge-results.js';
 import { reportError, setDebug } from './run.js';
 import { checkCommand, checkNumbers, cleanYargsMessage, helpPointer, packageVersion, UsageError, type CommandTable } from './usage.js';
 
@@ -25,6 +26,7 @@ const COMMANDS: readonly { name: string; subcommands: readonly string[]; registe
   { name: 'reinforce', subcommands: [], register: reinforceCommand },
   { name: 'inherit', subcommands: [], register: inheritCommand },
   { name: 'convert', subcommands: [], register: convertCommand },
+  { name: 'merge-results', subcommands: [], register: mergeResultsCommand },
 ];
 
 export const COMMAND_TABLE: CommandTable = Object.fromEntries(COMMANDS.map((c) => [c.name, c.subcommands]));

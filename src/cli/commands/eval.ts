@@ -1,5 +1,6 @@
-import { existsSync, writeFileSync, renameSync } from 'node:fs';
-import { basename } from 'node:path';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, writeFileSync, renameSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import type { Argv } from 'yargs';
 import * as tf from '../../base/tf.js';
 import { MclipError } from '../../errors.js';
@@ -7,8 +8,26 @@ import { loadModel } from '../../base/model/checkpoint.js';
 import { reparameterize } from '../../base/model/reparameterize.js';
 import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
 import { preprocessImage } from '../../base/preprocess/index.js';
-import { readImageTextDataset, type ImageTextSample } from '../../base/data/index.js';
-import { evaluateModel, renderTable, renderScatterSvg, splitBaselines, writeReport, TEMPLATE_SETS, type EvalRow, type LatencyChoice } from '../../eval/index.js';
+import { atomicWriteJson, readImageTextDataset, type ImageTextSample } from '../../base/data/index.js';
+import {
+  buildClassifier,
+  embedImages,
+  embedTexts,
+  evaluateModel,
+  renderTable,
+  renderScatterSvg,
+  scoreRetrieval,
+  scoreZeroShot,
+  splitBaselines,
+  textMacsForTokens,
+  writeReport,
+  TEMPLATE_SETS,
+  type Embeddings,
+  type EvalRow,
+  type LatencyChoice,
+  type SplitBaselines,
+  type ZeroShotClassifier,
+} from '../../eval/index.js';
 import { exportOnnx, ortLatency } from '../../export/index.js';
 import { ENGINES, type EngineName } from '../../eval/engine.js';
 import { openEngine, ORT_THREADS, type EngineReport } from '../../eval/engine-ort.js';
@@ -21,6 +40,7 @@ import type { CLIP } from '../../base/model/clip.js';
 import { startBackend, type GlobalArgs } from '../run.js';
 import { startProgress, type Progress } from '../progress.js';
 import { UsageError } from '../usage.js';
+import { formatShard, parseShard, shardItems, type ShardRange, type ShardSpec } from '../shard.js';
 
 export interface EvalArgs extends GlobalArgs {
   model: string[];
@@ -40,6 +60,104 @@ export interface EvalArgs extends GlobalArgs {
   engine?: EngineName;
   json?: string;
   plot?: string;
+  /** `i/N`: embed only part i of N of the samples (whole batches) and write them to --json as a part for `mclip merge-results`. */
+  shard?: string;
+}
+
+/** One model's engine in the report's meta. */
+export type EngineEntry = EngineReport & { model: string; embedSeconds: number; samplesPerSecond: number };
+
+export const EVAL_PART_FORMAT = 'mclip-eval-part';
+
+/** Row-major float32 embeddings, stored as little-endian bytes in base64 (exact). */
+export interface StoredEmbeddings {
+  n: number;
+  dim: number;
+  data: string;
+}
+
+/** What every part of one sharded eval must agree on (merge-results compares it key by key). */
+export interface EvalPartConfig {
+  data: string;
+  split: string;
+  label: string;
+  templates: string;
+  batch: number;
+  engine: EngineName;
+  latency: boolean;
+  ort: boolean;
+  latencyRuns: number;
+  limit: number | null;
+  sample: number | null;
+  models: { name: string; path: string }[];
+  /** samples of the whole (limited / sampled) split */
+  samples: number;
+  classNames: string[];
+  /** sha256 of the sample keys, one a line, in order */
+  keys: string;
+  /** sha256 of the captions, one a line, in order */
+  captions: string;
+  /** the split's class index of every sample */
+  labels: number[];
+  count: number;
+}
+
+/** One model's share of a part: its row without zeroShot / retrieval, the classifier and the embeddings of the part's samples. */
+export interface EvalPartModel {
+  name: string;
+  /** params, MACs (textPresent over every caption of the split), latency (part 0 only, when measured) */
+  row: EvalRow;
+  engine: EngineEntry;
+  /** W [numClasses, dim] from every class prompt (each part builds it in full) */
+  classifier: StoredEmbeddings;
+  images: StoredEmbeddings;
+  captions: StoredEmbeddings;
+}
+
+/** `mclip eval --shard i/N --json PART`: one part of a sharded evaluation. */
+export interface EvalPart {
+  format: typeof EVAL_PART_FORMAT;
+  version: 1;
+  createdAt: string;
+  index: number;
+  count: number;
+  /** the samples [start, end) of the split this part embedded */
+  range: ShardRange;
+  config: EvalPartConfig;
+  baselines: SplitBaselines;
+  models: EvalPartModel[];
+}
+
+/** Float32 rows → StoredEmbeddings (little-endian bytes, base64: round-trips bit for bit). */
+export function storeEmbeddings(e: Embeddings): StoredEmbeddings {
+  const le = new Float32Array(e.data);
+  const view = new DataView(le.buffer);
+  for (let i = 0; i < le.length; i++) view.setFloat32(4 * i, e.data[i], true);
+  return { n: e.n, dim: e.dim, data: Buffer.from(le.buffer).toString('base64') };
+}
+
+/** StoredEmbeddings → Embeddings; throws MclipError (naming `what`) when the sizes disagree. */
+export function loadEmbeddings(s: StoredEmbeddings, what: string): Embeddings {
+  const bytes = Buffer.from(s.data, 'base64');
+  if (!Number.isInteger(s.n) || !Number.isInteger(s.dim) || bytes.byteLength !== 4 * s.n * s.dim)
+    throw new MclipError(`${what}: ${bytes.byteLength} bytes of embeddings for ${s.n}×${s.dim} float32 values`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const data = new Float32Array(s.n * s.dim);
+  for (let i = 0; i < data.length; i++) data[i] = view.getFloat32(4 * i, true);
+  return { data, n: s.n, dim: s.dim };
+}
+
+/** The zero-shot and retrieval figures of a row from the embeddings (as evaluateModel scores them). */
+export function scoreRow(clf: ZeroShotClassifier, images: Embeddings, captions: Embeddings, labels: ArrayLike<number>, textToImage: ArrayLike<number>): Pick<EvalRow, 'zeroShot' | 'retrieval'> {
+  const zs = scoreZeroShot(images, labels, clf);
+  const rm = scoreRetrieval(images, captions, textToImage);
+  return { zeroShot: { top1: zs.top1, top5: zs.top5 }, retrieval: { i2t: rm.i2t, t2i: rm.t2i } };
+}
+
+function sha256Lines(lines: readonly string[]): string {
+  const h = createHash('sha256');
+  for (const l of lines) h.update(l).update('\n');
+  return h.digest('hex');
 }
 
 /** `NAME=PATH` or `PATH` (name = file name without extension). */
@@ -128,6 +246,9 @@ const LATENCY_BATCH = 8;
 
 export async function runEval(args: EvalArgs): Promise<void> {
   checkTemplates(args.templates);
+  const shard = parseShard(args.shard);
+  if (shard && !args.json) throw new UsageError(`--shard ${formatShard(shard)} needs --json PART.json (where this part's embeddings go; join the parts with mclip merge-results)`);
+  if (shard && args.plot) throw new UsageError('--plot: not with --shard (the plot needs every sample: pass --plot to mclip merge-results)');
   const engineChoice = args.engine ?? 'ort';
   if (!ENGINES.includes(engineChoice)) throw new UsageError(`--engine: expected one of ${ENGINES.join(', ')}, got '${String(engineChoice)}'`);
   if (args.model.length === 0) throw new MclipError('give at least one --model');
@@ -149,16 +270,20 @@ export async function runEval(args: EvalArgs): Promise<void> {
   const captions = samples.map((s) => s.caption);
   const textToImage = Int32Array.from(captions, (_, i) => i);
   const baselines = splitBaselines(labels, classNames, { textToImage, images: samples.length });
+  // a part embeds whole --batch batches of the samples (the same batches as the unsharded run); classes, labels and baselines stay the split's
+  const part = shard ? shardItems(samples, shard, { unit: args.batch, what: `batches of --batch ${args.batch} (${samples.length} samples)` }) : undefined;
+  const mine = part ? part.items : samples;
   const tokenizer = ClipTokenizer.fromDir(resolveVocabDir(args.vocab));
   const backend = await startBackend(args);
   console.error(`mclip: ${samples.length} samples, ${classNames.length} classes ('${args.label}') from ${args.data}/${args.split}`);
+  if (shard && part) console.error(`mclip: part ${formatShard(shard)}: samples ${part.range.start}–${part.range.end - 1} (${mine.length} of ${samples.length})`);
 
   // Progress over the inputs each model goes through: its images preprocessed (a size already
   // done counts at once), then what evaluateModel embeds (embeddingWork: class prompts, images
   // once, captions). Timing is not counted; the bar names it while it runs.
-  const n = samples.length;
+  const n = mine.length;
   const promptRows = classNames.length * TEMPLATE_SETS[args.templates].length;
-  const perModel = n + promptRows + n + captions.length;
+  const perModel = n + promptRows + n + n;
   const tty = Boolean(process.stderr.isTTY);
   const progress: Progress = startProgress({ label: 'eval', total: perModel * specs.length, unit: 'inputs', quiet: args.quiet, tty });
   let done = 0;
@@ -173,7 +298,8 @@ export async function runEval(args: EvalArgs): Promise<void> {
   };
 
   const rows: EvalRow[] = [];
-  const engines: Array<EngineReport & { model: string; embedSeconds: number; samplesPerSecond: number }> = [];
+  const engines: EngineEntry[] = [];
+  const partModels: EvalPartModel[] = [];
   const tfjsDescription = `tfjs ${backend.name}, ${backend.threads} thread${backend.threads === 1 ? '' : 's'}`;
   const bySize = new Map<number, tf.Tensor4D>();
   try {
@@ -187,9 +313,13 @@ export async function runEval(args: EvalArgs): Promise<void> {
           throw new MclipError(`${spec.path}: text vocabulary ${model.cfg.text.vocabSize} ≠ tokenizer's ${tokenizer.vocabSize} (pass the model's --vocab)`);
         }
         const size = model.cfg.image.imageSize;
-        if (!bySize.has(size)) bySize.set(size, await imagesTensor(samples, size, () => advance(1, `${spec.name}: preprocessing ${size}×${size}`)));
+        if (!bySize.has(size)) bySize.set(size, await imagesTensor(mine, size, () => advance(1, `${spec.name}: preprocessing ${size}×${size}`)));
         else advance(n, `${spec.name}: images already preprocessed`);
         const images = bySize.get(size)!;
+        if (shard) {
+          partModels.push(await embedPart(spec.name, model, tokenizer, images, { args, shard, classNames, captions, mine: captions.slice(part!.range.start, part!.range.end), tfjsDescription, path: spec.path, note, advance, progress: (info) => progress.update(done, info) }));
+          continue;
+        }
         const zeroShot = { images, labels, classNames, templates: args.templates };
         const retrieval = { images, captions, textToImage };
         if (engineChoice === 'ort') progress.update(done, `${spec.name}: ONNX engine (export + verify on the first run)`);
@@ -236,6 +366,34 @@ export async function runEval(args: EvalArgs): Promise<void> {
     for (const line of finished) console.error(line);
     for (const t of bySize.values()) t.dispose();
   }
+  if (shard && part && args.json) {
+    const keys = samples.map((s) => s.key);
+    const config: EvalPartConfig = {
+      data: args.data,
+      split: args.split,
+      label: args.label,
+      templates: args.templates,
+      batch: args.batch,
+      engine: engineChoice,
+      latency: args.latency,
+      ort: args.ort,
+      latencyRuns: args.latencyRuns,
+      limit: args.limit ?? null,
+      sample: args.sample ?? null,
+      models: specs,
+      samples: samples.length,
+      classNames,
+      keys: sha256Lines(keys),
+      captions: sha256Lines(captions),
+      labels: Array.from(labels),
+      count: shard.count,
+    };
+    const out: EvalPart = { format: EVAL_PART_FORMAT, version: 1, createdAt: new Date().toISOString(), index: shard.index, count: shard.count, range: part.range, config, baselines, models: partModels };
+    mkdirSync(dirname(args.json), { recursive: true });
+    atomicWriteJson(args.json, out);
+    console.error(`mclip: part ${formatShard(shard)} written to ${args.json} (join all ${shard.count} parts with mclip merge-results)`);
+    return;
+  }
   console.log(renderTable(rows, { baselines }));
   if (args.latency) {
     console.log(`latency: tfjs ${backend.name} (${backend.package}, ${backend.threads} thread${backend.threads === 1 ? '' : 's'})${args.ort ? `; ORT onnxruntime-node CPU (${ORT_THREADS} threads)` : ''}; median of ${args.latencyRuns} runs after warm-up, batch 1 (batch ${LATENCY_BATCH} in the JSON report)`);
@@ -247,6 +405,66 @@ export async function runEval(args: EvalArgs): Promise<void> {
   if (args.plot) {
     atomicWrite(args.plot, renderScatterSvg(rows, { x: args.latency ? 'latency' : 'macs', y: 'top1', latency: plotLatency(args) }));
     console.error(`mclip: plot written to ${args.plot}`);
+  }
+}
+
+interface PartContext {
+  args: EvalArgs;
+  shard: ShardSpec;
+  classNames: string[];
+  /** every caption of the split (for MACs.textPresent) */
+  captions: string[];
+  /** the part's captions */
+  mine: string[];
+  tfjsDescription: string;
+  path: string;
+  note: (line: string) => void;
+  advance: (rows: number, info: string) => void;
+  progress: (info: string) => void;
+}
+
+/**
+ * One model's share of a part: the classifier from every class prompt, the embeddings of the part's
+ * images and captions (the calls, options and batches of evaluateModel, so the numbers are the
+ * unsharded run's), and its row: cost, MACs over every caption, latency in part 0 only.
+ */
+async function embedPart(name: string, model: CLIP, tokenizer: ClipTokenizer, images: tf.Tensor4D, c: PartContext): Promise<EvalPartModel> {
+  const { args } = c;
+  const t0 = Date.now();
+  if ((args.engine ?? 'ort') === 'ort') c.progress(`${name}: ONNX engine (export + verify on the first run)`);
+  const opened = await openEngine(args.engine ?? 'ort', model, { checkpoint: c.path, tfjsDescription: c.tfjsDescription });
+  try {
+    if (!args.quiet || opened.report.fallback) c.note(`mclip: ${name}: ${opened.line}`);
+    const measure = args.latency && c.shard.index === 0;
+    let ort: OrtLatency | undefined;
+    if (measure && args.ort) {
+      c.progress(`${name}: ${opened.onnx ? '' : 'ONNX export + '}ORT latency`);
+      ort = await measureOrt(model, args.latencyRuns, LATENCY_BATCH, opened.onnx);
+    }
+    const enc = opened.engine;
+    const ctx = model.cfg.text.contextLength;
+    const embed = { batchSize: args.batch, contextLength: ctx };
+    const rows = (phase: string) => (k: number) => c.advance(k, `${name}: ${phase} (${enc.name})`);
+    const e0 = performance.now();
+    const clf = await buildClassifier(enc, tokenizer, c.classNames, { ...embed, templates: args.templates, onRows: rows('class prompts') });
+    const ie = await embedImages(enc, images, { ...embed, onRows: rows('images') });
+    const te = await embedTexts(enc, tokenizer, c.mine, { ...embed, onRows: rows('captions') });
+    const embedSeconds = (performance.now() - e0) / 1000;
+    const samplesPerSecond = ie.n / Math.max(embedSeconds, 1e-9);
+    if (measure) c.advance(0, `${name}: tfjs latency`);
+    const ev = await evaluateModel(name, model, tokenizer, { latency: measure ? { runs: args.latencyRuns, batch: LATENCY_BATCH } : false, ort, batchSize: args.batch, engine: enc });
+    ev.row.macs.textPresent = textMacsForTokens(ev.cost.records, tokenizer.tokenize(c.captions, ctx), ctx);
+    c.note(`mclip: ${name}: part ${formatShard(c.shard)} in ${((Date.now() - t0) / 1000).toFixed(1)} s (${enc.name}: ${ie.n} samples embedded in ${embedSeconds.toFixed(2)} s, ${samplesPerSecond.toFixed(1)} samples/s)`);
+    return {
+      name,
+      row: ev.row,
+      engine: { model: name, ...opened.report, embedSeconds, samplesPerSecond },
+      classifier: storeEmbeddings({ data: clf.weights, n: clf.numClasses, dim: clf.dim }),
+      images: storeEmbeddings(ie),
+      captions: storeEmbeddings(te),
+    };
+  } finally {
+    await opened.engine.dispose();
   }
 }
 
@@ -275,7 +493,11 @@ export function evalCommand(y: Argv): Argv {
           describe: 'what embeds (ort | tfjs): ort = the checkpoint\'s verified ONNX export in onnxruntime-node (cached by checkpoint hash in $MCLIP_CACHE_DIR/onnx), falling back to tfjs with the reason; tfjs = the tfjs model',
         })
         .option('json', { type: 'string', describe: 'write the JSON report here' })
-        .option('plot', { type: 'string', describe: 'write the accuracy-vs-latency SVG here' }) as unknown as Argv<EvalArgs>,
+        .option('plot', { type: 'string', describe: 'write the accuracy-vs-latency SVG here' })
+        .option('shard', {
+          type: 'string',
+          describe: 'i/N: embed only part i (0 ≤ i < N) of the samples, in whole --batch batches, and write them to --json as a part (latency: part 0 only); mclip merge-results joins the N parts into the unsharded report',
+        }) as unknown as Argv<EvalArgs>,
     (args) => runEval(args),
   );
 }

@@ -1,9 +1,9 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import * as tf from '../../base/tf.js';
 import { MclipError } from '../../errors.js';
-import { listShards, manifestSampleCount } from '../../base/data/index.js';
+import { atomicWriteJson, listShards, manifestSampleCount } from '../../base/data/index.js';
 import { startProgress, formatDuration, progressLogSeconds } from '../progress.js';
 import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
 import { openTeacher, reinforceShards, type ReinforceSummary, type Teacher } from '../../base/reinforce/index.js';
@@ -12,6 +12,7 @@ import { ENGINES, type EngineName } from '../../eval/engine.js';
 import { openEngine } from '../../eval/engine-ort.js';
 import { UsageError } from '../usage.js';
 import { startBackend, type GlobalArgs } from '../run.js';
+import { formatShard, parseShard, shardItems, type ShardSpec } from '../shard.js';
 
 export interface ReinforceArgs extends GlobalArgs {
   data: string;
@@ -27,6 +28,64 @@ export interface ReinforceArgs extends GlobalArgs {
   batch: number;
   /** What runs checkpoint teachers (default ort: their cached, verified ONNX export in onnxruntime-node; .onnx teachers always run in ORT). */
   engine?: EngineName;
+  /** `i/N`: reinforce only part i of N of the input shards (src/cli/shard.ts); merge the parts with `mclip merge-results`. */
+  shard?: string;
+}
+
+/** The file that marks an output folder as one part of a sharded run (beside reinforce.json). */
+export const REINFORCE_PART_FILE = 'reinforce-shard.json';
+export const REINFORCE_PART_FORMAT = 'mclip-reinforce-shard-v1';
+
+/** `reinforce-shard.json`: which part of which input this folder holds. */
+export interface ReinforcePart {
+  format: typeof REINFORCE_PART_FORMAT;
+  /** `i/N` */
+  shard: string;
+  index: number;
+  count: number;
+  /** basenames of every input shard of the whole run, in order */
+  inputs: string[];
+  /** basenames of the input shards of this part (= its output shards once complete) */
+  assigned: string[];
+}
+
+/** Reads `dir/reinforce-shard.json` (undefined when there is none). */
+export function readReinforcePart(dir: string): ReinforcePart | undefined {
+  const path = join(dir, REINFORCE_PART_FILE);
+  if (!existsSync(path)) return undefined;
+  let p: Partial<ReinforcePart>;
+  try {
+    p = JSON.parse(readFileSync(path, 'utf8')) as Partial<ReinforcePart>;
+  } catch {
+    throw new MclipError(`${path}: not valid JSON (remove the folder's ${REINFORCE_PART_FILE} or choose another --out)`);
+  }
+  const strings = (x: unknown): x is string[] => Array.isArray(x) && x.every((v) => typeof v === 'string');
+  if (p.format !== REINFORCE_PART_FORMAT || !Number.isInteger(p.index) || !Number.isInteger(p.count) || !strings(p.inputs) || !strings(p.assigned))
+    throw new MclipError(`${path}: not a ${REINFORCE_PART_FORMAT} file`);
+  return { format: REINFORCE_PART_FORMAT, shard: `${p.index}/${p.count}`, index: p.index!, count: p.count!, inputs: p.inputs, assigned: p.assigned };
+}
+
+/**
+ * Marks `out` as part `shard` of a sharded run, or checks the mark a previous (interrupted) run of
+ * the same part left. A folder holding another part, or an unsharded run, is refused; so is an
+ * unsharded run into a part's folder.
+ */
+function checkPart(out: string, shard: ShardSpec | undefined, inputs: string[], assigned: string[]): void {
+  const old = readReinforcePart(out);
+  if (!shard) {
+    if (old) throw new MclipError(`${out}: holds part ${old.shard} of a sharded run; pass --shard ${old.shard} to resume it, or use another --out`);
+    return;
+  }
+  const now = formatShard(shard);
+  if (old) {
+    if (old.shard !== now) throw new MclipError(`${out}: holds part ${old.shard} of a sharded run, not ${now} — use another --out for each part`);
+    if (JSON.stringify(old.inputs) !== JSON.stringify(inputs)) throw new MclipError(`${out}: part ${now} of another input (${old.inputs.length} input shards, now ${inputs.length}) — use another --out`);
+    return;
+  }
+  if (existsSync(join(out, 'reinforce.json'))) throw new MclipError(`${out}: holds an unsharded run; use another --out for part ${now}`);
+  mkdirSync(out, { recursive: true });
+  const part: ReinforcePart = { format: REINFORCE_PART_FORMAT, shard: now, index: shard.index, count: shard.count, inputs, assigned };
+  atomicWriteJson(join(out, REINFORCE_PART_FILE), part);
 }
 
 function list<T>(v: T | T[] | undefined): T[] {
@@ -54,6 +113,7 @@ function ortTeachers(quiet: boolean | undefined, tfjsDescription: string): Teach
  * src/base/reinforce/ for the format and the ONNX teacher interface.
  */
 export async function runReinforce(args: ReinforceArgs): Promise<ReinforceSummary> {
+  const shard = parseShard(args.shard);
   const teachers = list(args.teacher);
   if (teachers.length === 0) throw new MclipError('--teacher is required (a checkpoint or an .onnx model; repeat it for several teachers)');
   const scales = list(args.teacherScale);
@@ -66,8 +126,11 @@ export async function runReinforce(args: ReinforceArgs): Promise<ReinforceSummar
   const input = args.split ? join(args.data, args.split) : args.data;
   if (!existsSync(input)) throw new MclipError(`${input}: shard folder not found (expected --data DIR with a '${args.split}' split, e.g. from 'mclip data …')`);
   for (const t of teachers) if (!existsSync(t)) throw new MclipError(`teacher ${t}: file not found`);
+  const allShards = listShards(input);
+  const shardFiles = shard ? shardItems(allShards, shard, { what: `input shards in ${input}` }).items : allShards;
   const engine = args.engine ?? 'ort';
   if (!ENGINES.includes(engine)) throw new UsageError(`--engine: expected one of ${ENGINES.join(', ')}, got '${String(engine)}'`);
+  checkPart(args.out, shard, allShards.map((f) => basename(f)), shardFiles.map((f) => basename(f)));
   const tokenizer = ClipTokenizer.fromDir(resolveVocabDir(args.vocab));
   const backend = await startBackend(args);
   const encoder = engine === 'ort' ? ortTeachers(args.quiet, `tfjs ${backend.name}, ${backend.threads} thread${backend.threads === 1 ? '' : 's'}`) : undefined;
@@ -80,9 +143,11 @@ export async function runReinforce(args: ReinforceArgs): Promise<ReinforceSummar
     if (!args.quiet) {
       for (const t of loaded) console.error(`mclip: teacher ${t.name}: ${t.dim}-d, ${t.imageSize}px, logit scale ${t.logitScale}, engine ${t.engine ?? 'tfjs'}`);
     }
-    const nShards = listShards(input).length;
-    // Progress counts samples: the split's size from the dataset manifest (none when --data is the shard folder itself), else 1000 per shard (re-estimated as shards finish).
-    const known = args.split ? manifestSampleCount(args.data, args.split) : undefined;
+    const nShards = shardFiles.length;
+    // Progress counts samples: the split's size from the dataset manifest (none when --data is the shard folder itself; a part's share of it), else 1000 per shard (re-estimated as shards finish).
+    const manifest = args.split ? manifestSampleCount(args.data, args.split) : undefined;
+    const known = manifest === undefined ? undefined : Math.round((manifest * nShards) / allShards.length);
+    if (shard && !args.quiet) console.error(`mclip: part ${formatShard(shard)}: input shards ${basename(shardFiles[0])} … ${basename(shardFiles[nShards - 1])} (${nShards} of ${allShards.length})`);
     let total = known ?? nShards * 1000;
     const tty = Boolean(process.stderr.isTTY);
     const bar = tty ? startProgress({ label: 'reinforce', total, unit: 'samples', quiet: args.quiet, tty: true }) : null;
@@ -96,7 +161,7 @@ export async function runReinforce(args: ReinforceArgs): Promise<ReinforceSummar
     const logEveryMs = 1000 * progressLogSeconds();
     const rate = () => (samples / Math.max(1e-3, (Date.now() - t0) / 1000)).toFixed(1);
     const sum = await reinforceShards({
-      input,
+      input: shardFiles,
       out: args.out,
       teachers: loaded,
       tokenizer,
@@ -161,6 +226,10 @@ export function reinforceCommand(y: Argv): Argv {
         .option('seed', { type: 'number', default: 0, describe: 'seed of the augmentation parameters (per sample: seed and key)' })
         .option('syn', { type: 'number', default: 5, describe: "synthetic captions per sample (the first N of the sample's alternative captions)" })
         .option('batch', { type: 'number', default: 32, describe: 'images per teacher forward' })
+        .option('shard', {
+          type: 'string',
+          describe: 'i/N: reinforce only part i (0 ≤ i < N) of the input shards, a contiguous run of them (for N parallel jobs, each with its own --out; join them with mclip merge-results)',
+        })
         .option('engine', {
           type: 'string',
           default: 'ort',
