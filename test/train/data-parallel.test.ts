@@ -102,12 +102,12 @@ describe('data-parallel training: 2 ranks against 1 (micro mobileclip_tiny, wasm
   });
 
   test('train-mode BatchNorm (per-rank statistics): the curve stays within the spread of two 1-rank runs from other inits', async () => {
-    const steps = 12;
+    const steps = 20;
     const a = await train(1, steps, { freeze: false, seed: 1 });
     const b = await train(2, steps, { freeze: false, seed: 1 });
     const c = await train(1, steps, { freeze: false, seed: 2 });
-    // Mean loss over the last 6 steps: the two-rank run is as close to the 1-rank run as another init is (or closer).
-    const tail = (r: Run) => r.losses.slice(-6).reduce((s, v) => s + v, 0) / 6;
+    // Mean loss over the last 10 steps: the two-rank run is as close to the 1-rank run as another init is (or closer).
+    const tail = (r: Run) => r.losses.slice(-10).reduce((s, v) => s + v, 0) / 10;
     const spread = Math.abs(tail(c) - tail(a));
     expect(Math.abs(tail(b) - tail(a))).toBeLessThanOrEqual(Math.max(spread, 0.02 * tail(a)));
     expect(b.losses.every(Number.isFinite)).toBe(true);
