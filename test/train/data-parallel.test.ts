@@ -71,7 +71,7 @@ describe('data-parallel training: 2 ranks against 1 (micro mobileclip_tiny, wasm
     [one, two] = [await train(1, 20, { freeze: true }), await train(2, 20, { freeze: true })];
   });
 
-  test('frozen BatchNorm: the same loss at every one of 20 steps (≤ 1e-5 relative) and the same weights after them', () => {
+  test('frozen BatchNorm: the same loss at every one of 20 steps (≤ 1e-5 relative)', () => {
     for (let i = 0; i < 20; i++) expect(Math.abs(two.losses[i] - one.losses[i]) / one.losses[i], `step ${i + 1}`).toBeLessThan(1e-5);
     // The losses really move (the comparison is not of constants).
     expect(Math.abs(one.losses[19] - one.losses[0])).toBeGreaterThan(1e-2);
