@@ -1,0 +1,144 @@
+/**
+ * bench/throughput — in one run on this machine: the `mobileclip_tiny` train step (batch 32) with 1 and 2
+ * data-parallel ranks beside the PyTorch anchor (the official code, ../shared/anchors/torch_train_step.py,
+ * 1 and 2 threads; needs $REFSRC), embedding throughput of `mclip eval`'s engines (tfjs on wasm vs the
+ * ONNX export in onnxruntime-node) for mobileclip_tiny and, when the fixture is present, MobileCLIP-S0, and
+ * `mclip reinforce` samples/s with each engine. Each measurement runs alone (one after the other).
+ *
+ *   npm run build && REFSRC=/path/to/refsrc node dist/bench/throughput.js [--work bench-out/throughput] [--data DIR --vocab DIR]
+ *
+ * Prints a markdown table and writes it to WORK/throughput.md.
+ */
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import * as tf from '../src/base/tf.js';
+import { initBackend } from '../src/base/backend/index.js';
+import { CLIP } from '../src/base/model/clip.js';
+import { getConfig } from '../src/base/model/configs.js';
+import { loadModel, saveModel } from '../src/base/model/checkpoint.js';
+import { openEngine } from '../src/eval/engine-ort.js';
+import type { EngineName } from '../src/eval/engine.js';
+import { ROOT, arg, mclip } from './common.js';
+import { timeTrainStep, torchAnchor } from './throughput-train.js';
+
+interface EmbedRate {
+  model: string;
+  engine: EngineName;
+  imagesPerSec: number;
+  textsPerSec: number;
+  /** One image and one text per sample (what an eval embeds per sample, prompts aside). */
+  samplesPerSec: number;
+}
+
+/** Images and texts per second of one engine over `n` samples in batches of 32 (after one warm-up batch). */
+async function embedRate(label: string, ckpt: string, engine: EngineName, n: number, cacheDir: string): Promise<EmbedRate> {
+  const { model, config } = await loadModel(ckpt, { fused: true });
+  const opened = await openEngine(engine, model, { checkpoint: ckpt, root: cacheDir });
+  if (opened.report.engine !== engine) throw new Error(`${label}: ${opened.line}`);
+  const s = config.image.imageSize;
+  const ctx = config.text.contextLength;
+  const b = 32;
+  const pixels = Float32Array.from({ length: b * 3 * s * s }, (_, i) => ((i * 2654435761) % 1000) / 1000);
+  const tokens = new Int32Array(b * ctx);
+  for (let r = 0; r < b; r++) {
+    tokens[r * ctx] = config.text.vocabSize - 2;
+    for (let j = 1; j < 12; j++) tokens[r * ctx + j] = 1 + ((r * 31 + j * 7) % (config.text.vocabSize - 3));
+    tokens[r * ctx + 12] = config.text.vocabSize - 1;
+  }
+  const e = opened.engine;
+  await e.encodeImages(pixels, b, 'nchw');
+  await e.encodeTexts(tokens, b);
+  const batches = Math.ceil(n / b);
+  let t0 = performance.now();
+  for (let i = 0; i < batches; i++) await e.encodeImages(pixels, b, 'nchw');
+  const img = (performance.now() - t0) / 1000;
+  t0 = performance.now();
+  for (let i = 0; i < batches; i++) await e.encodeTexts(tokens, b);
+  const txt = (performance.now() - t0) / 1000;
+  await e.dispose();
+  model.dispose();
+  const m = batches * b;
+  return { model: label, engine, imagesPerSec: m / img, textsPerSec: m / txt, samplesPerSec: m / (img + txt) };
+}
+
+/** `mclip reinforce` samples/s (summed over its shard lines) with one tiny teacher and `engine`. */
+async function reinforceRate(data: string, vocab: string, teacher: string, engine: EngineName, work: string): Promise<number> {
+  const out = join(work, `reinforce-${engine}`);
+  rmSync(out, { recursive: true, force: true });
+  const log = join(work, 'logs', `reinforce-${engine}.log`);
+  await mclip(['reinforce', '--data', data, '--split', 'train', '--teacher', teacher, '--augs', '2', '--syn', '2', '--out', out, '--vocab', vocab, '--engine', engine], log);
+  const { readFileSync } = await import('node:fs');
+  let samples = 0;
+  let seconds = 0;
+  for (const m of readFileSync(log, 'utf8').matchAll(/: (\d+) samples(?: \([^)]*\))? in (\d+(?:\.\d+)?) s/g)) {
+    samples += Number(m[1]);
+    seconds += Number(m[2]);
+  }
+  return samples / seconds;
+}
+
+async function main(): Promise<void> {
+  const work = resolve(arg('work', 'bench-out/throughput'));
+  const cacheDir = join(work, 'cache');
+  mkdirSync(join(work, 'logs'), { recursive: true });
+  await initBackend({ backend: 'wasm' });
+  const lines: string[] = [];
+  const t0 = Date.now();
+
+  // 1. Training.
+  const one = await timeTrainStep(1);
+  const two = await timeTrainStep(2);
+  const pt1 = torchAnchor(1, ROOT);
+  const pt2 = torchAnchor(2, ROOT);
+  const ms = (v: number | null) => (v == null ? '—' : `${(v / 1000).toFixed(2)} s`);
+  lines.push(
+    '### Training: `mobileclip_tiny`, batch 32, forward + backward + AdamW (median of 10 steps after 3)',
+    '',
+    '| | step | samples/s | vs mclip 1 worker | vs PyTorch 1 thread |',
+    '|---|---|---|---|---|',
+    `| mclip, 1 worker (wasm, 1 thread) | ${ms(one.medianMs)} | ${one.samplesPerSec.toFixed(1)} | 1.00× | ${pt1.medianMs ? (pt1.medianMs / one.medianMs).toFixed(2) + '×' : '—'} |`,
+    `| mclip, 2 workers (data-parallel) | ${ms(two.medianMs)} | ${two.samplesPerSec.toFixed(1)} | ${(one.medianMs / two.medianMs).toFixed(2)}× | ${pt1.medianMs ? (pt1.medianMs / two.medianMs).toFixed(2) + '×' : '—'} |`,
+    `| PyTorch 1.13 CPU, 1 thread (official code) | ${ms(pt1.medianMs)} | ${pt1.medianMs ? ((32 * 1000) / pt1.medianMs).toFixed(1) : '—'} | | ${pt1.medianMs ? '1.00×' : pt1.note} |`,
+    `| PyTorch 1.13 CPU, 2 threads | ${ms(pt2.medianMs)} | ${pt2.medianMs ? ((32 * 1000) / pt2.medianMs).toFixed(1) : '—'} | | ${pt2.medianMs && pt1.medianMs ? (pt1.medianMs / pt2.medianMs).toFixed(2) + '×' : pt2.note} |`,
+    '',
+  );
+
+  // 2. Embedding engines.
+  const tiny = join(work, 'tiny.safetensors');
+  if (!existsSync(tiny)) {
+    const m = new CLIP(getConfig('mobileclip_tiny'), { seed: 1 });
+    saveModel(m, tiny);
+    m.dispose();
+  }
+  const models: Array<[string, string]> = [['mobileclip_tiny', tiny]];
+  const s0 = join(ROOT, '..', 'shared', 'fixtures', 'mobileclip_s0', 'model_fp16.pt');
+  if (existsSync(s0)) models.push(['MobileCLIP-S0 (fixture weights)', s0]);
+  const rates: EmbedRate[] = [];
+  for (const [label, ckpt] of models) {
+    for (const engine of ['tfjs', 'ort'] as const) rates.push(await embedRate(label, ckpt, engine, label.startsWith('Mobile') ? 64 : 256, cacheDir));
+  }
+  lines.push('### Evaluation: embedding throughput, batch 32 (tfjs wasm 1 thread vs onnxruntime-node 2 threads)', '', '| model | engine | images/s | texts/s | samples/s (image + text) | ORT / tfjs |', '|---|---|---|---|---|---|');
+  for (const r of rates) {
+    const base = rates.find((q) => q.model === r.model && q.engine === 'tfjs')!;
+    lines.push(`| ${r.model} | ${r.engine} | ${r.imagesPerSec.toFixed(0)} | ${r.textsPerSec.toFixed(0)} | ${r.samplesPerSec.toFixed(0)} | ${(r.samplesPerSec / base.samplesPerSec).toFixed(2)}× |`);
+  }
+  lines.push('');
+
+  // 3. Reinforcement.
+  const data = arg('data', '');
+  const vocab = arg('vocab', '');
+  if (data && vocab) {
+    const tRate = await reinforceRate(resolve(data), resolve(vocab), tiny, 'tfjs', work);
+    const oRate = await reinforceRate(resolve(data), resolve(vocab), tiny, 'ort', work);
+    lines.push('### Reinforcement: `mclip reinforce`, one mobileclip_tiny teacher, 2 augmentations + 2 synthetic captions per sample', '', '| engine | samples/s |', '|---|---|', `| tfjs | ${tRate.toFixed(1)} |`, `| ort | ${oRate.toFixed(1)} (${(oRate / tRate).toFixed(2)}×) |`, '');
+  } else lines.push('(reinforcement not measured: pass --data and --vocab, e.g. a `mclip data emoji --sample 256` folder)', '');
+  lines.push(`Measured ${new Date().toISOString().slice(0, 16)} UTC in ${((Date.now() - t0) / 1000).toFixed(0)} s; backend ${tf.getBackend()}.`);
+  const md = lines.join('\n');
+  writeFileSync(join(work, 'throughput.md'), md + '\n');
+  console.log(md);
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
+  process.exit(1);
+});
