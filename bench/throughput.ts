@@ -5,7 +5,7 @@
  * ONNX export in onnxruntime-node) for mobileclip_tiny and, when the fixture is present, MobileCLIP-S0, and
  * `mclip reinforce` samples/s with each engine. Each measurement runs alone (one after the other).
  *
- *   npm run build && REFSRC=/path/to/refsrc node dist/bench/throughput.js [--work bench-out/throughput] [--data DIR --vocab DIR]
+ *   npm run build && REFSRC=/path/to/refsrc node dist/bench/throughput.js [--work bench-out/throughput] [--model CKPT] [--data DIR --vocab DIR]
  *
  * Prints a markdown table and writes it to WORK/throughput.md.
  */
@@ -104,7 +104,8 @@ async function main(): Promise<void> {
   );
 
   // 2. Embedding engines.
-  const tiny = join(work, 'tiny.safetensors');
+  // A mobileclip_tiny checkpoint: --model (e.g. models/mclip-emoji.safetensors), else a random one.
+  const tiny = arg('model', '') ? resolve(arg('model', '')) : join(work, 'tiny.safetensors');
   if (!existsSync(tiny)) {
     const m = new CLIP(getConfig('mobileclip_tiny'), { seed: 1 });
     saveModel(m, tiny);
