@@ -15,6 +15,7 @@ import { freezeBatchNorm } from '../../src/base/train/freeze-batch-norm.js';
 import { DataParallel, workerEntry } from '../../src/base/train/parallel/data-parallel.js';
 import { TEST_TEACHERS, TEST_TEACHER_WIDTH, syntheticBatch } from './synthetic-batch.js';
 import { MICRO_CONTEXT as L, microConfig } from '../micro-config.js';
+import { relErr } from '../model/helpers.js';
 
 const cfg = microConfig();
 const B = 8;
@@ -54,15 +55,6 @@ async function train(workers: number, steps: number, o: { freeze: boolean; seed?
   }
 }
 
-function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-    m = Math.max(m, Math.abs(a[i]));
-  }
-  return d / Math.max(m, 1e-30);
-}
 
 describe('data-parallel training: 2 ranks against 1 (micro mobileclip_tiny, wasm)', () => {
   let one: Run;
@@ -92,7 +84,7 @@ describe('data-parallel training: 2 ranks against 1 (micro mobileclip_tiny, wasm
       const names = Object.keys(ref.grads);
       expect(Object.keys(got.grads).sort()).toEqual(names.sort());
       const all = (g: Record<string, tf.Tensor>) => Float32Array.from(names.flatMap((n) => Array.from(g[n].dataSync())));
-      expect(relDiff(all(ref.grads), all(got.grads))).toBeLessThan(1e-5);
+      expect(relErr(all(ref.grads), all(got.grads))).toBeLessThan(1e-5);
     } finally {
       tf.dispose([ref.loss, got.loss, ...Object.values(ref.losses), ...Object.values(got.losses), ...Object.values(ref.grads), ...Object.values(got.grads)]);
       tf.dispose([b.images, b.gtTokens, b.synTokens!]);

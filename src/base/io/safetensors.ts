@@ -8,8 +8,8 @@
  * and orders tensors by decreasing item size (stable), so every tensor is aligned to its item size; the file is
  * written to a temporary name and renamed into place.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { writeFileAtomic } from './atomic-write.js';
 import { MclipError } from '../../errors.js';
 import {
   DTYPE_SIZE,
@@ -202,30 +202,8 @@ export function serializeSafetensors(tensors: StateDict, metadata?: Record<strin
 /** Writes a safetensors file atomically (temporary file in the same folder, fsync, rename). */
 export function writeSafetensors(path: string, tensors: StateDict, metadata?: Record<string, string>): void {
   const { prefix, order } = layout(tensors, metadata, path);
-  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`);
-  let fd: number | undefined;
-  try {
-    fd = openSync(tmp, 'wx');
-    writeAll(fd, prefix);
-    for (const { t } of order) writeAll(fd, tensorBytes(t));
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = undefined;
-    renameSync(tmp, path);
-  } catch (e) {
-    if (fd !== undefined) closeSync(fd);
-    try {
-      unlinkSync(tmp);
-    } catch {
-      /* already gone */
-    }
-    if (e instanceof MclipError) throw e;
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new MclipError(`${path}: cannot write safetensors file (${code ?? String(e)})`, { cause: e });
-  }
-}
-
-function writeAll(fd: number, bytes: Uint8Array): void {
-  let done = 0;
-  while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done);
+  writeFileAtomic(path, 'safetensors file', (append) => {
+    append(prefix);
+    for (const { t } of order) append(tensorBytes(t));
+  });
 }

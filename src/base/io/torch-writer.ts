@@ -17,8 +17,7 @@
  * Dtypes are kept (float16 as its raw bits, int64 as int64), or every floating tensor is cast to `dtype`
  * (float16 rounds to nearest even); integer and bool tensors (`num_batches_tracked`) are never cast.
  */
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { writeFileAtomic } from './atomic-write.js';
 import { MclipError } from '../../errors.js';
 import { PickleWriter, BATCH_SIZE } from './pickle-writer.js';
 import {
@@ -328,37 +327,5 @@ export function torchCheckpointBytes(sd: StateDict, opts: TorchSaveOptions = {})
  */
 export function writeTorchCheckpoint(path: string, sd: StateDict, opts: TorchSaveOptions = {}): number {
   const { pkl, storages } = plan(sd, opts, path);
-  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`);
-  let fd: number | undefined;
-  let size = 0;
-  try {
-    fd = openSync(tmp, 'wx');
-    const out = fd;
-    writeTorchArchive(
-      (b) => {
-        let done = 0;
-        while (done < b.byteLength) done += writeSync(out, b, done, b.byteLength - done);
-        size += b.byteLength;
-      },
-      'archive',
-      pkl,
-      storages,
-      opts,
-    );
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = undefined;
-    renameSync(tmp, path);
-    return size;
-  } catch (e) {
-    if (fd !== undefined) closeSync(fd);
-    try {
-      unlinkSync(tmp);
-    } catch {
-      /* not created, or already gone */
-    }
-    if (e instanceof MclipError) throw e;
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new MclipError(`${path}: cannot write PyTorch checkpoint (${code ?? String(e)})`, { cause: e });
-  }
+  return writeFileAtomic(path, 'PyTorch checkpoint', (append) => writeTorchArchive(append, 'archive', pkl, storages, opts));
 }
