@@ -210,9 +210,13 @@ export async function runTrain(args: TrainArgs): Promise<void> {
   }
 }
 
+/** Rows per rank the default worker count keeps at least (each rank's BatchNorm sees only its own rows). */
+export const MIN_ROWS_PER_WORKER = 8;
+
 /**
- * Ranks for data-parallel training: --workers, else $MCLIP_WORKERS, else the number of cores; at most the
- * batch (each rank needs a row).
+ * Ranks for data-parallel training: --workers, else $MCLIP_WORKERS, else the number of cores but no more
+ * than leave MIN_ROWS_PER_WORKER rows to each (BatchNorm statistics of fewer rows get noisy); always at
+ * most the batch (each rank needs a row).
  */
 export function resolveWorkers(flag: number | undefined, batch: number): number {
   const env = process.env.MCLIP_WORKERS;
@@ -221,7 +225,7 @@ export function resolveWorkers(flag: number | undefined, batch: number): number 
   else if (env !== undefined && env !== '') {
     n = Number(env);
     if (!Number.isInteger(n) || n < 1) throw new MclipError(`MCLIP_WORKERS must be a positive integer, got '${env}'`);
-  } else n = availableParallelism();
+  } else n = Math.min(availableParallelism(), Math.floor(batch / MIN_ROWS_PER_WORKER));
   return Math.max(1, Math.min(n, batch));
 }
 
@@ -233,7 +237,7 @@ export function trainCommand(y: Argv): Argv {
       a
         .option('data', { type: 'string', demandOption: true, describe: 'dataset folder (mclip data …)' })
         .option('split', { type: 'string', default: 'train', describe: 'split folder inside --data' })
-        .option('workers', { type: 'number', describe: 'data-parallel ranks: this thread + worker threads (default $MCLIP_WORKERS, else the number of cores; at most --batch)' })
+        .option('workers', { type: 'number', describe: `data-parallel ranks: this thread + worker threads (default $MCLIP_WORKERS, else the number of cores, but at least ${MIN_ROWS_PER_WORKER} rows of --batch per rank; at most --batch)` })
         .option('arch', { type: 'string', describe: `architecture of a new model (default ${DEFAULT_ARCH}); with --init, the architecture the checkpoint must fit` })
         .option('init', { type: 'string', describe: 'start from this checkpoint instead of a random model' })
         .option('vocab', { type: 'string', describe: 'tokenizer folder (else $MCLIP_VOCAB); sets the text vocabulary of a new model' })
