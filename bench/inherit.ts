@@ -6,6 +6,11 @@
  *   npm run build && node dist/bench/inherit.js [--work DIR] [--teacher-steps 300] [--student-steps 300]
  *       [--every 100] [--batch 32] [--warmup 30] [--text-layers 1] [--text-width 64] [--text-heads 2]
  *       [--image-widths 8,16,32,64] [--eval-sample 1000] [--backend NAME]
+ *       [--teacher CKPT --vocab DIR] [--data DIR] [--workers 1]
+ *
+ * With --teacher (e.g. models/mclip-emoji.safetensors with --vocab models/vocab) the trained model is the
+ * teacher and no teacher is trained. --workers is passed to each student's `mclip train` (the two students
+ * run in parallel, so the default 1 keeps one rank per core).
  *
  * Stages: emoji data + vocabulary (as bench/dr_efficiency), one mobileclip_tiny teacher, the inherited
  * student (`mclip inherit`), the scratch student (the inherited student's config, `new CLIP(config,
@@ -90,7 +95,9 @@ async function main(): Promise<void> {
   const warmup = arg('warmup', '30');
   const spec = { textLayers: arg('text-layers', '1'), textWidth: arg('text-width', '64'), textHeads: arg('text-heads', '2'), imageWidths: arg('image-widths', '8,16,32,64') };
   const backend = arg('backend', '');
-  const setup: Setup = { work, data: join(work, 'emoji'), vocab: join(work, 'vocab'), evalSample: Number(arg('eval-sample', '1000')) };
+  const given = arg('teacher', '');
+  const workers = arg('workers', '1');
+  const setup: Setup = { work, data: resolve(arg('data', join(work, 'emoji'))), vocab: resolve(arg('vocab', join(work, 'vocab'))), evalSample: Number(arg('eval-sample', '1000')) };
   const { data, vocab } = setup;
   const logs = join(work, 'logs');
   const timings = new Timings(join(work, 'timings.json'));
@@ -99,9 +106,9 @@ async function main(): Promise<void> {
 
   await timings.stage('data + vocabulary', existsSync(join(data, 'manifest.json')) && existsSync(join(vocab, 'clip-vocab.json')), () => prepareData(setup, logs));
 
-  // Teacher: mobileclip_tiny from random init (seed 1).
-  const teacherDir = join(work, 'teacher');
-  const teacher = join(teacherDir, 'model.safetensors');
+  // Teacher: the given checkpoint, or mobileclip_tiny trained here from random init (seed 1).
+  const teacherDir = given ? join(work, 'teacher-given') : join(work, 'teacher');
+  const teacher = given ? resolve(given) : join(teacherDir, 'model.safetensors');
   await timings.stage(`teacher: train ${teacherSteps} steps`, existsSync(teacher), () =>
     mclip(['train', ...be, '--data', data, '--vocab', vocab, '--out', teacherDir, '--arch', 'mobileclip_tiny', '--steps', String(teacherSteps), '--batch', batch, '--warmup', warmup, '--save-every', '100', '--resume', '--seed', '1'], join(logs, 'teacher.log')),
   );
@@ -157,7 +164,11 @@ async function main(): Promise<void> {
     if (a.image !== b.image || a.text !== b.text) throw new Error(`${what}: counted ${a.image}/${a.text} parameters, inherit printed ${b.image}/${b.text}`);
   }
 
-  const rows: Row[] = [{ model: 'teacher mobileclip_tiny', init: 'random (seed 1)', step: teacherSteps, trainParams: tParams, trainLoss: trainLoss(teacherDir, teacherSteps), ...(await teacherScores) }];
+  const rows: Row[] = [
+    given
+      ? { model: `teacher ${given}`, init: 'given', step: NaN, trainParams: tParams, trainLoss: NaN, ...(await teacherScores) }
+      : { model: 'teacher mobileclip_tiny', init: 'random (seed 1)', step: teacherSteps, trainParams: tParams, trainLoss: trainLoss(teacherDir, teacherSteps), ...(await teacherScores) },
+  ];
 
   // Students: one process each, in parallel; each is evaluated at step 0, then trains to the next step count, is evaluated, goes on.
   const students = [
@@ -184,7 +195,7 @@ async function main(): Promise<void> {
         const run = !cached && latestStep(out) > s ? join(out, 'replay') : out;
         const ckpt = join(run, 'checkpoints', name, 'model.safetensors');
         await timings.stage(`student ${key}: train ${prev}→${s}${run === out ? '' : ' (replay)'}`, cached || existsSync(ckpt), () =>
-          mclip(['train', ...be, '--data', data, '--vocab', vocab, '--out', run, '--init', init, '--steps', String(studentSteps), '--batch', batch, '--warmup', warmup, '--save-every', String(every), '--stop-after', String(s), '--resume', '--seed', '7'], log),
+          mclip(['train', ...be, '--data', data, '--vocab', vocab, '--out', run, '--init', init, '--steps', String(studentSteps), '--batch', batch, '--warmup', warmup, '--save-every', String(every), '--stop-after', String(s), '--resume', '--seed', '7', '--workers', workers], log),
         );
         await timings.stage(`student ${key}: eval step ${s}`, cached, () => evaluate(ckpt, cache, setup, log));
         mine.push({ ...base, step: s, trainLoss: trainLoss(out, s), ...(await evaluate(ckpt, cache, setup, log)) });
@@ -208,7 +219,7 @@ async function main(): Promise<void> {
     '|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows.map(
       (x) =>
-        `| ${x.model} | ${x.init} | ${x.step} | ${mil(x.trainParams.image)} / ${mil(x.trainParams.text)} | ${(x.macs.image / 1e6).toFixed(2)} / ${(x.macs.text / 1e6).toFixed(2)} | ${Number.isFinite(x.trainLoss) ? x.trainLoss.toFixed(3) : '—'} | ${pct(x.top1)} | ${pct(x.subTop1)} | ${pct(x.i2t)} | ${pct(x.i2t10)} | ${pct(x.t2i)} | ${pct(x.t2i10)} |`,
+        `| ${x.model} | ${x.init} | ${Number.isFinite(x.step) ? x.step : "—"} | ${mil(x.trainParams.image)} / ${mil(x.trainParams.text)} | ${(x.macs.image / 1e6).toFixed(2)} / ${(x.macs.text / 1e6).toFixed(2)} | ${Number.isFinite(x.trainLoss) ? x.trainLoss.toFixed(3) : '—'} | ${pct(x.top1)} | ${pct(x.subTop1)} | ${pct(x.i2t)} | ${pct(x.i2t10)} | ${pct(x.t2i)} | ${pct(x.t2i10)} |`,
     ),
     ...(cat && sub
       ? [
