@@ -29,34 +29,26 @@ export interface EmbedOptions {
   onRows?: (rows: number) => void;
 }
 
-/** Runs `encode` on row batches of `x` (first axis) inside tf.tidy and gathers the rows. */
-async function embedBatches(x: tf.Tensor, encode: (b: tf.Tensor) => tf.Tensor, opts: EmbedOptions): Promise<Embeddings> {
-  const n = x.shape[0] as number;
-  const bs = Math.max(1, opts.batchSize ?? 32);
+/** Runs `encode` on row batches of `x` (first axis) inside tf.tidy (normalising there) and gathers the rows. */
+function embedBatches(x: tf.Tensor, encode: (b: tf.Tensor) => tf.Tensor, opts: EmbedOptions): Promise<Embeddings> {
   const normalize = opts.normalize ?? true;
-  let data: Float32Array | null = null;
-  let dim = 0;
-  for (let s = 0; s < n; s += bs) {
-    const m = Math.min(bs, n - s);
-    const y = tf.tidy(() => {
-      const begin = x.shape.map((_, i) => (i === 0 ? s : 0));
-      const size = x.shape.map((d, i) => (i === 0 ? m : (d as number)));
-      const e = encode(x.slice(begin, size));
-      return normalize ? l2normalize(e) : e;
-    });
-    try {
-      const v = (await y.data()) as Float32Array;
-      if (data == null) {
-        dim = y.shape[1] as number;
-        data = new Float32Array(n * dim);
+  return embedWith(
+    x.shape[0] as number,
+    async (s, m) => {
+      const y = tf.tidy(() => {
+        const begin = x.shape.map((_, i) => (i === 0 ? s : 0));
+        const size = x.shape.map((d, i) => (i === 0 ? m : (d as number)));
+        const e = encode(x.slice(begin, size));
+        return normalize ? l2normalize(e) : e;
+      });
+      try {
+        return (await y.data()) as Float32Array;
+      } finally {
+        y.dispose();
       }
-      data.set(v, s * dim);
-    } finally {
-      y.dispose();
-    }
-    opts.onRows?.(m);
-  }
-  return { data: data ?? new Float32Array(0), n, dim };
+    },
+    { ...opts, normalize: false },
+  );
 }
 
 /** Runs `rows(start, count)` (features [count, D] on the JS side) on row batches of n rows and gathers them. */
