@@ -1,7 +1,7 @@
 /**
  * Model cost: parameter counts from the module tree and multiply–accumulates (MACs) from the
- * layers at the real input size. Shapes come from one forward pass of a single sample with every
- * layer's output captured (`withCapture`).
+ * layers at the real input size. Shapes come from one forward pass of a single sample, recorded by
+ * removable forward hooks on the counted layers.
  *
  * Each layer is counted by the function registered for its class (`registerCost`, ./cost-registry.ts;
  * the built-ins in ./cost-layers.ts), the kernel part of attention by the one registered for the
@@ -21,10 +21,10 @@
  * branches (rbr_conv / rbr_scale / lkb_origin + small_conv …).
  */
 import * as tf from '../base/tf.js';
-import { Module, withCapture } from '../base/nn/module.js';
+import type { Module } from '../base/nn/module.js';
 import { Embedding } from '../base/layers/embedding.js';
 import type { CLIP } from '../base/model/clip.js';
-import { costFor, type CostInfo } from './cost-registry.js';
+import { costFor } from './cost-registry.js';
 import './cost-layers.js';
 
 export { registerCost, registerAttentionCost, attentionRecord, costFor, type CostFn, type CostInfo, type AttentionCostFn, type AttentionShape } from './cost-registry.js';
@@ -78,41 +78,35 @@ export function countParams(model: Module): ParamCount {
   return out;
 }
 
-function isCounted(m: Module): boolean {
-  return costFor(m) != null;
-}
-
-function recordFor(m: Module, shape: number[], info: CostInfo): MacRecord | null {
-  const fn = costFor(m);
-  return fn ? fn(m, shape, info) : null;
-}
-
 /**
  * MACs per sample of every counted layer under `root`, from one run of `run` (which must call
  * `root` or its descendants through `Module.call`; its result is disposed). Layers that `run` does
  * not reach are left out. `tower` labels the records (default: from the path, image_encoder / text_encoder).
  */
 export function profileMacs(root: Module, run: () => tf.Tensor, opts: { tower?: Tower; prefix?: string } = {}): MacRecord[] {
-  const mods = root.namedModules().filter(([, m]) => isCounted(m));
-  const { result, captured } = withCapture(
-    root,
-    mods.map(([n]) => n),
-    () => tf.tidy(run),
+  const counted = root.namedModules().flatMap(([name, m]) => {
+    const fn = costFor(m);
+    return fn ? [{ name, m, fn, shape: null as number[] | null }] : [];
+  });
+  // Only the output shapes are needed: hooks record them (no copies of the activations).
+  const handles = counted.map((c) =>
+    c.m.registerForwardHook((_m, _x, y) => {
+      c.shape = y.shape.slice();
+    }),
   );
   try {
-    const out: MacRecord[] = [];
-    for (const [name, m] of mods) {
-      const y = captured.get(name);
-      if (!y) continue;
-      const full = (opts.prefix ?? '') + name;
-      const r = recordFor(m, y.shape, { name: full, tower: opts.tower ?? towerOf(full), batch: y.shape[0] });
-      if (r) out.push(r);
-    }
-    return out;
+    tf.tidy(run).dispose();
   } finally {
-    result.dispose();
-    for (const t of captured.values()) t.dispose();
+    for (const h of handles) h.remove();
   }
+  const out: MacRecord[] = [];
+  for (const { name, m, fn, shape } of counted) {
+    if (!shape) continue;
+    const full = (opts.prefix ?? '') + name;
+    const r = fn(m, shape, { name: full, tower: opts.tower ?? towerOf(full), batch: shape[0] });
+    if (r) out.push(r);
+  }
+  return out;
 }
 
 export interface RescaleOptions {
