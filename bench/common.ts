@@ -135,3 +135,17 @@ export function latestStep(run: string): number {
   const m = /step-(\d+)/.exec(readFileSync(p, 'utf8'));
   return m ? Number(m[1]) : 0;
 }
+
+/** Writes a bench's markdown report to `path` and prints it. */
+export function publish(path: string, md: string): void {
+  writeFileSync(path, md + '\n');
+  console.log(md);
+}
+
+/** Runs a bench's main; a failure prints its message and exits 1. */
+export function runBench(main: () => Promise<void>): void {
+  main().catch((e: unknown) => {
+    console.error(e instanceof Error ? e.message : String(e));
+    process.exit(1);
+  });
+}

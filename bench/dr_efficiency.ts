@@ -16,11 +16,11 @@
  * can be re-run after an interruption. Each job's log goes to DIR/logs/. Prints a markdown table and
  * writes it to DIR/dr_efficiency.md.
  */
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { readSafetensors } from '../src/base/io/safetensors.js';
 import { toFloat32 } from '../src/base/io/tensor-data.js';
-import { arg, evaluate, latestStep, mclip, prepareData, reportPath, type Scores, type Setup } from './common.js';
+import { arg, evaluate, latestStep, mclip, prepareData, reportPath, type Scores, type Setup, publish, runBench } from './common.js';
 
 interface Row extends Scores {
   model: string;
@@ -112,11 +112,7 @@ async function main(): Promise<void> {
     '|---|---|---|---|---|---|---|---|',
     ...rows.map((r) => `| ${r.model} | ${r.lambda ?? '—'} | ${r.step} | ${pct(r.top1)} | ${pct(r.top5)} | ${pct(r.subTop1)} | ${pct(r.i2t)} | ${pct(r.t2i)} |`),
   ].join('\n');
-  writeFileSync(join(work, 'dr_efficiency.md'), md + '\n');
-  console.log(md);
+  publish(join(work, 'dr_efficiency.md'), md);
 }
 
-main().catch((e: unknown) => {
-  console.error(e instanceof Error ? e.message : String(e));
-  process.exit(1);
-});
+runBench(main);

@@ -26,7 +26,7 @@ import { initBackend } from '../src/base/backend/index.js';
 import { loadModel, readCheckpointFile, saveModel } from '../src/base/model/checkpoint.js';
 import { CLIP } from '../src/base/model/clip.js';
 import { countParams } from '../src/eval/cost.js';
-import { arg, evaluate, latestStep, mclip, prepareData, reportPath, type Scores, type Setup } from './common.js';
+import { arg, evaluate, latestStep, mclip, prepareData, reportPath, type Scores, type Setup, publish, runBench } from './common.js';
 
 interface Row extends Scores {
   model: string;
@@ -257,11 +257,7 @@ async function main(): Promise<void> {
     '',
     `This invocation: ${((Date.now() - wallStart) / 1000).toFixed(0)} s in all, of which ${studentWall.toFixed(0)} s for the two students.`,
   ].join('\n');
-  writeFileSync(join(work, 'inherit.md'), md + '\n');
-  console.log(md);
+  publish(join(work, 'inherit.md'), md);
 }
 
-main().catch((e: unknown) => {
-  console.error(e instanceof Error ? e.message : String(e));
-  process.exit(1);
-});
+runBench(main);

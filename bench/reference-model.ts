@@ -10,9 +10,9 @@
  * Resumable: every segment continues the same run (--resume), every evaluation is cached. Prints the
  * curve as a markdown table and writes it to WORK/curve.md.
  */
-import { cpSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { arg, evaluate, latestStep, mclip, prepareData, type Scores, type Setup } from './common.js';
+import { arg, evaluate, latestStep, mclip, prepareData, type Scores, type Setup, publish, runBench } from './common.js';
 
 interface Point extends Scores {
   step: number;
@@ -67,11 +67,7 @@ async function main(): Promise<void> {
     '|---|---|---|---|---|---|---|---|',
     ...curve.map((p) => `| ${p.step}${p === best ? ' (best)' : ''} | ${pct(p.top1)} | ${pct(p.top5)} | ${pct(p.subTop1)} | ${pct(p.i2t)} | ${pct(p.t2i)} | ${pct(p.i2t10)} | ${pct(p.t2i10)} |`),
   ].join('\n');
-  writeFileSync(join(work, 'curve.md'), md + '\n');
-  console.log(md);
+  publish(join(work, 'curve.md'), md);
 }
 
-main().catch((e: unknown) => {
-  console.error(e instanceof Error ? e.message : String(e));
-  process.exit(1);
-});
+runBench(main);
