@@ -3,6 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { ADDED_WASM_KERNELS, OVERRIDDEN_WASM_KERNELS, registerWasmKernels } from '../../src/base/backend/index.js';
 import { isMclipKernel, setScratchLimit } from '../../src/base/backend/wasm-kernels/index.js';
 import { collapseTranspose } from '../../src/base/backend/wasm-kernels/Transpose.js';
+import { leadingReduction } from '../../src/base/backend/wasm-kernels/reduce-leading.js';
 import { compareBackends, gradsOf, setupBackends } from './helpers.js';
 
 const TOL = 1e-5;
@@ -215,6 +216,9 @@ describe('Transpose override', () => {
     [[2, 3, 4, 5], [0, 2, 1, 3]],
     [[2, 1, 4, 5], [0, 3, 2, 1]],
     [[4, 5], [0, 1]],
+    [[3, 4, 2, 7, 32], [1, 3, 0, 2, 4]], // the q/k/v gradient's perm: block copies of 32
+    [[2, 3, 5, 8], [2, 0, 1, 3]], // block copies of 8
+    [[2, 3, 5, 7], [2, 0, 1, 3]], // rows of 7: original kernel
   ];
   for (const [shape, perm] of cases) {
     it(`[${shape}] perm [${perm}]`, async () => {
@@ -222,6 +226,60 @@ describe('Transpose override', () => {
       expect(await compareBackends((x) => tf.transpose(x!, perm), [{ shape, dtype: 'int32', values: Int32Array.from({ length: shape.reduce((a, b) => a * b) }, (_, i) => i) }])).toBe(0);
     });
   }
+});
+
+describe('Sum / Mean over leading axes (override)', () => {
+  it('recognises leading reductions', () => {
+    expect(leadingReduction([32, 1, 77, 128], [0, 1, 2])).toEqual([2464, 128]);
+    expect(leadingReduction([4, 1, 6], [0])).toEqual([4, 6]);
+    expect(leadingReduction([1, 5, 6], [1])).toEqual([5, 6]);
+    expect(leadingReduction([5, 1, 6], [0, 2])).toEqual([30, 1]);
+    expect(leadingReduction([4, 5], -2)).toEqual([4, 5]);
+    expect(leadingReduction([2, 3, 4], [1])).toBeNull();
+    expect(leadingReduction([2, 3, 4], [2])).toBeNull();
+    expect(leadingReduction([2, 3, 4], null)).toBeNull();
+  });
+  const cases: [number[], number[]][] = [
+    [[32, 1, 77, 16], [0, 1, 2]],
+    [[600, 37], [0]], // 37 columns: SIMD part and scalar tail
+    [[64, 8, 8, 12], [0, 1, 2]],
+    [[3, 9000], [0]],
+    [[5000, 3], [0]],
+    [[2, 3, 4], [0]], // small: original kernel
+  ];
+  for (const [shape, axes] of cases) {
+    it(`[${shape}] over [${axes}]`, async () => {
+      for (const keepDims of [false, true]) {
+        expect(await compareBackends((x) => tf.sum(x!, axes, keepDims), [{ shape }])).toBeLessThan(TOL);
+        expect(await compareBackends((x) => tf.mean(x!, axes, keepDims), [{ shape }])).toBeLessThan(TOL);
+      }
+      const prev = tf.getBackend();
+      await tf.setBackend('wasm');
+      const x = tf.ones(shape);
+      const want = shape.map((n, i) => (axes.includes(i) ? 1 : n));
+      expect(tf.sum(x, axes, true).shape).toEqual(want);
+      expect(tf.mean(x, axes).shape).toEqual(shape.filter((_, i) => !axes.includes(i)));
+      tf.dispose(x);
+      await tf.setBackend(prev);
+    });
+  }
+});
+
+describe('Identity (override: shares memory)', () => {
+  it('a clone outlives its source, and gradients through saved tensors are unchanged', async () => {
+    const prev = tf.getBackend();
+    await tf.setBackend('wasm');
+    const before = tf.memory().numTensors;
+    const x = tf.tensor([1, 2, 3, 4]);
+    const y = x.clone();
+    x.dispose();
+    expect(Array.from(y.dataSync())).toEqual([1, 2, 3, 4]);
+    y.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+    await tf.setBackend(prev);
+    const err = await compareBackends(gradsOf((a, b) => tf.mul(tf.square(a!), tf.sigmoid(b!))), [{ shape: [7, 9] }, { shape: [7, 9] }]);
+    expect(err).toBeLessThan(TOL);
+  });
 });
 
 describe('gather gradient (UnsortedSegmentSum)', () => {

@@ -8,6 +8,8 @@
  *   gelu_f32    exact (erf) GELU, y = x/2 · (1 + erf(x/√2)), in one pass (gelu_grad_f32: its derivative)
  *   qkv_split_f32   attention q/k/v split (+ q scaling) in one pass
  *   layer_norm_f32  LayerNorm over the last axis in one pass per row
+ *   col_sum_f32 sums (× scale) of the rows of a matrix: Sum / Mean over leading axes, no transpose
+ *   adamw_f32   one AdamW update of a parameter and its moments in one pass (the tf-op arithmetic, in order)
  *
  * Build (clang ≥ 14 with the wasm32 target and wasm-ld; Debian: apt-get install clang-14 lld-14) and
  * regenerate fast-ops-wasm.ts (the module must import its memory, define no data segments and use
@@ -312,5 +314,76 @@ EXPORT void layer_norm_f32(const float *x, const float *w, const float *b, float
     for (; i + 4 <= C; i += 4)
       st(yr + i, wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_mul(wasm_f32x4_sub(ld(xr + i), m4), r4), ld(w + i)), ld(b + i)));
     for (; i < C; i++) yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Column sums: y[c] = scale · Σ_r x[r, c] for x [R, C] — Sum and Mean over leading axes (bias,
+ * BatchNorm and LayerNorm-affine reductions). 8 columns at a time in registers, rows in blocks of
+ * 64 whose partial sums are added to the total (blocked summation: error grows with R/64, not R).
+ * ------------------------------------------------------------------------------------------- */
+#define COL_BLOCK 64
+EXPORT void col_sum_f32(const float *x, float *y, int R, int C, float scale) {
+  f4 sc = wasm_f32x4_splat(scale), z = wasm_f32x4_splat(0.f);
+  int c = 0;
+  for (; c + 8 <= C; c += 8) {
+    f4 t0 = z, t1 = z;
+    for (int r0 = 0; r0 < R; r0 += COL_BLOCK) {
+      int r1 = r0 + COL_BLOCK < R ? r0 + COL_BLOCK : R;
+      f4 a0 = z, a1 = z;
+      for (int r = r0; r < r1; r++) {
+        const float *p = x + (int64_t)r * C + c;
+        a0 = wasm_f32x4_add(a0, ld(p));
+        a1 = wasm_f32x4_add(a1, ld(p + 4));
+      }
+      t0 = wasm_f32x4_add(t0, a0);
+      t1 = wasm_f32x4_add(t1, a1);
+    }
+    st(y + c, wasm_f32x4_mul(t0, sc));
+    st(y + c + 4, wasm_f32x4_mul(t1, sc));
+  }
+  for (; c < C; c++) {
+    float t = 0.f;
+    for (int r0 = 0; r0 < R; r0 += COL_BLOCK) {
+      int r1 = r0 + COL_BLOCK < R ? r0 + COL_BLOCK : R;
+      float a = 0.f;
+      for (int r = r0; r < r1; r++) a += x[(int64_t)r * C + c];
+      t += a;
+    }
+    y[c] = t * scale;
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * AdamW (torch.optim.AdamW) for one parameter, the same float32 operations in the same order as
+ * the tf-op update in adamw.ts, so both give identical bits:
+ *   g' = sign·g;  m' = m·b1 + g'·c1;  v' = v·b2 + (g'·g')·c2;
+ *   p' = p·decay − ((m' / bc1) / (√(v' / bc2) + eps)) · lr
+ * ------------------------------------------------------------------------------------------- */
+EXPORT void adamw_f32(const float *p, const float *g, const float *m, const float *v, float *po, float *mo,
+                      float *vo, int n, float sign, float b1, float c1, float b2, float c2, float decay,
+                      float bc1, float bc2, float eps, float lr) {
+  f4 sg = wasm_f32x4_splat(sign), B1 = wasm_f32x4_splat(b1), C1 = wasm_f32x4_splat(c1);
+  f4 B2 = wasm_f32x4_splat(b2), C2 = wasm_f32x4_splat(c2), DC = wasm_f32x4_splat(decay);
+  f4 BC1 = wasm_f32x4_splat(bc1), BC2 = wasm_f32x4_splat(bc2), EPS = wasm_f32x4_splat(eps), LR = wasm_f32x4_splat(lr);
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    f4 gi = wasm_f32x4_mul(ld(g + i), sg);
+    f4 m2 = wasm_f32x4_add(wasm_f32x4_mul(ld(m + i), B1), wasm_f32x4_mul(gi, C1));
+    f4 v2 = wasm_f32x4_add(wasm_f32x4_mul(ld(v + i), B2), wasm_f32x4_mul(wasm_f32x4_mul(gi, gi), C2));
+    f4 den = wasm_f32x4_add(wasm_f32x4_sqrt(wasm_f32x4_div(v2, BC2)), EPS);
+    f4 upd = wasm_f32x4_mul(wasm_f32x4_div(wasm_f32x4_div(m2, BC1), den), LR);
+    st(po + i, wasm_f32x4_sub(wasm_f32x4_mul(ld(p + i), DC), upd));
+    st(mo + i, m2);
+    st(vo + i, v2);
+  }
+  for (; i < n; i++) {
+    float gi = g[i] * sign;
+    float m2 = m[i] * b1 + gi * c1;
+    float v2 = v[i] * b2 + (gi * gi) * c2;
+    float den = __builtin_sqrtf(v2 / bc2) + eps;
+    po[i] = p[i] * decay - ((m2 / bc1) / den) * lr;
+    mo[i] = m2;
+    vo[i] = v2;
   }
 }

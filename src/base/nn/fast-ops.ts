@@ -15,7 +15,7 @@
  *
  * Used only when the active backend is 'wasm' and the module could be instantiated on its memory
  * (otherwise, or with MCLIP_FAST_OPS=0 / setFastOps(false), callers fall back to plain tf ops;
- * MCLIP_FAST_OPS=dwconv,gelu,qkv,layernorm picks some).
+ * MCLIP_FAST_OPS=dwconv,gelu,qkv,layernorm,reduce,adamw picks some).
  * Results equal the tf ops up to float rounding (summation order; GELU's erf to ~1e-7).
  */
 import * as tf from '../tf.js';
@@ -31,6 +31,11 @@ interface FastOpsExports {
   gelu_grad_f32(x: number, dy: number, dx: number, n: number): void;
   qkv_split_f32(qkv: number, q: number, k: number, v: number, b: number, n: number, h: number, d: number, scale: number): void;
   layer_norm_f32(x: number, w: number, b: number, y: number, mean: number, rstd: number, rows: number, c: number, eps: number): void;
+  col_sum_f32(x: number, y: number, rows: number, cols: number, scale: number): void;
+  adamw_f32(
+    p: number, g: number, m: number, v: number, po: number, mo: number, vo: number, n: number,
+    sign: number, b1: number, c1: number, b2: number, c2: number, decay: number, bc1: number, bc2: number, eps: number, lr: number,
+  ): void;
 }
 
 /** The parts of tfjs-backend-wasm's BackendWasm used here. */
@@ -58,13 +63,14 @@ export const GELU_KERNEL = 'MclipGelu';
 export const GELU_GRAD_KERNEL = 'MclipGeluGrad';
 export const QKV_SPLIT_KERNEL = 'MclipQkvSplit';
 export const LAYER_NORM_KERNEL = 'MclipLayerNorm';
+export const ADAMW_KERNEL = 'MclipAdamW';
 
 let wasmModule: WasmModule | null | undefined;
 const instances = new WeakMap<WasmMemory, FastOpsExports>();
 const failed = new WeakSet<object>();
 /** The fast ops by name (for setFastOps / MCLIP_FAST_OPS). */
-export type FastOp = 'dwconv' | 'gelu' | 'qkv' | 'layernorm';
-const ALL_OPS: readonly FastOp[] = ['dwconv', 'gelu', 'qkv', 'layernorm'];
+export type FastOp = 'dwconv' | 'gelu' | 'qkv' | 'layernorm' | 'reduce' | 'adamw';
+const ALL_OPS: readonly FastOp[] = ['dwconv', 'gelu', 'qkv', 'layernorm', 'reduce', 'adamw'];
 
 function parseEnv(v: string | undefined): Set<FastOp> {
   if (v == null || v.trim() === '' || v === '1') return new Set(ALL_OPS);
@@ -132,6 +138,20 @@ export function fastOpsAvailable(op?: FastOp): boolean {
 
 function ptr(backend: WasmBackendLike, t: tf.TensorInfo): number {
   return backend.dataIdMap.get(t.dataId)!.memoryOffset;
+}
+
+/**
+ * out[c] = scale · Σ_r x[r, c], x seen as [rows, cols] (float32, both on the wasm heap), for the
+ * wasm backend's Sum / Mean overrides (src/base/backend/wasm-kernels/reduce-leading.ts). Returns false,
+ * having done nothing, when the fast ops are off or unavailable on `backend`.
+ */
+export function fastColumnSum(backend: unknown, x: tf.TensorInfo, out: tf.TensorInfo, rows: number, cols: number, scale: number): boolean {
+  if (!enabled.has('reduce')) return false;
+  const ex = exportsFor(backend);
+  if (ex == null) return false;
+  const be = backend as WasmBackendLike;
+  ex.col_sum_f32(ptr(be, x), ptr(be, out), rows, cols, scale);
+  return true;
 }
 
 interface DwAttrs {
@@ -215,6 +235,37 @@ function layerNormKernel({ inputs, backend, attrs }: { inputs: tf.NamedTensorInf
   return [y, mean, rstd];
 }
 
+/** Constants of one AdamW update (see adamw_f32 in fast-ops.c). */
+export interface AdamWAttrs {
+  sign: number;
+  beta1: number;
+  beta2: number;
+  /** 1 − lr·wd, or 1 without weight decay. */
+  decay: number;
+  /** Bias corrections 1 − β^t. */
+  bc1: number;
+  bc2: number;
+  eps: number;
+  lr: number;
+}
+
+function adamwKernel({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs: tf.NamedAttrMap }): tf.TensorInfo[] {
+  const be = backend as WasmBackendLike;
+  const ex = exportsFor(backend);
+  if (ex == null) throw new Error(`${ADAMW_KERNEL}: fast ops unavailable on this backend`);
+  const { p, g, m, v } = inputs as { p: tf.TensorInfo; g: tf.TensorInfo; m: tf.TensorInfo; v: tf.TensorInfo };
+  const a = attrs as unknown as AdamWAttrs;
+  const outs = [0, 1, 2].map(() => be.makeOutput(p.shape, 'float32'));
+  const n = tf.util.sizeFromShape(p.shape);
+  if (n > 0) {
+    ex.adamw_f32(
+      ptr(be, p), ptr(be, g), ptr(be, m), ptr(be, v), ptr(be, outs[0]), ptr(be, outs[1]), ptr(be, outs[2]), n,
+      a.sign, a.beta1, 1 - a.beta1, a.beta2, 1 - a.beta2, a.decay, a.bc1, a.bc2, a.eps, a.lr,
+    );
+  }
+  return outs;
+}
+
 let registered = false;
 
 /** Registers the kernels (for the 'wasm' backend) and their gradients. Idempotent. */
@@ -226,6 +277,7 @@ export function registerFastKernels(): void {
     [GELU_KERNEL, geluKernel as unknown as tf.KernelFunc],
     [GELU_GRAD_KERNEL, geluGradKernel as unknown as tf.KernelFunc],
     [QKV_SPLIT_KERNEL, qkvSplitKernel as unknown as tf.KernelFunc],
+    [ADAMW_KERNEL, adamwKernel as unknown as tf.KernelFunc],
     [LAYER_NORM_KERNEL, layerNormKernel as unknown as tf.KernelFunc],
   ];
   for (const [kernelName, kernelFunc] of kernels) {
@@ -331,19 +383,9 @@ export function fastDepthwiseConv2d(
   return tf.engine().runKernel(DW_KERNEL, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor4D;
 }
 
-/**
- * True while tfjs records gradients (inside tf.grad / variableGrads / an optimizer step). GELU and
- * LayerNorm take their fast kernels only outside of that: their gradients are registered and
- * correct, but training then rounds differently from the tf-op path, and the wasm-vs-cpu train-step
- * parity test sits right at its 1e-4 margin.
- */
-function recordingGradients(): boolean {
-  return tf.engine().state.gradientDepth > 0;
-}
-
-/** Exact GELU on the fast kernel, or null when it does not apply (also while recording gradients). */
+/** Exact GELU on the fast kernel (its gradient too), or null when it does not apply. */
 export function fastGelu(x: tf.Tensor): tf.Tensor | null {
-  if (x.dtype !== 'float32' || recordingGradients() || !fastOpsAvailable('gelu')) return null;
+  if (x.dtype !== 'float32' || !fastOpsAvailable('gelu')) return null;
   return tf.engine().runKernel(GELU_KERNEL, { x }) as tf.Tensor;
 }
 
@@ -356,10 +398,10 @@ export function fastQkvSplit(qkv: tf.Tensor, heads: number, scale: number): [tf.
   return tf.engine().runKernel(QKV_SPLIT_KERNEL, { qkv }, { heads, scale }) as unknown as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
 }
 
-/** LayerNorm over the last axis in one pass, or null when it does not apply (also while recording gradients). */
+/** LayerNorm over the last axis in one pass (its gradient registered), or null when it does not apply. */
 export function fastLayerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps: number): tf.Tensor | null {
   const c = x.shape[x.rank - 1];
-  if (x.rank < 1 || x.dtype !== 'float32' || recordingGradients() || weight.dtype !== 'float32' || bias.dtype !== 'float32') return null;
+  if (x.rank < 1 || x.dtype !== 'float32' || weight.dtype !== 'float32' || bias.dtype !== 'float32') return null;
   if (weight.size !== c || bias.size !== c || !fastOpsAvailable('layernorm')) return null;
   const w = weight.rank === 1 ? weight : weight.reshape([c]);
   const b = bias.rank === 1 ? bias : bias.reshape([c]);
@@ -367,4 +409,13 @@ export function fastLayerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, 
   mean.dispose();
   rstd.dispose();
   return y;
+}
+
+/**
+ * One AdamW update on the fast kernel: the new parameter, first and second moment, bit-identical to
+ * the tf-op update of adamw.ts; null when it does not apply (backend, dtype, fast ops off).
+ */
+export function fastAdamW(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, attrs: AdamWAttrs): [tf.Tensor, tf.Tensor, tf.Tensor] | null {
+  if ([p, g, m, v].some((t) => t.dtype !== 'float32' || t.size !== p.size) || !fastOpsAvailable('adamw')) return null;
+  return tf.engine().runKernel(ADAMW_KERNEL, { p, g, m, v }, attrs as unknown as tf.NamedAttrMap) as unknown as [tf.Tensor, tf.Tensor, tf.Tensor];
 }

@@ -1,6 +1,7 @@
 import * as tf from '../tf.js';
 import { MclipError } from '../../errors.js';
 import type { Module, Param } from '../nn/module.js';
+import { fastAdamW } from '../nn/fast-ops.js';
 
 export interface AdamWOptions {
   lr: number;
@@ -189,6 +190,15 @@ export class AdamW {
       for (const s of grp.slots) {
         const grad = grads[s.variable.name];
         if (!grad) continue;
+        const decay = s.decay && grp.weightDecay > 0 ? 1 - grp.lr * grp.weightDecay : 1;
+        const fast = fastAdamW(s.variable, grad, s.m, s.v, { sign: grp.ascent ? -1 : 1, beta1: this.beta1, beta2: this.beta2, decay, bc1, bc2, eps: this.eps, lr: grp.lr });
+        if (fast) {
+          s.variable.assign(fast[0]);
+          s.m.assign(fast[1]);
+          s.v.assign(fast[2]);
+          tf.dispose(fast);
+          continue;
+        }
         tf.tidy(() => {
           const g = grp.ascent ? grad.neg() : grad;
           const m = s.m.mul(this.beta1).add(g.mul(1 - this.beta1));

@@ -4,7 +4,9 @@
  *  missing kernels:  Conv2DBackpropFilter, DepthwiseConv2dNativeBackpropFilter,
  *                    DepthwiseConv2dNativeBackpropInput, UnsortedSegmentSum (gather / embedding grad)
  *  faster overrides: BatchMatMul, _FusedMatMul (explicit transpose instead of the slow transposed
- *                    path), Conv2DBackpropInput (via Conv2D / matmul + col2im), Transpose (2-D case)
+ *                    path), Conv2DBackpropInput (via Conv2D / matmul + col2im), Transpose (2-D case,
+ *                    block copies), Identity (shares memory instead of copying), Sum and Mean
+ *                    (over leading axes, without the transpose)
  */
 import { installBatchMatMul } from './BatchMatMul.js';
 import { installConv2DBackpropFilter } from './Conv2DBackpropFilter.js';
@@ -12,6 +14,8 @@ import { installConv2DBackpropInput } from './Conv2DBackpropInput.js';
 import { installDepthwiseConv2dNativeBackpropFilter } from './DepthwiseConv2dNativeBackpropFilter.js';
 import { installDepthwiseConv2dNativeBackpropInput } from './DepthwiseConv2dNativeBackpropInput.js';
 import { installFusedMatMul } from './FusedMatMul.js';
+import { installIdentity } from './Identity.js';
+import { installMean, installSum } from './reduce-leading.js';
 import { installTranspose } from './Transpose.js';
 import { installUnsortedSegmentSum } from './UnsortedSegmentSum.js';
 
@@ -24,7 +28,7 @@ export const ADDED_WASM_KERNELS = [
 ] as const;
 
 /** Kernels the wasm backend has and mclip replaces with faster versions (wrapping the originals). */
-export const OVERRIDDEN_WASM_KERNELS = ['BatchMatMul', '_FusedMatMul', 'Conv2DBackpropInput', 'Transpose'] as const;
+export const OVERRIDDEN_WASM_KERNELS = ['BatchMatMul', '_FusedMatMul', 'Conv2DBackpropInput', 'Transpose', 'Identity', 'Sum', 'Mean'] as const;
 
 /**
  * Registers mclip's wasm kernels. Idempotent; safe before or after the wasm backend initialises.
@@ -34,6 +38,9 @@ export const OVERRIDDEN_WASM_KERNELS = ['BatchMatMul', '_FusedMatMul', 'Conv2DBa
 export function registerWasmKernels(): string[] {
   const steps: [string, () => boolean][] = [
     ['Transpose', installTranspose],
+    ['Identity', installIdentity],
+    ['Sum', installSum],
+    ['Mean', installMean],
     ['BatchMatMul', installBatchMatMul],
     ['_FusedMatMul', installFusedMatMul],
     ['Conv2DBackpropInput', installConv2DBackpropInput],
