@@ -30,6 +30,8 @@ beforeAll(async () => {
 test('embedding in batches = one batch; classifier rows are unit vectors', async () => {
   const m = reparameterize(new CLIP(getConfig('mobileclip_tiny'), { seed: 3 }));
   const images = tf.randomUniform([6, 64, 64, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
+  // the folded inference weights (FoldCache) are built on first use and kept with the model
+  tf.tidy(() => [m.encodeImage(tf.zeros([1, 64, 64, 3])), m.encodeText(tf.zeros([1, 77], 'int32'))]);
   const before = tf.memory().numTensors;
   const a = await embedImages(m, images, { batchSize: 4 });
   const b = await embedImages(m, images, { batchSize: 6 });
@@ -55,6 +57,8 @@ test('embedding in batches = one batch; classifier rows are unit vectors', async
 test('evaluateModel: a full EvalRow on the tiny model', async () => {
   const m = reparameterize(new CLIP(getConfig('mobileclip_tiny'), { seed: 4 }));
   const images = tf.randomUniform([3, 64, 64, 3], 0, 1, 'float32', 2) as tf.Tensor4D;
+  // the folded inference weights (FoldCache) are built on first use and kept with the model
+  tf.tidy(() => [m.encodeImage(tf.zeros([1, 64, 64, 3])), m.encodeText(tf.zeros([1, 77], 'int32'))]);
   const before = tf.memory().numTensors;
   const ev = await evaluateModel('tiny', m, fakeTokenizer, {
     zeroShot: { images, labels: [0, 1, 2], classNames: ['cat', 'dog', 'car'], templates: ['a photo of a {}.', 'a {} emoji.'] },

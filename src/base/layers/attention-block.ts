@@ -50,7 +50,7 @@ export class AttentionBlock extends Module {
       const g1 = this.param('layer_scale_1');
       const g2 = this.param('layer_scale_2');
       const y = x.add(this.sub('token_mixer').call(this.sub('norm').call(x, ctx), ctx).mul(g1));
-      return y.add(this.sub('convffn').call(y, ctx).mul(g2));
+      return y.add(this.convffn.scaledForward(y, g2 as tf.Tensor1D, ctx));
     });
   }
 }

@@ -68,7 +68,7 @@ export class RepMixerBlock extends Module {
       const seq = x.rank === 3;
       const x4 = seq ? x.expandDims(1) : x;
       const y = this.sub('token_mixer').call(x4, ctx);
-      const out = y.add(this.sub('convffn').call(y, ctx).mul(this.layerScale));
+      const out = y.add(this.convffn.scaledForward(y, this.layerScale as tf.Tensor1D, ctx));
       return seq ? out.squeeze([1]) : out;
     });
   }

@@ -1,4 +1,5 @@
 import * as tf from '../tf.js';
+import { FoldCache } from './fold-cache.js';
 import type { ForwardContext } from './context.js';
 
 /**
@@ -89,6 +90,7 @@ export abstract class Module {
   protected readonly ownParams = new Map<string, Param>();
   private readonly preHooks: ForwardPreHook[] = [];
   private readonly postHooks: ForwardHook[] = [];
+  private readonly foldCaches = new Map<string, FoldCache>();
   training = false;
 
   /** Registers (or replaces, disposing the old one) a child module under `name`. */
@@ -240,8 +242,23 @@ export abstract class Module {
     return this.train(false);
   }
 
-  /** Frees every variable owned by this module tree (hooks are dropped too). */
+  /**
+   * This module's cache `name` of tensors folded from its weights for inference (see FoldCache);
+   * disposed with the module.
+   */
+  protected foldCache(name: string): FoldCache {
+    let c = this.foldCaches.get(name);
+    if (!c) {
+      c = new FoldCache();
+      this.foldCaches.set(name, c);
+    }
+    return c;
+  }
+
+  /** Frees every variable owned by this module tree and its fold caches (hooks are dropped too). */
   dispose(): void {
+    for (const [, c] of this.foldCaches) c.dispose();
+    this.foldCaches.clear();
     for (const [, p] of this.ownParams) p.variable.dispose();
     this.ownParams.clear();
     for (const [, m] of this.childModules) m.dispose();
