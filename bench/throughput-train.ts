@@ -4,7 +4,8 @@
  * synthetic batches (the data loader is not timed), and the PyTorch anchor (the official code, one CLIP
  * step of the same model) when ../shared/anchors and $REFSRC are set up.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '../src/base/tf.js';
@@ -81,4 +82,31 @@ export function torchAnchor(threads: number, root: string): { medianMs: number |
   const m = /train step median (\d+(?:\.\d+)?) ms/.exec(r.stdout ?? '');
   if (!m) return { medianMs: null, note: `the anchor printed no median (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').pop() ?? ''}` };
   return { medianMs: Number(m[1]), note: (r.stdout ?? '').trim().split('\n').pop() ?? '' };
+}
+
+/**
+ * Two independent one-thread processes, each timing the train step at batch/2, started together: the
+ * step time of the slower one (what two ranks could reach if the exchange cost nothing).
+ */
+export async function concurrentHalfSteps(batch = 32): Promise<{ medianMs: number; each: number[] }> {
+  const entry = fileURLToPath(new URL('./throughput-solo.js', import.meta.url));
+  const run = () =>
+    new Promise<StepTiming>((ok, fail) => {
+      const p = spawn(process.execPath, [entry, String(batch / 2)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      p.on('error', fail);
+      p.on('close', (code) => {
+        const line = out.trim().split('\n').pop() ?? '';
+        try {
+          if (code !== 0) throw new Error(`exit ${code}`);
+          ok(JSON.parse(line) as StepTiming);
+        } catch (e) {
+          fail(new Error(`throughput-solo: ${e instanceof Error ? e.message : String(e)}: ${line}`));
+        }
+      });
+    });
+  const both = await Promise.all([run(), run()]);
+  const each = both.map((t) => t.medianMs);
+  return { medianMs: Math.max(...each), each };
 }

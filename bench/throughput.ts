@@ -1,7 +1,8 @@
 /**
  * bench/throughput — in one run on this machine: the `mobileclip_tiny` train step (batch 32) with 1 and 2
  * data-parallel ranks beside the PyTorch anchor (the official code, ../shared/anchors/torch_train_step.py,
- * 1 and 2 threads; needs $REFSRC), embedding throughput of `mclip eval`'s engines (tfjs on wasm vs the
+ * 1 and 2 threads; needs $REFSRC) and the machine's ceiling for two ranks (two independent one-thread
+ * processes at half the batch, run together), embedding throughput of `mclip eval`'s engines (tfjs on wasm vs the
  * ONNX export in onnxruntime-node) for mobileclip_tiny and, when the fixture is present, MobileCLIP-S0, and
  * `mclip reinforce` samples/s with each engine. Each measurement runs alone (one after the other).
  *
@@ -19,7 +20,7 @@ import { loadModel, saveModel } from '../src/base/model/checkpoint.js';
 import { openEngine } from '../src/eval/engine-ort.js';
 import type { EngineName } from '../src/eval/engine.js';
 import { ROOT, arg, mclip } from './common.js';
-import { timeTrainStep, torchAnchor } from './throughput-train.js';
+import { concurrentHalfSteps, timeTrainStep, torchAnchor } from './throughput-train.js';
 
 interface EmbedRate {
   model: string;
@@ -88,6 +89,7 @@ async function main(): Promise<void> {
   // 1. Training.
   const one = await timeTrainStep(1);
   const two = await timeTrainStep(2);
+  const ceiling = await concurrentHalfSteps(32);
   const pt1 = torchAnchor(1, ROOT);
   const pt2 = torchAnchor(2, ROOT);
   const ms = (v: number | null) => (v == null ? '—' : `${(v / 1000).toFixed(2)} s`);
@@ -98,6 +100,7 @@ async function main(): Promise<void> {
     '|---|---|---|---|---|',
     `| mclip, 1 worker (wasm, 1 thread) | ${ms(one.medianMs)} | ${one.samplesPerSec.toFixed(1)} | 1.00× | ${pt1.medianMs ? (pt1.medianMs / one.medianMs).toFixed(2) + '×' : '—'} |`,
     `| mclip, 2 workers (data-parallel) | ${ms(two.medianMs)} | ${two.samplesPerSec.toFixed(1)} | ${(one.medianMs / two.medianMs).toFixed(2)}× | ${pt1.medianMs ? (pt1.medianMs / two.medianMs).toFixed(2) + '×' : '—'} |`,
+    `| ceiling: 2 independent processes at batch 16 each, run together (no exchange) | ${ms(ceiling.medianMs)} | ${((32 * 1000) / ceiling.medianMs).toFixed(1)} | ${(one.medianMs / ceiling.medianMs).toFixed(2)}× | ${pt1.medianMs ? (pt1.medianMs / ceiling.medianMs).toFixed(2) + '×' : '—'} |`,
     `| PyTorch 1.13 CPU, 1 thread (official code) | ${ms(pt1.medianMs)} | ${pt1.medianMs ? ((32 * 1000) / pt1.medianMs).toFixed(1) : '—'} | | ${pt1.medianMs ? '1.00×' : pt1.note} |`,
     `| PyTorch 1.13 CPU, 2 threads | ${ms(pt2.medianMs)} | ${pt2.medianMs ? ((32 * 1000) / pt2.medianMs).toFixed(1) : '—'} | | ${pt2.medianMs && pt1.medianMs ? (pt1.medianMs / pt2.medianMs).toFixed(2) + '×' : pt2.note} |`,
     '',

@@ -11,6 +11,7 @@ import { initBackend } from '../../src/base/backend/index.js';
 import { CLIP } from '../../src/base/model/clip.js';
 import { reparameterize } from '../../src/base/model/reparameterize.js';
 import { ConvFFN } from '../../src/base/layers/conv-ffn.js';
+import { heldByFoldCaches } from '../../src/base/nn/fold-cache.js';
 import type { HookHandle } from '../../src/base/nn/module.js';
 import { MICRO_CONTEXT as L, MICRO_VOCAB as V, microConfig } from '../micro-config.js';
 
@@ -77,6 +78,8 @@ describe('inference folds (ConvFFN BN + layer scale)', () => {
 
       const want = plain(model, images, toks);
       const got = embed(model, images, toks);
+      // dw weight, dw bias, fc2 weight, fc2 bias per ConvFFN, except the text tower's last block (it runs forwardRows: the EOT row only)
+      expect(heldByFoldCaches()).toBe(4 * (ffns.length - 1));
       for (let k = 0; k < 2; k++) expect(relErr(got[k]!, want[k]!)).toBeLessThan(1e-5);
       // the folded graph really ran (and differs from a no-fold rounding only): the hooks were off
       expect(model.hasHooks()).toBe(false);
@@ -90,6 +93,7 @@ describe('inference folds (ConvFFN BN + layer scale)', () => {
       expect(relErr(got2[1]!, got[1]!)).toBeGreaterThan(1e-3);
 
       model.dispose();
+      expect(heldByFoldCaches()).toBe(0);
       tf.dispose([images, toks]);
       expect(tf.memory().numTensors).toBe(before);
     });

@@ -8,6 +8,13 @@
  */
 import * as tf from '../tf.js';
 
+let held = 0;
+
+/** Tensors currently held by all fold caches (for leak checks that count tensors around inference). */
+export function heldByFoldCaches(): number {
+  return held;
+}
+
 export class FoldCache {
   private keys: readonly object[] | null = null;
   private value: tf.Tensor[] | null = null;
@@ -23,6 +30,7 @@ export class FoldCache {
     const made = tf.tidy(make);
     for (const t of made) tf.keep(t);
     this.value = made;
+    held += made.length;
     this.keys = sources.map((s) => s.dataId);
     return made;
   }
@@ -33,7 +41,10 @@ export class FoldCache {
   }
 
   dispose(): void {
-    if (this.value) tf.dispose(this.value);
+    if (this.value) {
+      held -= this.value.length;
+      tf.dispose(this.value);
+    }
     this.value = null;
     this.keys = null;
   }

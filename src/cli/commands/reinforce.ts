@@ -13,6 +13,7 @@ import { openEngine } from '../../eval/engine-ort.js';
 import { UsageError } from '../usage.js';
 import { startBackend, type GlobalArgs } from '../run.js';
 import { formatShard, parseShard, shardItems, type ShardSpec } from '../shard.js';
+import { heldByFoldCaches } from '../../base/nn/fold-cache.js';
 
 export interface ReinforceArgs extends GlobalArgs {
   data: string;
@@ -157,7 +158,7 @@ export async function runReinforce(args: ReinforceArgs): Promise<ReinforceSummar
     let shardT0 = Date.now();
     let lastLine = Date.now();
     const t0 = Date.now();
-    const before = tf.memory().numTensors;
+    const before = tf.memory().numTensors - heldByFoldCaches();
     const logEveryMs = 1000 * progressLogSeconds();
     const rate = () => (samples / Math.max(1e-3, (Date.now() - t0) / 1000)).toFixed(1);
     const sum = await reinforceShards({
@@ -194,7 +195,7 @@ export async function runReinforce(args: ReinforceArgs): Promise<ReinforceSummar
       },
     });
     bar?.stop();
-    const leaked = tf.memory().numTensors - before;
+    const leaked = tf.memory().numTensors - heldByFoldCaches() - before;
     if (leaked !== 0) console.error(`mclip: warning: tensor count changed by ${leaked} during reinforcement`);
     if (!args.quiet) console.error(`mclip: ${sum.written} shard(s) written (${sum.samples} samples), ${sum.skipped} already done, in ${args.out}`);
     return sum;

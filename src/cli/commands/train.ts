@@ -14,6 +14,7 @@ import { DataParallel } from '../../base/train/parallel/data-parallel.js';
 import { availableParallelism } from 'node:os';
 import { etaSeconds, formatDuration, startProgress } from '../progress.js';
 import { startBackend, type GlobalArgs } from '../run.js';
+import { heldByFoldCaches } from '../../base/nn/fold-cache.js';
 
 export interface TrainArgs extends GlobalArgs {
   data: string;
@@ -168,7 +169,7 @@ export async function runTrain(args: TrainArgs): Promise<void> {
     const bar = tty ? startProgress({ label: 'train', total: args.steps, start: startStep, unit: 'steps', quiet: args.quiet, tty: true }) : null;
     const clock = new StepClock();
     const t0 = performance.now();
-    const before = tf.memory().numTensors;
+    const before = tf.memory().numTensors - heldByFoldCaches();
     const stopAt = Math.min(args.steps, args.stopAfter ?? args.steps);
     while (trainer.stepCount < stopAt) {
       const batch = loop.next(args.batch, tokenizer, model.cfg.text.contextLength);
@@ -197,7 +198,7 @@ export async function runTrain(args: TrainArgs): Promise<void> {
       console.error(`mclip: stopped after step ${stopAt} of ${args.steps}; continue with --resume`);
       return;
     }
-    const leaked = tf.memory().numTensors - before;
+    const leaked = tf.memory().numTensors - heldByFoldCaches() - before;
     if (leaked !== 0) console.error(`mclip: warning: tensor count changed by ${leaked} during training`);
     trainer.checkpoint();
     model.eval();
