@@ -9,6 +9,7 @@ import { exportCommand } from './commands/export.js';
 import { trainCommand } from './commands/train.js';
 import { reinforceCommand } from './commands/reinforce.js';
 import { inheritCommand } from './commands/inherit.js';
+import { distillCommand } from './commands/distill.js';
 import { convertCommand } from './commands/convert.js';
 import { mergeResultsCommand } from './commands/merge-results.js';
 import { reportError, setDebug } from './run.js';
@@ -25,6 +26,7 @@ const COMMANDS: readonly { name: string; subcommands: readonly string[]; registe
   { name: 'train', subcommands: [], register: trainCommand },
   { name: 'reinforce', subcommands: [], register: reinforceCommand },
   { name: 'inherit', subcommands: [], register: inheritCommand },
+  { name: 'distill', subcommands: [], register: distillCommand },
   { name: 'convert', subcommands: [], register: convertCommand },
   { name: 'merge-results', subcommands: [], register: mergeResultsCommand },
 ];
