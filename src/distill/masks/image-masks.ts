@@ -41,13 +41,14 @@ import * as tf from '../../base/tf.js';
 import { MclipError } from '../../errors.js';
 import type { CLIP } from '../../base/model/clip.js';
 import { FastViT } from '../../base/model/mci.js';
-import type { HookHandle, Module } from '../../base/nn/module.js';
+import type { Module } from '../../base/nn/module.js';
 import { Sequential } from '../../base/nn/module.js';
 import { AttentionBlock } from '../../base/layers/attention-block.js';
 import { PatchEmbed } from '../../base/layers/patch-embed.js';
 import { RepCPE } from '../../base/layers/rep-cpe.js';
 import { RepMixerBlock } from '../../base/layers/repmixer-block.js';
 import { ReparamLargeKernelConv } from '../../base/layers/reparam-large-kernel-conv.js';
+import { AppliedMasks } from './mask-hooks.js';
 
 /** The masks of one MCi block (`heads`: attention blocks only). */
 export interface ImageBlockMasks<T> {
@@ -208,36 +209,22 @@ export interface AppliedImageMasks {
  */
 export function applyImageMasks(model: CLIP, masks: ImageMaskSet): AppliedImageMasks {
   const sizes = imageMaskSizes(model);
-  checkImageMasks(masks, sizes, tensorLength);
-  const shape = layout(masks);
-  let current = masks;
-  const handles: HookHandle[] = [];
-  let live = true;
+  const applied = new AppliedMasks<ImageMaskSet>('image masks', masks, (m) => checkImageMasks(m, sizes, tensorLength), layout, model, IMG);
+  const current = (): ImageMaskSet => applied.masks;
 
-  const channels = (s: number): tf.Tensor1D => need(current.stages[s].channels, `stages[${s}].channels`);
-  const block = (s: number, j: number, k: 'heads' | 'ffn'): tf.Tensor1D => need(current.stages[s].blocks[j]?.[k], `stages[${s}].blocks[${j}].${k}`);
+  const channels = (s: number): tf.Tensor1D => need(current().stages[s].channels, `stages[${s}].channels`);
+  const block = (s: number, j: number, k: 'heads' | 'ffn'): tf.Tensor1D => need(current().stages[s].blocks[j]?.[k], `stages[${s}].blocks[${j}].${k}`);
   /** 1 where kept, 0 where pruned (no gradient). */
   const kept = (z: tf.Tensor1D): tf.Tensor1D => tf.sign(tf.abs(z));
   /** 1[z^s] repeated m times per entry (output o of a channel-multiplier-m grouped conv reads input ⌊o/m⌋). */
   const keptRepeated = (s: number, m: number): tf.Tensor1D => tf.tile(kept(channels(s)).reshape([-1, 1]), [1, m]).reshape([-1]);
-  const get = (path: string): Module => model.get(`${IMG}${path}`);
-  const post = (path: string, fn: (x: tf.Tensor, y: tf.Tensor) => tf.Tensor): void => {
-    handles.push(get(path).registerForwardHook((_m, x, y) => tf.tidy(() => fn(x, y))));
-  };
-  const pre = (path: string, fn: (x: tf.Tensor) => tf.Tensor): void => {
-    handles.push(get(path).registerForwardPreHook((_m, x) => tf.tidy(() => fn(x))));
-  };
+  const get = (path: string): Module => applied.module(path);
+  const post = (path: string, fn: (x: tf.Tensor, y: tf.Tensor) => tf.Tensor): void => applied.post(path, fn);
+  const pre = (path: string, fn: (x: tf.Tensor) => tf.Tensor): void => applied.pre(path, fn);
   /** Zeroes channels of a grouped conv's output before its SE (or after the module when it has none). */
   const zeroBeforeSe = (path: string, hasSe: boolean, ind: () => tf.Tensor1D): void => {
     if (hasSe) pre(`${path}.se`, (x) => x.mul(ind()));
     else post(path, (_x, y) => y.mul(ind()));
-  };
-
-  const remove = (): void => {
-    if (!live) return;
-    live = false;
-    for (const h of handles) h.remove();
-    handles.length = 0;
   };
 
   try {
@@ -291,22 +278,10 @@ export function applyImageMasks(model: CLIP, masks: ImageMaskSet): AppliedImageM
       zeroBeforeSe('conv_exp', vit.convExp.se !== null, () => keptRepeated(last, m));
     }
   } catch (e) {
-    remove();
+    applied.remove();
     throw e;
   }
-
-  return {
-    get masks() {
-      return current;
-    },
-    setMasks(next: ImageMaskSet): void {
-      if (!live) throw new MclipError('image masks: setMasks after remove()');
-      checkImageMasks(next, sizes, tensorLength);
-      if (layout(next) !== shape) throw new MclipError(`image masks: setMasks with another layout (${layout(next)}) than applied (${shape}); remove() and apply again`);
-      current = next;
-    },
-    remove,
-  };
+  return applied;
 }
 
 function need(t: tf.Tensor1D | undefined, name: string): tf.Tensor1D {

@@ -38,11 +38,11 @@
 import * as tf from '../../base/tf.js';
 import { MclipError } from '../../errors.js';
 import type { CLIP } from '../../base/model/clip.js';
-import type { HookHandle } from '../../base/nn/module.js';
 import { LayerNorm } from '../../base/layers/layer-norm.js';
 import { RepMixerBlock } from '../../base/layers/repmixer-block.js';
 import { TransformerEncoder } from '../../base/layers/transformer-encoder.js';
 import { MaskedLayerNorm } from './masked-layer-norm.js';
+import { AppliedMasks } from './mask-hooks.js';
 
 /** The masks of one text layer (`heads`: transformer layers only). */
 export interface TextLayerMasks<T> {
@@ -148,40 +148,23 @@ export interface AppliedTextMasks {
  */
 export function applyTextMasks(model: CLIP, masks: TextMaskSet): AppliedTextMasks {
   const sizes = textMaskSizes(model);
-  checkTextMasks(masks, sizes, tensorLength);
-  const shape = layout(masks);
-  let current = masks;
-  const handles: HookHandle[] = [];
-  const replaced: Array<{ path: string; ln: MaskedLayerNorm }> = [];
-  let live = true;
+  const applied = new AppliedMasks<TextMaskSet>('text masks', masks, (m) => checkTextMasks(m, sizes, tensorLength), layout, model);
+  const current = (): TextMaskSet => applied.masks;
 
-  const hidden = (): tf.Tensor1D => need(current.hidden, 'hidden');
-  const layer = (i: number, k: 'heads' | 'ffn'): tf.Tensor1D => need(current.layers[i]?.[k], `layers[${i}].${k}`);
+  const hidden = (): tf.Tensor1D => need(current().hidden, 'hidden');
+  const layer = (i: number, k: 'heads' | 'ffn'): tf.Tensor1D => need(current().layers[i]?.[k], `layers[${i}].${k}`);
   /** x ⊙ z over the last (channel) axis. */
-  const scale = (x: tf.Tensor, z: tf.Tensor1D): tf.Tensor => tf.tidy(() => x.mul(z));
-  const post = (path: string, fn: (x: tf.Tensor, y: tf.Tensor) => tf.Tensor): void => {
-    handles.push(model.get(path).registerForwardHook((_m, x, y) => fn(x, y)));
-  };
-  const pre = (path: string, fn: (x: tf.Tensor) => tf.Tensor): void => {
-    handles.push(model.get(path).registerForwardPreHook((_m, x) => fn(x)));
-  };
+  const scale = (x: tf.Tensor, z: tf.Tensor1D): tf.Tensor => x.mul(z);
+  const post = (path: string, fn: (x: tf.Tensor, y: tf.Tensor) => tf.Tensor): void => applied.post(path, fn);
+  const pre = (path: string, fn: (x: tf.Tensor) => tf.Tensor): void => applied.pre(path, fn);
   const maskNorm = (path: string): void => {
     const old = model.get(path);
     if (!(old instanceof LayerNorm)) throw new MclipError(`text masks: ${path} is a ${old.constructor.name}, expected a LayerNorm`);
-    const ln = model.replace(path, MaskedLayerNorm.from(old, () => current.hidden ?? null));
-    replaced.push({ path, ln });
-  };
-
-  const remove = (): void => {
-    if (!live) return;
-    live = false;
-    for (const h of handles) h.remove();
-    handles.length = 0;
-    for (const { path, ln } of replaced.reverse()) {
-      // Put a plain LayerNorm back unless something else has replaced ours since.
+    const ln = model.replace(path, MaskedLayerNorm.from(old, () => current().hidden ?? null));
+    // Put a plain LayerNorm back unless something else has replaced ours since.
+    applied.onRemove(() => {
       if (model.get(path) === ln) model.replace(path, ln.toLayerNorm());
-    }
-    replaced.length = 0;
+    });
   };
 
   try {
@@ -193,7 +176,7 @@ export function applyTextMasks(model: CLIP, masks: TextMaskSet): AppliedTextMask
       const at = `${TEXT}transformer.${i}.`;
       const l = masks.layers[i];
       if (s.kind === 'attention') {
-        if (l?.heads) post(`${at}pre_norm_mha.1.attn_probs`, (_x, p) => tf.tidy(() => p.mul(layer(i, 'heads').reshape([1, -1, 1, 1]))));
+        if (l?.heads) post(`${at}pre_norm_mha.1.attn_probs`, (_x, p) => p.mul(layer(i, 'heads').reshape([1, -1, 1, 1])));
         if (l?.ffn) pre(`${at}pre_norm_ffn.4`, (x) => scale(x, layer(i, 'ffn')));
         if (masks.hidden) {
           post(`${at}pre_norm_mha`, (_x, y) => scale(y, hidden()));
@@ -204,29 +187,17 @@ export function applyTextMasks(model: CLIP, masks: TextMaskSet): AppliedTextMask
       } else {
         if (l?.ffn) pre(`${at}convffn.fc2`, (x) => scale(x, layer(i, 'ffn')));
         if (masks.hidden) {
-          post(`${at}token_mixer`, (x, y) => tf.tidy(() => x.add(y.sub(x).mul(hidden()))));
-          post(`${at}convffn.conv`, (_x, y) => tf.tidy(() => y.mul(tf.sign(tf.abs(hidden())))));
+          post(`${at}token_mixer`, (x, y) => x.add(y.sub(x).mul(hidden())));
+          post(`${at}convffn.conv`, (_x, y) => y.mul(tf.sign(tf.abs(hidden()))));
           post(`${at}convffn`, (_x, y) => scale(y, hidden()));
         }
       }
     });
   } catch (e) {
-    remove();
+    applied.remove();
     throw e;
   }
-
-  return {
-    get masks() {
-      return current;
-    },
-    setMasks(next: TextMaskSet): void {
-      if (!live) throw new MclipError('text masks: setMasks after remove()');
-      checkTextMasks(next, sizes, tensorLength);
-      if (layout(next) !== shape) throw new MclipError(`text masks: setMasks with another layout (${layout(next)}) than applied (${shape}); remove() and apply again`);
-      current = next;
-    },
-    remove,
-  };
+  return applied;
 }
 
 function need(t: tf.Tensor1D | undefined, name: string): tf.Tensor1D {
