@@ -7,6 +7,7 @@
  * pure-JS cpu backend (whose embedding gradient, UnsortedSegmentSum, costs vocab × tokens × width), so the
  * tests stay fast on a loaded 2-core machine.
  */
+import * as tf from '../src/base/tf.js';
 import { getConfig, mciStages, type ClipConfig } from '../src/base/model/configs.js';
 
 /** Context length of the micro text towers (tests build token rows of this length). */
@@ -53,4 +54,10 @@ export function unevenMicroConfig(): ClipConfig {
   stages[3].ffnDims = [150];
   cfg.image.stages = stages;
   return cfg;
+}
+
+/** Four token rows of the micro text towers (SOT, 4–13 words, EOT, zero padding; EOT at different positions). */
+export function microTokenRows(): tf.Tensor2D {
+  const rows = [5, 9, 3, 14].map((len, r) => Array.from({ length: MICRO_CONTEXT }, (_, j) => (j === 0 ? MICRO_VOCAB - 2 : j < len ? 1 + ((r * 37 + j * 11) % (MICRO_VOCAB - 3)) : j === len ? MICRO_VOCAB - 1 : 0)));
+  return tf.tensor2d(rows, [4, MICRO_CONTEXT], 'int32');
 }

@@ -16,6 +16,7 @@ import { expectedShapes } from '../../src/base/model/state-dict.js';
 import { applyImageMasks, imageMaskSizes, imageMaskValues, type ImageMaskSet, type ImageMaskValues } from '../../src/distill/masks/image-masks.js';
 import { imageCoupling, pruneImage } from '../../src/distill/masks/prune-image.js';
 import { microConfig, unevenMicroConfig } from '../micro-config.js';
+import { relErr as relErrOf } from '../model/helpers.js';
 
 /** Non-trivial BN statistics and affines, and layer scales, so every sliced and folded tensor matters. */
 function randomise(model: CLIP): void {
@@ -40,15 +41,8 @@ function embed(model: CLIP, x: tf.Tensor4D): Float32Array {
   return tf.tidy(() => Float32Array.from(model.encodeImage(x).dataSync() as Float32Array));
 }
 
-function relErr(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num = Math.max(num, Math.abs(a[i] - b[i]));
-    den = Math.max(den, Math.abs(b[i]));
-  }
-  return num / den;
-}
+/** max|got − want| / max|want| (the shared helper takes the reference first). */
+const relErr = (got: Float32Array, want: Float32Array): number => relErrOf(want, got);
 
 const SOFT = [1, 0.3, 0.55, 0.8, 0.95, 0.65, 1, 0.42];
 /** n fractional values in [0.3, 1] (some exactly 1), zero at `zeros`. */

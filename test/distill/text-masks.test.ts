@@ -17,12 +17,10 @@ import { LayerNorm } from '../../src/base/layers/layer-norm.js';
 import { MaskedLayerNorm } from '../../src/distill/masks/masked-layer-norm.js';
 import { applyTextMasks, textMaskSizes, textMaskValues, type TextMaskSet, type TextMaskValues } from '../../src/distill/masks/text-masks.js';
 import { pruneText } from '../../src/distill/masks/prune-text.js';
-import { MICRO_CONTEXT as L, MICRO_VOCAB as V, microConfig } from '../micro-config.js';
+import { microConfig, microTokenRows } from '../micro-config.js';
+import { relErr as relErrOf } from '../model/helpers.js';
 
-function tokens(): tf.Tensor2D {
-  const rows = [5, 9, 3, 14].map((len, r) => Array.from({ length: L }, (_, j) => (j === 0 ? V - 2 : j < len ? 1 + ((r * 37 + j * 11) % (V - 3)) : j === len ? V - 1 : 0)));
-  return tf.tensor2d(rows, [4, L], 'int32');
-}
+const tokens = microTokenRows;
 
 /** Non-trivial LayerNorm affines, BN statistics and layer scales, so every sliced and folded tensor matters. */
 function randomise(model: CLIP): void {
@@ -45,15 +43,8 @@ function text(model: CLIP, toks: tf.Tensor2D): Float32Array {
   return tf.tidy(() => Float32Array.from(model.encodeText(toks).dataSync() as Float32Array));
 }
 
-function relErr(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num = Math.max(num, Math.abs(a[i] - b[i]));
-    den = Math.max(den, Math.abs(b[i]));
-  }
-  return num / den;
-}
+/** max|got − want| / max|want| (the shared helper takes the reference first). */
+const relErr = (got: Float32Array, want: Float32Array): number => relErrOf(want, got);
 
 /** n fractional values in [0.3, 1] (some exactly 1), zero at `zeros`. */
 function pattern(n: number, zeros: (j: number) => boolean, seed = 0): Float32Array {

@@ -13,12 +13,10 @@ import { reparameterize } from '../../src/base/model/reparameterize.js';
 import { ConvFFN } from '../../src/base/layers/conv-ffn.js';
 import { heldByFoldCaches } from '../../src/base/nn/fold-cache.js';
 import type { HookHandle } from '../../src/base/nn/module.js';
-import { MICRO_CONTEXT as L, MICRO_VOCAB as V, microConfig } from '../micro-config.js';
+import { microConfig, microTokenRows } from '../micro-config.js';
+import { relErr as relErrOf } from './helpers.js';
 
-function tokens(): tf.Tensor2D {
-  const rows = [5, 9, 3, 14].map((len, r) => Array.from({ length: L }, (_, j) => (j === 0 ? V - 2 : j < len ? 1 + ((r * 37 + j * 11) % (V - 3)) : j === len ? V - 1 : 0)));
-  return tf.tensor2d(rows, [4, L], 'int32');
-}
+const tokens = microTokenRows;
 
 /** Random BN statistics and affine, random layer scales: every fold term matters. */
 function randomise(model: CLIP): void {
@@ -49,15 +47,8 @@ function plain(model: CLIP, images: tf.Tensor4D, toks: tf.Tensor2D): Float32Arra
   }
 }
 
-function relErr(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num = Math.max(num, Math.abs(a[i]! - b[i]!));
-    den = Math.max(den, Math.abs(b[i]!));
-  }
-  return num / den;
-}
+/** max|got − want| / max|want| (the shared helper takes the reference first). */
+const relErr = (got: Float32Array, want: Float32Array): number => relErrOf(want, got);
 
 describe('inference folds (ConvFFN BN + layer scale)', () => {
   beforeAll(async () => {
