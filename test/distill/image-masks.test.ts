@@ -182,7 +182,7 @@ describe('TinyCLIP image masks', () => {
         // per-stage widths, and every shape against a model of the architecture expected from the masks
         const want = expectedStages(cfg, values);
         if (pruned.config.image.kind !== 'mci') throw new Error('expected MCi');
-        expect(mciStages(pruned.config.image)).toEqual(want);
+        expect(mciStages(pruned.config.image).map(({ seWidth: _se, ...st }) => st)).toEqual(want);
         if (cfg.image.kind !== 'mci') throw new Error('expected MCi');
         const ref2 = new CLIP({ ...cfg, image: { ...cfg.image, stages: want } }, { inferenceMode: c.fused });
         const got2 = imageShapes(pruned.model);
@@ -204,6 +204,10 @@ describe('TinyCLIP image masks', () => {
         expect(pruned.model.imageEncoder.numParams()).toBeLessThan(model.imageEncoder.numParams());
         expect(pruned.model.textEncoder.numParams()).toBe(model.textEncoder.numParams());
         ref2.dispose();
+        // the config alone (SE widths included) builds the pruned model's every shape: any loader reads it
+        const fromConfig = new CLIP(pruned.config, { inferenceMode: c.fused });
+        expect(imageShapes(fromConfig)).toEqual(got2);
+        fromConfig.dispose();
       } finally {
         pruned.model.dispose();
       }

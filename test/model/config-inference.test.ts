@@ -164,6 +164,39 @@ describe('configFromStateDict on uneven (per-layer) models', () => {
     }
   });
 
+  test('SE hidden widths that differ from the default (pruned models) live in the config and come back from the shapes', async () => {
+    const base = microConfig();
+    if (base.image.kind !== 'mci') throw new Error('expected MCi');
+    const stages = mciStages(base.image);
+    const s = stages.findIndex((st) => st.seDownsample);
+    expect(s).toBeGreaterThan(0);
+    stages[s].seWidth = 11;
+    const cfg: ClipConfig = { ...base, image: { ...base.image, stages, convExpSeWidth: 5 } };
+    const model = new CLIP(cfg, { seed: 2 });
+    const sd = exportStateDict(model);
+    const seKeys = [...sd.keys()].filter((k) => /^image_encoder\.model\.network\.\d+\.proj\.0\.se\.fc1\.weight$/.test(k));
+    expect(seKeys.map((k) => sd.get(k)!.shape[0])).toContain(11);
+    expect(sd.get('image_encoder.model.conv_exp.se.reduce.weight')!.shape[0]).toBe(5);
+    const got = configFromStateDict(null, sd, 'se');
+    if (got.image.kind !== 'mci') throw new Error('expected MCi');
+    expect(mciStages(got.image)[s].seWidth).toBe(11);
+    expect(got.image.convExpSeWidth).toBe(5);
+    // a bare file (no config) loads: the widths come from the shapes alone
+    const bare = join(dir, 'se-bare.safetensors');
+    writeSafetensors(bare, sd);
+    const loaded = await loadModel(bare);
+    expect(expectedShapes(loaded.model)).toEqual(expectedShapes(model));
+    loaded.model.dispose();
+    model.dispose();
+    // default widths stay implicit
+    const ref = new CLIP(base, { seed: 2 });
+    const plain = configFromStateDict(null, exportStateDict(ref), 'plain');
+    ref.dispose();
+    if (plain.image.kind !== 'mci') throw new Error('expected MCi');
+    expect(mciStages(plain.image).every((st) => st.seWidth === undefined)).toBe(true);
+    expect(plain.image.convExpSeWidth).toBeUndefined();
+  });
+
   test('ViT per-layer blocks come back from the shapes', () => {
     const cfg = microVit();
     if (cfg.image.kind !== 'vit') throw new Error('vit expected');

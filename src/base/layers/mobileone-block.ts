@@ -16,6 +16,8 @@ export interface MobileOneOptions {
   /** Build the fused inference form (a single biased `reparam_conv`). */
   inferenceMode?: boolean;
   useSe?: boolean;
+  /** SE hidden width when not the default (a pruned model). */
+  seWidth?: number;
   useAct?: boolean;
   useScaleBranch?: boolean;
   numConvBranches?: number;
@@ -48,7 +50,7 @@ export class MobileOneBlock extends Module {
     this.padding = opts.padding ?? [Math.floor(k[0] / 2), Math.floor(k[1] / 2)];
     this.useAct = opts.useAct ?? true;
     const init = opts.init ?? new Initializer(0);
-    if (opts.useSe) this.addModule('se', new SEBlock(outC, 0.0625, init));
+    if (opts.useSe) this.addModule('se', new SEBlock(outC, 0.0625, init, opts.seWidth));
     const convOpts = { stride: this.stride, padding: this.padding, groups, init };
     if (opts.inferenceMode) {
       this.addModule('reparam_conv', new Conv2d(inC, outC, k, { ...convOpts, bias: true }));

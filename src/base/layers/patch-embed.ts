@@ -9,7 +9,7 @@ import { MobileOneBlock } from './mobileone-block.js';
  * 7×7, stride 2, groups C_in, small kernel 3, optional SE), `proj.1` = MobileOneBlock 1×1.
  */
 export class PatchEmbed extends Module {
-  constructor(inC: number, outC: number, opts: { patchSize: number; stride: number; useSe: boolean; inferenceMode?: boolean; init?: Initializer }) {
+  constructor(inC: number, outC: number, opts: { patchSize: number; stride: number; useSe: boolean; seWidth?: number; inferenceMode?: boolean; init?: Initializer }) {
     super();
     const init = opts.init ?? new Initializer(0);
     this.addModule(
@@ -21,6 +21,7 @@ export class PatchEmbed extends Module {
           groups: inC,
           smallKernel: 3,
           useSe: opts.useSe,
+          seWidth: opts.seWidth,
           inferenceMode: opts.inferenceMode,
           init,
         }),

@@ -17,12 +17,12 @@ export class ReparamLargeKernelConv extends Module {
   constructor(
     inC: number,
     outC: number,
-    opts: { kernelSize: number; stride: number; groups: number; smallKernel: number; useSe?: boolean; inferenceMode?: boolean; init?: Initializer },
+    opts: { kernelSize: number; stride: number; groups: number; smallKernel: number; useSe?: boolean; seWidth?: number; inferenceMode?: boolean; init?: Initializer },
   ) {
     super();
     this.stride = opts.stride;
     const init = opts.init ?? new Initializer(0);
-    if (opts.useSe) this.addModule('se', new SqueezeExcite(outC, 0.25, init));
+    if (opts.useSe) this.addModule('se', new SqueezeExcite(outC, 0.25, init, opts.seWidth));
     const k = opts.kernelSize;
     const p = Math.floor(k / 2);
     if (opts.inferenceMode) {

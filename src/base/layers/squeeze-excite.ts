@@ -19,11 +19,16 @@ function squeeze(x: tf.Tensor, reduce: Module, expand: Module): tf.Tensor {
   });
 }
 
-/** MobileOne `SEBlock` (used by `conv_exp`): reduce/expand 1×1 convs, ratio 1/16, ReLU, sigmoid. */
+/** MobileOne `SEBlock` (used by `conv_exp`): reduce/expand 1×1 convs, ratio 1/16, ReLU, sigmoid. `width`: the hidden width, when not ⌊C·ratio⌋ (a pruned model). */
+/** The hidden width `SEBlock` gives `channels` by default. */
+export function seBlockWidth(channels: number, rdRatio = 0.0625): number {
+  return Math.floor(channels * rdRatio);
+}
+
 export class SEBlock extends Module {
-  constructor(channels: number, rdRatio = 0.0625, init?: Initializer) {
+  constructor(channels: number, rdRatio = 0.0625, init?: Initializer, width?: number) {
     super();
-    const rd = Math.floor(channels * rdRatio);
+    const rd = width ?? seBlockWidth(channels, rdRatio);
     this.addModule('reduce', new Conv2d(channels, rd, 1, { bias: true, init }));
     this.addModule('expand', new Conv2d(rd, channels, 1, { bias: true, init }));
   }
@@ -41,11 +46,16 @@ export class SEBlock extends Module {
   }
 }
 
-/** timm `SqueezeExcite` (PatchEmbed downsamplers): fc1/fc2 1×1 convs, rd = make_divisible(C/4, 8). */
+/** The hidden width `SqueezeExcite` gives `channels` by default. */
+export function squeezeExciteWidth(channels: number, rdRatio = 0.25): number {
+  return makeDivisible(channels * rdRatio, 8, undefined, 0);
+}
+
+/** timm `SqueezeExcite` (PatchEmbed downsamplers): fc1/fc2 1×1 convs, rd = make_divisible(C/4, 8). `width`: the hidden width, when not that (a pruned model). */
 export class SqueezeExcite extends Module {
-  constructor(channels: number, rdRatio = 0.25, init?: Initializer) {
+  constructor(channels: number, rdRatio = 0.25, init?: Initializer, width?: number) {
     super();
-    const rd = makeDivisible(channels * rdRatio, 8, undefined, 0);
+    const rd = width ?? squeezeExciteWidth(channels, rdRatio);
     this.addModule('fc1', new Conv2d(channels, rd, 1, { bias: true, init }));
     this.addModule('fc2', new Conv2d(rd, channels, 1, { bias: true, init }));
   }

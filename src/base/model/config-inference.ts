@@ -27,6 +27,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import { MclipError } from '../../errors.js';
 import type { StateDict } from '../io/tensor-data.js';
+import { seBlockWidth, squeezeExciteWidth } from '../layers/squeeze-excite.js';
 import {
   CONFIGS,
   mciStages,
@@ -201,6 +202,7 @@ function inferMci(s: Shapes, base: MciConfig | null): MciConfig {
   const stages: MciStageConfig[] = [];
   let pendingPe = false;
   let pendingSe = false;
+  let pendingSeWidth: number | undefined;
   let downs = 0;
   let repKernel: number | undefined;
   let downKernel: number | undefined;
@@ -210,6 +212,7 @@ function inferMci(s: Shapes, base: MciConfig | null): MciConfig {
       const k = s.need([`${p}proj.0.lkb_origin.conv.weight`, `${p}proj.0.lkb_reparam.weight`], 4);
       downKernel ??= k[2];
       pendingSe = s.has(`${p}proj.0.se.fc1.weight`);
+      pendingSeWidth = pendingSe ? s.need(`${p}proj.0.se.fc1.weight`, 4)[0] : undefined;
       downs++;
       if (downs !== stages.length) s.fail(`network.${n} is a downsampler not preceded by a stage`);
       continue;
@@ -250,6 +253,7 @@ function inferMci(s: Shapes, base: MciConfig | null): MciConfig {
       posEmb: pendingPe,
       seDownsample: i > 0 && pendingSe,
     };
+    if (stage.seDownsample && pendingSeWidth !== undefined && pendingSeWidth !== squeezeExciteWidth(stage.width)) stage.seWidth = pendingSeWidth;
     if (b0.inner !== undefined) {
       const bs = baseStages[i];
       const h = chooseHeads(b0.inner, bs?.mixer === 'attention' ? bs.heads : undefined, MCI_HEAD_DIM);
@@ -260,6 +264,7 @@ function inferMci(s: Shapes, base: MciConfig | null): MciConfig {
     stages.push(stage);
     pendingPe = false;
     pendingSe = false;
+    pendingSeWidth = undefined;
   }
   if (stages.length === 0) s.fail(`no MCi stages under '${IMG}network.'`);
   if (downs !== stages.length - 1) s.fail(`${stages.length} MCi stages but ${downs} downsamplers`);
@@ -284,6 +289,8 @@ function inferMci(s: Shapes, base: MciConfig | null): MciConfig {
     layerScaleInit: base?.layerScaleInit ?? 1e-5,
     stages,
   };
+  const seRd = s.get(`${IMG}conv_exp.se.reduce.weight`);
+  if (seRd && seRd[0] !== seBlockWidth(exp)) m.convExpSeWidth = seRd[0];
   return compactMci(m);
 }
 

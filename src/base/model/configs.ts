@@ -32,6 +32,8 @@ export interface MciStageConfig {
   posEmb: boolean;
   /** SE in the PatchEmbed feeding this stage (stage 0 has no PatchEmbed). */
   seDownsample: boolean;
+  /** Hidden width of that SE when it is not the default make_divisible(width/4, 8) (a pruned model). */
+  seWidth?: number;
 }
 
 /** MCi (FastViT-style) image tower, as `mobileclip/models/mci.py`. */
@@ -53,6 +55,8 @@ export interface MciConfig {
   downStride: number;
   /** conv_exp widening (2.0). */
   clsRatio: number;
+  /** Hidden width of conv_exp's SE when it is not the default ⌊C/16⌋ (a pruned model). */
+  convExpSeWidth?: number;
   layerScaleInit: number;
   /**
    * Per-stage form (pruned or inherited models). When present it is the truth and `layers`,

@@ -74,13 +74,13 @@ export class FastViT extends Module {
       network.push(stage);
       const next = stages[i + 1];
       if (next) {
-        network.push(new PatchEmbed(s.width, next.width, { patchSize: cfg.downPatchSize, stride: cfg.downStride, useSe: next.seDownsample, inferenceMode: inf, init }));
+        network.push(new PatchEmbed(s.width, next.width, { patchSize: cfg.downPatchSize, stride: cfg.downStride, useSe: next.seDownsample, seWidth: next.seWidth, inferenceMode: inf, init }));
       }
     });
     this.addModule('network', network);
     const last = stages[stages.length - 1].width;
     const exp = Math.floor(last * cfg.clsRatio);
-    this.addModule('conv_exp', new MobileOneBlock(last, exp, 3, { stride: 1, padding: [1, 1], groups: last, useSe: true, inferenceMode: inf, init }));
+    this.addModule('conv_exp', new MobileOneBlock(last, exp, 3, { stride: 1, padding: [1, 1], groups: last, useSe: true, seWidth: cfg.convExpSeWidth, inferenceMode: inf, init }));
     this.addModule('head', new GlobalPool2D(exp, projectionDim, init));
   }
 

@@ -32,12 +32,9 @@
  * (both 2c and 2c+1 kept iff c is); `imageCoupling` says what a mask set breaks. Masks that break it are
  * refused here (the masked model itself takes any masks).
  *
- * SE hidden widths: our SE modules derive their hidden width from the channels (⌊C/16⌋ in conv_exp,
- * make_divisible(C/4, 8) in the PatchEmbeds) and no config field stores it, so a pruned SE keeps its source's
- * hidden units (exact) and may be wider than a fresh model of the pruned config builds. The state dict and
- * config are written as is; `pruneImage` (and `prunedImageModel`) build the model and put SEs of the right
- * width in before loading. Another loader, which builds from the config alone, would see mis-shaped SE keys:
- * a seam the core lacks (an SE width in `MciStageConfig`, or inferred from shapes).
+ * SE hidden widths: a pruned SE keeps its source's hidden units (exact), so it may be wider than the default
+ * the pruned widths would give; the config says so (`MciStageConfig.seWidth`, `MciConfig.convExpSeWidth`, read
+ * off the shapes by `configFromStateDict`), and every loader builds it from the config alone.
  *
  * Head counts, which no shape fixes, travel in the returned config. The text tower and the logit scale are
  * passed through untouched.
@@ -49,8 +46,7 @@ import { CLIP } from '../../base/model/clip.js';
 import { configFromStateDict, compactMci } from '../../base/model/config-inference.js';
 import { mciStages, type ClipConfig, type MciConfig, type MciStageConfig } from '../../base/model/configs.js';
 import { isFusedStateDict } from '../../base/model/checkpoint.js';
-import { expectedShapes, exportStateDict, loadStateDict } from '../../base/model/state-dict.js';
-import { SEBlock, SqueezeExcite } from '../../base/layers/squeeze-excite.js';
+import { exportStateDict, loadStateDict } from '../../base/model/state-dict.js';
 import type { ImageMaskValues } from './image-masks.js';
 import { kept, maskValues, range, take, type Take } from './take.js';
 
@@ -62,7 +58,7 @@ export interface PrunedImageStateDict {
 }
 
 export interface PrunedImage extends PrunedImageStateDict {
-  /** A new model of `config` (SE widths as in `stateDict`) with `stateDict` loaded (the source's train/eval mode). */
+  /** A new model of `config` with `stateDict` loaded (the source's train/eval mode). */
   model: CLIP;
 }
 
@@ -365,23 +361,10 @@ function pruneExpandKey(key: string, k: string, last: StagePlan, exp: number, pu
   throw new MclipError(`pruneImage: unexpected key '${key}' in conv_exp`);
 }
 
-/**
- * A model of `config` holding `sd` (a `pruneImageStateDict` result): built from the config, with every SE whose
- * hidden width in `sd` differs from the one the config builds replaced by one of `sd`'s width, then loaded.
- */
+/** A model of `config` (SE widths included: `seWidth`, `convExpSeWidth`) holding `sd`, a `pruneImageStateDict` result. */
 export function prunedImageModel(config: ClipConfig, sd: StateDict, opts: { inferenceMode?: boolean } = {}): CLIP {
   const model = new CLIP(config, { inferenceMode: opts.inferenceMode ?? isFusedStateDict(sd) });
   try {
-    const shapes = expectedShapes(model);
-    for (const [key, shape] of shapes) {
-      const m = /^(.*)\.(fc1|reduce)\.weight$/.exec(key);
-      if (!m || !key.startsWith(IMG) || !m[1].endsWith('.se')) continue;
-      const got = sd.get(key);
-      if (!got || got.shape[0] === shape[0]) continue;
-      const [rd, channels] = got.shape;
-      const ratio = (rd + 0.5) / channels;
-      model.replace(m[1], m[2] === 'fc1' ? new SqueezeExcite(channels, ratio) : new SEBlock(channels, ratio));
-    }
     loadStateDict(model, sd, 'pruned image tower');
   } catch (e) {
     model.dispose();
