@@ -1,12 +1,25 @@
 /**
- * One TinyCLIP stage on a text tower (methods.md §3.5–§3.7): mask learning with the sparsity Lagrangian
+ * One TinyCLIP stage (methods.md §3.5–§3.7) on one tower or both: mask learning with the sparsity Lagrangian
  * for `maskSteps` steps (the target ramps from `start` to `target` over `sparsityWarmup` steps), then the
  * deterministic masks are folded and the pruned units removed (a dense smaller model), and training goes
  * on as plain distillation of that model with a fresh optimiser for the remaining steps.
  *
- * The loss is TinyCLIP's by default, L = L_distill + L_lag (`tinyclipTerms` with `form: 'tinyclip'`),
- * with the teacher's stored embeddings in every batch (reinforced data); the image tower trains along
- * but is not masked here.
+ * With both towers the sparsity is TinyCLIP's joint one: ŝ = 1 − (E[N_text] + E[N_image]) / (N₀_text +
+ * N₀_image), so the Lagrangian decides how the pruning splits between them. A tower left out trains along
+ * unmasked. In the image tower the heads and ConvFFN hidden channels are masked, the stage channels only with
+ * `imageChannels`.
+ *
+ * Landing on the target (our addition, `calibrate`, default on): when mask learning stops, ŝ sits near the
+ * target but not on it, and the deterministic masks round per gate group; so the number of units the
+ * deterministic masks zero is counted with a common offset δ added to every ln α (the soft values kept are
+ * unchanged, see `deterministicMask`), δ chosen by bisection so that the pruned size is the closest to the
+ * target. δ = 0 is TinyCLIP's mask; the result reports δ and the size without it.
+ *
+ * Target 0: no masks — the stage is plain distillation of the model for `steps` steps (the student of a
+ * manual-inheritance or from-scratch baseline), trained in place (`model` is returned).
+ *
+ * The loss is TinyCLIP's by default, L = L_distill + L_lag (`tinyclipTerms` with `form: 'tinyclip'`), with
+ * the teacher embeddings in every batch (stored, or computed by the caller from a live teacher).
  */
 import * as tf from '../base/tf.js';
 import { MclipError } from '../errors.js';
@@ -17,10 +30,13 @@ import { Trainer, type StepMetrics } from '../base/train/trainer.js';
 import { tinyclipTerms, type DistillKind } from './compose.js';
 import { SparsityLagrangian, maskParamGroups, sparsityTerm, stopMaskLearning, type LagrangianForm } from './masks/lagrangian.js';
 import { TextGates, textPrunableSize } from './masks/text-gates.js';
-import { pruneText } from './masks/prune-text.js';
+import { ImageGates, imagePrunableSize } from './masks/image-gates.js';
+import type { Tower, TowerGates } from './masks/tower-gates.js';
 
-export interface TextPruneStageOptions {
-  /** Target sparsity of the text tower's prunable parameters, in [0, 1), relative to `reference`. */
+export interface PruneStageOptions {
+  /** The towers to mask (default both); their prunable parameters count jointly. */
+  towers?: readonly Tower[];
+  /** Target sparsity of the towers' prunable parameters, in [0, 1), relative to `reference`; 0: plain distillation, no masks. */
   target: number;
   /** Sparsity the target ramps from (default: where the model already is, relative to `reference`). */
   start?: number;
@@ -31,8 +47,17 @@ export interface TextPruneStageOptions {
   reference?: number;
   /** Total steps of the stage (mask learning + the pruned model's distillation). */
   steps: number;
-  /** Mask-learning steps (`--prune-step`); the model is pruned after them. */
+  /** Mask-learning steps (`--prune-step`); the model is pruned after them (ignored for target 0). */
   maskSteps: number;
+  /**
+   * Mask the MCi stage channels too (default false: heads and ConvFFN hidden channels only). The coupled stage
+   * channels (image-gates.ts) are coarse knobs — one stage-0 channel carries 2^s channels of stage s — and on
+   * short stages they made the joint Lagrangian run away (measured on the micro model, target 0.25, 24 mask
+   * steps: ŝ 0.98 with them, 0.28 without).
+   */
+  imageChannels?: boolean;
+  /** Land the pruned size on the target by the count offset δ (default true; see the file comment). */
+  calibrate?: boolean;
   /** Steps of the target ramp (default: half of maskSteps). */
   sparsityWarmup?: number;
   /** Peak lr of the model (default 1e-4, TinyCLIP's). */
@@ -64,21 +89,69 @@ export interface TextPruneStageOptions {
   onStep?: (m: StepMetrics & { phase: 'masks' | 'dense'; sparsity?: number; target?: number }) => void;
 }
 
-export interface TextPruneStageResult {
-  /** The pruned dense model (the input model is left as it was trained, masks removed). */
+export interface PruneStageResult {
+  /** The pruned dense model (the input model is left as it was trained, masks removed); for target 0 the input model, trained. */
   model: CLIP;
   /** Expected sparsity ŝ when mask learning stopped (relative to `reference`). */
   expected: number;
-  /** 1 − N(pruned)/N₀ of the text tower's prunable parameters (N₀: `reference`). */
+  /** 1 − N(pruned)/N₀ of the prunable parameters of the masked towers (N₀: `reference`). */
   reached: number;
+  /** The sparsity TinyCLIP's deterministic masks (δ = 0) would have given. */
+  uncalibrated: number;
+  /** The count offset δ used (0 without calibration). */
+  countShift: number;
   prunable: { before: number; after: number };
+  /** Prunable sizes per masked tower. */
+  towers: Partial<Record<Tower, { before: number; after: number }>>;
 }
 
-export function checkStageOptions(o: TextPruneStageOptions): void {
-  if (!(o.target >= 0 && o.target < 1)) throw new MclipError(`text prune stage: target sparsity must be in [0, 1), got ${o.target}`);
-  if (o.start != null && !(o.start >= 0 && o.start <= o.target)) throw new MclipError(`text prune stage: start sparsity must be in [0, target], got ${o.start}`);
-  if (!(Number.isInteger(o.maskSteps) && o.maskSteps > 0)) throw new MclipError(`text prune stage: maskSteps must be a positive integer, got ${o.maskSteps}`);
-  if (!(Number.isInteger(o.steps) && o.steps >= o.maskSteps)) throw new MclipError(`text prune stage: steps (${o.steps}) must be an integer ≥ maskSteps (${o.maskSteps})`);
+/** The prunable parameter count of one tower (N₀ with every mask open). */
+export function prunableSize(model: CLIP, tower: Tower): number {
+  return tower === 'text' ? textPrunableSize(model) : imagePrunableSize(model);
+}
+
+/** Σ of the towers' prunable sizes. */
+export function jointPrunableSize(model: CLIP, towers: readonly Tower[]): number {
+  return towers.reduce((s, t) => s + prunableSize(model, t), 0);
+}
+
+function towerGates(model: CLIP, tower: Tower, seed: number, initLogAlpha: number | undefined, imageChannels: boolean): TowerGates {
+  return tower === 'text' ? new TextGates(model, { seed, initLogAlpha }) : new ImageGates(model, { seed: seed + 7777, initLogAlpha, channels: imageChannels });
+}
+
+/**
+ * The count offset δ whose pruned size Σ prunedSize(δ) is closest to `targetSize` (bisection: the size is
+ * non-decreasing in δ), and that size.
+ */
+export function calibrateShift(size: (shift: number) => number, targetSize: number): { shift: number; size: number } {
+  let lo = -30;
+  let hi = 30;
+  let best = { shift: 0, size: size(0) };
+  const consider = (shift: number, n: number) => {
+    if (Math.abs(n - targetSize) < Math.abs(best.size - targetSize)) best = { shift, size: n };
+  };
+  consider(lo, size(lo));
+  consider(hi, size(hi));
+  for (let i = 0; i < 40; i++) {
+    const mid = (lo + hi) / 2;
+    const n = size(mid);
+    consider(mid, n);
+    if (n < targetSize) lo = mid;
+    else hi = mid;
+  }
+  return best;
+}
+
+export function checkStageOptions(o: PruneStageOptions): void {
+  if (!(o.target >= 0 && o.target < 1)) throw new MclipError(`prune stage: target sparsity must be in [0, 1), got ${o.target}`);
+  if (o.start != null && !(o.start >= 0 && o.start <= o.target)) throw new MclipError(`prune stage: start sparsity must be in [0, target], got ${o.start}`);
+  if (o.towers && (o.towers.length === 0 || o.towers.some((t) => t !== 'text' && t !== 'image') || new Set(o.towers).size !== o.towers.length)) throw new MclipError(`prune stage: towers must be distinct 'text' / 'image', got [${o.towers.join(', ')}]`);
+  if (o.target === 0) {
+    if (!(Number.isInteger(o.steps) && o.steps > 0)) throw new MclipError(`prune stage: steps must be a positive integer, got ${o.steps}`);
+    return;
+  }
+  if (!(Number.isInteger(o.maskSteps) && o.maskSteps > 0)) throw new MclipError(`prune stage: maskSteps must be a positive integer, got ${o.maskSteps}`);
+  if (!(Number.isInteger(o.steps) && o.steps >= o.maskSteps)) throw new MclipError(`prune stage: steps (${o.steps}) must be an integer ≥ maskSteps (${o.maskSteps})`);
 }
 
 /** The default lr of the mask logits and multipliers for a stage of `maskSteps` mask-learning steps. */
@@ -94,16 +167,36 @@ function stepOn(trainer: Trainer, b: TrainBatch): StepMetrics {
   }
 }
 
-export function runTextPruneStage(model: CLIP, o: TextPruneStageOptions): TextPruneStageResult {
+function distilDense(model: CLIP, o: PruneStageOptions, steps: number, offset: number): void {
+  if (steps <= 0) return;
+  const dense = new Trainer(model, { lr: o.lr ?? 1e-4, totalSteps: steps, warmup: 0, losses: tinyclipTerms({ form: 'tinyclip', distill: o.distill ?? 'affinity', source: 'stored' }), teachers: o.teachers, seed: o.seed });
+  try {
+    for (let s = 0; s < steps; s++) o.onStep?.({ ...stepOn(dense, o.batch(offset + s)), phase: 'dense' });
+  } finally {
+    dense.dispose();
+  }
+}
+
+export function runPruneStage(model: CLIP, o: PruneStageOptions): PruneStageResult {
   checkStageOptions(o);
-  const before = textPrunableSize(model);
+  const towers = o.towers ?? (['text', 'image'] as const);
+  const before = jointPrunableSize(model, towers);
   const ref = o.reference ?? before;
-  if (!(ref >= before)) throw new MclipError(`text prune stage: reference size ${ref} is below the model's prunable size ${before}`);
+  if (!(ref >= before)) throw new MclipError(`prune stage: reference size ${ref} is below the model's prunable size ${before}`);
+  const perTower = (m: CLIP) => Object.fromEntries(towers.map((t) => [t, prunableSize(m, t)])) as Partial<Record<Tower, number>>;
+  if (o.target === 0) {
+    distilDense(model, o, o.steps, 0);
+    const sizes = perTower(model);
+    const towersOut = Object.fromEntries(towers.map((t) => [t, { before: sizes[t]!, after: sizes[t]! }]));
+    const r = 1 - before / ref;
+    return { model, expected: r, reached: r, uncalibrated: r, countShift: 0, prunable: { before, after: before }, towers: towersOut };
+  }
   // sparsities relative to `ref` → relative to this model: 1 − (1 − t)·ref/before
   const local = (t: number) => 1 - ((1 - t) * ref) / before;
   const already = 1 - before / ref;
-  if (o.target < already - 1e-9) throw new MclipError(`text prune stage: target ${o.target} is below the sparsity the model already has (${already.toFixed(4)})`);
-  const gates = new TextGates(model, { seed: o.seed ?? 0, initLogAlpha: o.initLogAlpha });
+  if (o.target < already - 1e-9) throw new MclipError(`prune stage: target ${o.target} is below the sparsity the model already has (${already.toFixed(4)})`);
+  const beforeTowers = perTower(model);
+  const gates: TowerGates[] = [];
   const lag = new SparsityLagrangian({ start: local(Math.max(o.start ?? already, already)), end: local(o.target), warmup: o.sparsityWarmup ?? Math.max(1, Math.floor(o.maskSteps / 2)), form: o.form ?? 'two-sided' });
   const lambdaInit = o.lambdaInit ?? ((o.form ?? 'two-sided') === 'two-sided' ? [0, 100] : 10);
   {
@@ -113,45 +206,57 @@ export function runTextPruneStage(model: CLIP, o: TextPruneStageOptions): TextPr
       lag.lambda2.assign(tf.scalar(l2));
     });
   }
+  /** Joint ŝ of the gated towers (relative to this model), differentiable. */
+  const sparsity = (): tf.Scalar =>
+    tf.tidy(() => {
+      const sizes = gates.map((g) => g.expectedSize());
+      return tf.scalar(1).sub(tf.addN(sizes.map((s) => s.expected)).div(before)) as tf.Scalar;
+    });
+  const toRef = (sp: number) => 1 - ((1 - sp) * before) / ref;
   let expected = 0;
-  let pruned: CLIP | null = null;
+  const pruned: CLIP[] = [];
   try {
-    gates.install();
+    for (const t of towers) gates.push(towerGates(model, t, o.seed ?? 0, o.initLogAlpha, o.imageChannels ?? false));
+    for (const g of gates) g.install();
     // cosine-decayed with the stage (`schedule`), so the gates settle on the target instead of oscillating around it
-    const groups = maskParamGroups(gates.logAlphas, lag, { maskLr: o.maskLr ?? defaultMaskLr(o.maskSteps), lambdaLr: o.lambdaLr ?? defaultMaskLr(o.maskSteps) }).map((g) => ({ ...g, schedule: o.decayMaskLr ?? true }));
-    const terms = tinyclipTerms({ form: 'tinyclip', distill: o.distill ?? 'affinity', source: 'stored', sparsity: sparsityTerm(lag, () => gates.expectedSparsity()) });
+    const maskLr = o.maskLr ?? defaultMaskLr(o.maskSteps);
+    const groups = maskParamGroups(gates.flatMap((g) => g.logAlphas), lag, { maskLr, lambdaLr: o.lambdaLr ?? maskLr }).map((g) => ({ ...g, schedule: o.decayMaskLr ?? true }));
+    const terms = tinyclipTerms({ form: 'tinyclip', distill: o.distill ?? 'affinity', source: 'stored', sparsity: sparsityTerm(lag, sparsity) });
     const trainer = new Trainer(model, { lr: o.lr ?? 1e-4, totalSteps: o.maskSteps, warmup: 0, losses: terms, paramGroups: groups, teachers: o.teachers, seed: o.seed });
     try {
       for (let s = 0; s < o.maskSteps; s++) {
         const m = stepOn(trainer, o.batch(s));
-        gates.clamp();
-        const sp = tf.tidy(() => gates.expectedSparsity().dataSync()[0]);
-        o.onStep?.({ ...m, phase: 'masks', sparsity: 1 - ((1 - sp) * before) / ref, target: 1 - ((1 - lag.targetAt(s)) * before) / ref });
+        for (const g of gates) g.clamp();
+        const sp = tf.tidy(() => sparsity().dataSync()[0]);
+        o.onStep?.({ ...m, phase: 'masks', sparsity: toRef(sp), target: toRef(lag.targetAt(s)) });
       }
       stopMaskLearning(trainer.optimizer);
     } finally {
       trainer.dispose();
     }
-    expected = 1 - ((1 - tf.tidy(() => gates.expectedSparsity().dataSync()[0])) * before) / ref;
-    const values = gates.deterministic();
-    gates.remove();
-    pruned = pruneText(model, values).model;
-    const rest = o.steps - o.maskSteps;
-    if (rest > 0) {
-      const dense = new Trainer(pruned, { lr: o.lr ?? 1e-4, totalSteps: rest, warmup: 0, losses: tinyclipTerms({ form: 'tinyclip', distill: o.distill ?? 'affinity', source: 'stored' }), teachers: o.teachers, seed: o.seed });
-      try {
-        for (let s = 0; s < rest; s++) o.onStep?.({ ...stepOn(dense, o.batch(o.maskSteps + s)), phase: 'dense' });
-      } finally {
-        dense.dispose();
-      }
+    expected = toRef(tf.tidy(() => sparsity().dataSync()[0]));
+    const sizeAt = (shift: number) => gates.reduce((n, g) => n + g.prunedSize(shift), 0);
+    const uncalibrated = 1 - sizeAt(0) / ref;
+    const shift = o.calibrate ?? true ? calibrateShift(sizeAt, (1 - o.target) * ref).shift : 0;
+    for (const g of gates) g.remove();
+    let current = model;
+    for (const g of gates) {
+      current = g.prune(current, shift);
+      pruned.push(current);
     }
-    const after = textPrunableSize(pruned);
-    return { model: pruned, expected, reached: 1 - after / ref, prunable: { before, after } };
+    const out = pruned.pop()!;
+    for (const m of pruned.splice(0)) m.dispose();
+    pruned.push(out);
+    distilDense(out, o, o.steps - o.maskSteps, o.maskSteps);
+    const afterTowers = perTower(out);
+    const after = towers.reduce((n, t) => n + afterTowers[t]!, 0);
+    const towersOut = Object.fromEntries(towers.map((t) => [t, { before: beforeTowers[t]!, after: afterTowers[t]! }]));
+    return { model: out, expected, reached: 1 - after / ref, uncalibrated, countShift: shift, prunable: { before, after }, towers: towersOut };
   } catch (e) {
-    pruned?.dispose();
+    for (const m of pruned) m.dispose();
     throw e;
   } finally {
-    gates.dispose();
+    for (const g of gates) g.dispose();
     lag.dispose();
   }
 }

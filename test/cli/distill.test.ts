@@ -1,15 +1,16 @@
 /**
- * `mclip distill`: progressive TinyCLIP stages on the text tower from the command line — a micro student
+ * `mclip distill`: progressive TinyCLIP stages on both towers from the command line — a micro student
  * and teacher, two stages; every stage leaves stage-K/model.safetensors (a smaller model that loads with no
- * config) and a stages.jsonl line; a rerun skips finished stages; bad input gives one-line errors.
+ * config) and a stages.jsonl line, each within ±2 % of its target; a rerun skips finished stages; a stages
+ * file with a previous-stage teacher, plain distillation (`--sparsity 0`); bad input gives one-line errors.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { initBackend } from '../../src/base/backend/index.js';
 import { CLIP } from '../../src/base/model/clip.js';
 import { loadModel, saveModel } from '../../src/base/model/checkpoint.js';
-import { parseSparsities, type StageLine } from '../../src/cli/commands/distill.js';
+import { parseSparsities, parseTowers, type StageLine } from '../../src/cli/commands/distill.js';
 import { microConfig } from '../micro-config.js';
 import { buildColorDataset, each, writeColorVocab, type Rgb } from './color-data.js';
 import { expectOneLineError, show, tempDir } from './helpers.js';
@@ -43,13 +44,15 @@ describe('mclip distill', () => {
     const lines = readFileSync(join(out, 'stages.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as StageLine);
     expect(lines.map((l) => [l.stage, l.target])).toEqual([[1, 0.25], [2, 0.5]]);
     for (const l of lines) {
-      expect(l.reached).toBeGreaterThan(0);
+      expect(Math.abs(l.reached - l.target)).toBeLessThanOrEqual(0.02);
       expect(l.reached).toBeCloseTo(1 - l.prunable.after / l.prunable.initial, 10);
+      expect(l.towers).toEqual(['text', 'image']);
+      expect(l.perTower.text!.after + l.perTower.image!.after).toBe(l.prunable.after);
     }
     expect(lines[1].reached).toBeGreaterThan(lines[0].reached);
     expect(lines[1].params).toBeLessThan(lines[0].params);
     // the defaults are printed at the start
-    expect(r.stderr).toMatch(/10 steps a stage: 6 of mask learning \(--mask-fraction 0\.6\), target ramp 3 steps/);
+    expect(r.stderr).toMatch(/stage 1: 10 steps, 6 of mask learning \(--mask-fraction 0\.6\), target ramp 3 steps/);
     const { model } = await loadModel(join(out, 'stage-2', 'model.safetensors'), {});
     expect(model.numParams()).toBe(lines[1].params);
     model.dispose();
@@ -60,9 +63,41 @@ describe('mclip distill', () => {
     expect(readFileSync(join(out, 'stages.jsonl'), 'utf8').trim().split('\n')).toHaveLength(2);
   });
 
+  test('a stages file (teacher: previous) prunes the text tower only; --sparsity 0 distils in place', async () => {
+    const file = join(dir, 'stages.json');
+    writeFileSync(file, JSON.stringify([{ sparsity: 0.3, steps: 6, maskSteps: 4 }, { sparsity: 0.4, steps: 4, maskSteps: 3, teacher: 'previous' }]));
+    const out = join(dir, 'out-file');
+    const r = await runMain([...common(), '--stages', file, '--towers', 'text', '--out', out]);
+    expect(r.status, show(r)).toBe(0);
+    const lines = readFileSync(join(out, 'stages.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as StageLine);
+    expect(lines.map((l) => [l.target, l.steps, l.maskSteps, l.teacher, l.towers])).toEqual([[0.3, 6, 4, 'original', ['text']], [0.4, 4, 3, 'previous', ['text']]]);
+    for (const l of lines) expect(Math.abs(l.reached - l.target)).toBeLessThanOrEqual(0.02);
+    const student = (await loadModel(join(dir, 'student.safetensors'), {})).model;
+    const pruned = (await loadModel(join(out, 'stage-2', 'model.safetensors'), {})).model;
+    expect(pruned.imageEncoder.numParams()).toBe(student.imageEncoder.numParams());
+    expect(pruned.textEncoder.numParams()).toBeLessThan(student.textEncoder.numParams());
+    const dense = join(dir, 'out-dense');
+    const d = await runMain([...common(), '--sparsity', '0', '--stage-steps', '2', '--out', dense]);
+    expect(d.status, show(d)).toBe(0);
+    const dl = JSON.parse(readFileSync(join(dense, 'stages.jsonl'), 'utf8').trim()) as StageLine;
+    expect([dl.target, dl.reached, dl.maskSteps, dl.params]).toEqual([0, 0, 0, student.numParams()]);
+    student.dispose();
+    pruned.dispose();
+  });
+
   test('bad stage lists, targets outside (0, 1), an unreadable or missing teacher: one-line errors', async () => {
+    expect(parseTowers('both')).toEqual(['text', 'image']);
+    expect(parseTowers('image')).toEqual(['image']);
+    expect(parseSparsities('0')).toEqual([0]);
+    for (const t of ['txt', 'text,text', '']) expectOneLineError(expect, await runMain([...common(), '--sparsity', '0.5', '--towers', t, '--out', join(dir, 'bad')]), /--towers: expected/, 2);
+    const stages = join(dir, 'bad-stages.json');
+    for (const [body, why] of [['[{"sparsity": 0.5}, {"sparsity": 0.4}]', /sparsities must increase/], ['[{"sparsity": 1}]', /stage 1: sparsity must be a number in \(0, 1\)/], ['{"sparsity": 0.5}', /non-empty JSON list/], ['[{"sparsity": 0.5, "teacher": "mine"}]', /teacher must be/], ['[{"sparsity": 0.5, "step": 3}]', /unknown key 'step'/], ['not json', /not JSON/]] as const) {
+      writeFileSync(stages, body);
+      expectOneLineError(expect, await runMain([...common(), '--stages', stages, '--out', join(dir, 'bad')]), why, 2);
+    }
+    expectOneLineError(expect, await runMain([...common(), '--stages', stages, '--sparsity', '0.5', '--out', join(dir, 'bad')]), /either --sparsity .* or --stages/, 2);
     expect(parseSparsities('0.25, 0.5,0.75')).toEqual([0.25, 0.5, 0.75]);
-    for (const [s, why] of [['0.5,0.25', /must increase/], ['0.25,1', /in \(0, 1\)/], ['-0.1', /in \(0, 1\)/], ['a,b', /comma-separated numbers/], ['0.25,,0.5', /comma-separated numbers/]] as const) {
+    for (const [s, why] of [['0.5,0.25', /must increase/], ['0.25,1', /in \(0, 1\)/], ['-0.1', /in \(0, 1\)/], ['0,0.5', /in \(0, 1\)/], ['a,b', /comma-separated numbers/], ['0.25,,0.5', /comma-separated numbers/]] as const) {
       const r = await runMain([...common(), '--sparsity', s, '--out', join(dir, 'bad')]);
       expectOneLineError(expect, r, why, 2);
     }

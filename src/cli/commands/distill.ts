@@ -1,14 +1,21 @@
 /**
- * `mclip distill`: TinyCLIP automatic weight inheritance, progressive (methods.md §3.5–§3.7) — for now on
- * the text tower (the image tower trains along, unmasked). Every stage learns masks toward its target
+ * `mclip distill`: TinyCLIP automatic weight inheritance, progressive (methods.md §3.5–§3.7), on both towers
+ * jointly (`--towers text,image`, the default) or one. Every stage learns masks toward its target
  * sparsity, prunes the model physically and distils the smaller model; it leaves
  * `OUT/stage-K/model.safetensors` (written atomically) and one line in `OUT/stages.jsonl`. A stage whose model
  * is already there is skipped, so a stopped run continues from the last finished stage.
  *
  * Teacher embeddings come from a live teacher model (`--teacher`, run in tfjs in eval mode outside the
  * gradient tape) or, with `--reinforced`, from the shards' stored teacher embeddings (`mclip reinforce`).
- * Sparsities are fractions of the initial model's prunable text parameters (transformer layers and
- * RepMixer blocks; the token table is not counted, as in TinyCLIP).
+ * Sparsities are fractions of the initial model's prunable parameters of the masked towers (text: transformer
+ * layers and RepMixer blocks; image: every MCi block; embeddings, stem, downsamplers and heads are not counted,
+ * as in TinyCLIP). `--sparsity 0` is one stage of plain distillation (no masks): the baselines' student.
+ *
+ * Stages come from `--sparsity a,b,…` (each `--stage-steps` long, the original teacher) or from `--stages
+ * FILE`: a JSON list of `{ "sparsity": s, "steps"?: n, "maskSteps"?: n, "teacher"?: "original" | "previous" }`.
+ *
+ * The teacher's embedding width need not be the student's: affinity mimicking and MobileCLIP's KD compare
+ * batch × batch similarity matrices, never features, so no projection is needed and none is refused.
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -23,8 +30,8 @@ import { ImageTextLoop, ReinforcedLoop } from '../../base/train/data-loop.js';
 import type { TeacherSpec } from '../../base/train/distill-loss.js';
 import type { TrainBatch } from '../../base/train/loss-terms.js';
 import { TINYCLIP_TEACHER_SCALE } from '../../distill/affinity.js';
-import { textPrunableSize } from '../../distill/masks/text-gates.js';
-import { defaultMaskLr, runTextPruneStage } from '../../distill/text-prune-stage.js';
+import type { Tower } from '../../distill/masks/tower-gates.js';
+import { defaultMaskLr, jointPrunableSize, runPruneStage } from '../../distill/prune-stage.js';
 import { startBackend, type GlobalArgs } from '../run.js';
 import { UsageError } from '../usage.js';
 
@@ -35,7 +42,10 @@ export interface DistillArgs extends GlobalArgs {
   split: string;
   vocab?: string;
   reinforced: boolean;
-  sparsity: string;
+  sparsity?: string;
+  stages?: string;
+  towers: string;
+  imageChannels: boolean;
   stageSteps: number;
   maskFraction: number;
   warmupFraction: number;
@@ -48,13 +58,60 @@ export interface DistillArgs extends GlobalArgs {
   out: string;
 }
 
-/** `0.25,0.5,0.75` → increasing targets in [0, 1). */
+/** `0.25,0.5,0.75` → increasing targets in (0, 1); or `0` alone: one stage of plain distillation. */
 export function parseSparsities(v: string): number[] {
   const parts = v.split(',').map((s) => s.trim());
   const out = parts.map(Number);
   if (parts.length === 0 || parts.some((p) => p === '') || out.some((x) => !Number.isFinite(x))) throw new UsageError(`--sparsity: expected comma-separated numbers like 0.25,0.5, got '${v}'`);
-  for (const x of out) if (!(x > 0 && x < 1)) throw new UsageError(`--sparsity: every target must be in (0, 1), got ${x}`);
+  if (out.length === 1 && out[0] === 0) return out;
+  for (const x of out) if (!(x > 0 && x < 1)) throw new UsageError(`--sparsity: every target must be in (0, 1) (or 0 alone: plain distillation), got ${x}`);
   for (let i = 1; i < out.length; i++) if (!(out[i] > out[i - 1])) throw new UsageError(`--sparsity: targets must increase from stage to stage, got ${out[i - 1]} then ${out[i]}`);
+  return out;
+}
+
+/** `text,image` | `both` | `text` | `image` → the towers to mask. */
+export function parseTowers(v: string): Tower[] {
+  if (v === 'both') return ['text', 'image'];
+  const parts = v.split(',').map((s) => s.trim());
+  const ok = parts.every((p) => p === 'text' || p === 'image') && new Set(parts).size === parts.length && parts.length > 0;
+  if (!ok) throw new UsageError(`--towers: expected text, image, both or text,image, got '${v}'`);
+  return parts as Tower[];
+}
+
+/** One stage of a run. */
+export interface StageSpec {
+  sparsity: number;
+  steps: number;
+  maskSteps: number;
+  /** The teacher of the stage: the original (`--teacher`) or the previous stage's model. */
+  teacher: 'original' | 'previous';
+}
+
+/** A `--stages` file: a JSON list of stages; defaults from the flags. Throws a one-line error naming the file and the entry. */
+export function parseStagesFile(path: string, text: string, defaults: { steps: number; maskFraction: number }): StageSpec[] {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new UsageError(`--stages ${path}: not JSON (${e instanceof Error ? e.message : String(e)})`);
+  }
+  if (!Array.isArray(raw) || raw.length === 0) throw new UsageError(`--stages ${path}: expected a non-empty JSON list of stages`);
+  const out = raw.map((e: unknown, i): StageSpec => {
+    const at = `--stages ${path}: stage ${i + 1}`;
+    if (typeof e !== 'object' || e === null || Array.isArray(e)) throw new UsageError(`${at}: expected an object like {"sparsity": 0.5}`);
+    const o = e as Record<string, unknown>;
+    for (const k of Object.keys(o)) if (!['sparsity', 'steps', 'maskSteps', 'teacher'].includes(k)) throw new UsageError(`${at}: unknown key '${k}' (sparsity, steps, maskSteps, teacher)`);
+    const sp = o.sparsity;
+    if (typeof sp !== 'number' || !(sp > 0 && sp < 1)) throw new UsageError(`${at}: sparsity must be a number in (0, 1), got ${JSON.stringify(sp)}`);
+    const steps = o.steps ?? defaults.steps;
+    if (typeof steps !== 'number' || !(Number.isInteger(steps) && steps >= 2)) throw new UsageError(`${at}: steps must be an integer ≥ 2, got ${JSON.stringify(steps)}`);
+    const maskSteps = o.maskSteps ?? Math.max(1, Math.round(defaults.maskFraction * steps));
+    if (typeof maskSteps !== 'number' || !(Number.isInteger(maskSteps) && maskSteps >= 1 && maskSteps <= steps)) throw new UsageError(`${at}: maskSteps must be an integer in [1, steps], got ${JSON.stringify(maskSteps)}`);
+    const teacher = o.teacher ?? 'original';
+    if (teacher !== 'original' && teacher !== 'previous') throw new UsageError(`${at}: teacher must be "original" or "previous", got ${JSON.stringify(teacher)}`);
+    return { sparsity: sp, steps, maskSteps, teacher };
+  });
+  for (let i = 1; i < out.length; i++) if (!(out[i].sparsity > out[i - 1].sparsity)) throw new UsageError(`--stages ${path}: sparsities must increase from stage to stage, got ${out[i - 1].sparsity} then ${out[i].sparsity}`);
   return out;
 }
 
@@ -66,6 +123,7 @@ function checkArgs(a: DistillArgs): void {
   if (!(a.lr > 0)) throw new UsageError(`--lr: expected a positive number, got ${a.lr}`);
   if (a.form !== 'one-sided' && a.form !== 'two-sided') throw new UsageError(`--form: expected one-sided or two-sided, got '${a.form}'`);
   if (a.distill !== 'affinity' && a.distill !== 'kd') throw new UsageError(`--distill: expected affinity or kd, got '${a.distill}'`);
+  if ((a.sparsity == null) === (a.stages == null)) throw new UsageError('give the stages with either --sparsity a,b,… or --stages FILE');
   if (!a.reinforced && !a.teacher) throw new UsageError('--teacher is needed unless --reinforced (the shards’ stored teacher embeddings) is given');
 }
 
@@ -80,10 +138,17 @@ function teacherFeatures(teacher: CLIP, b: TrainBatch): Pick<TrainBatch, 'teache
 
 export interface StageLine {
   stage: number;
+  towers: Tower[];
   target: number;
+  /** Sparsity TinyCLIP's deterministic masks would have given (no count offset). */
+  uncalibrated: number;
+  countShift: number;
+  teacher: 'original' | 'previous';
   expected: number;
   reached: number;
   prunable: { before: number; after: number; initial: number };
+  /** Prunable sizes per masked tower. */
+  perTower: Partial<Record<Tower, { before: number; after: number }>>;
   params: number;
   steps: number;
   maskSteps: number;
@@ -93,16 +158,21 @@ export interface StageLine {
 
 export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
   checkArgs(args);
-  const targets = parseSparsities(args.sparsity);
+  const towers = parseTowers(args.towers);
+  const stages: StageSpec[] = args.stages
+    ? parseStagesFile(args.stages, readStages(args.stages), { steps: args.stageSteps, maskFraction: args.maskFraction })
+    : parseSparsities(args.sparsity!).map((sp) => ({ sparsity: sp, steps: args.stageSteps, maskSteps: sp === 0 ? 0 : Math.max(1, Math.round(args.maskFraction * args.stageSteps)), teacher: 'original' as const }));
+  if (args.reinforced && stages.some((st) => st.teacher === 'previous')) throw new UsageError('--reinforced: the stored embeddings are the original teacher’s; a stage with teacher "previous" needs a live --teacher');
   await startBackend(args, { gradients: true });
   const tokenizer = ClipTokenizer.fromDir(resolveVocabDir(args.vocab));
   const { model: init } = await loadModel(args.init, {});
   let teacher: CLIP | null = null;
+  let stageTeacher: CLIP | null = null;
   const lines: StageLine[] = [];
   let current: CLIP = init;
   try {
     if (init.cfg.text.vocabSize !== tokenizer.vocabSize) throw new MclipError(`${args.init}: text vocabulary ${init.cfg.text.vocabSize} ≠ the tokenizer's ${tokenizer.vocabSize} (--vocab)`);
-    const initial = textPrunableSize(init);
+    const initial = jointPrunableSize(init, towers);
     const size = init.cfg.image.imageSize;
     const loadOpts = { seed: args.seed, limit: args.limit };
     const loop = args.reinforced ? await ReinforcedLoop.load(args.data, args.split, size, loadOpts) : await ImageTextLoop.load(args.data, args.split, size, loadOpts);
@@ -120,13 +190,13 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
       if (teacher.cfg.text.vocabSize !== tokenizer.vocabSize) throw new MclipError(`--teacher ${args.teacher}: text vocabulary ${teacher.cfg.text.vocabSize} ≠ the tokenizer's ${tokenizer.vocabSize}`);
       teachers = [{ dim: teacher.cfg.embedDim, logitScale: TINYCLIP_TEACHER_SCALE }];
     }
-    const maskSteps = Math.max(1, Math.round(args.maskFraction * args.stageSteps));
-    const warmup = Math.max(1, Math.round(args.warmupFraction * maskSteps));
     if (!args.quiet) {
+      const st0 = stages[0];
+      const warm0 = Math.max(1, Math.round(args.warmupFraction * st0.maskSteps));
       console.error(
-        `mclip: distill: ${targets.length} stage(s) to ${targets.map((t) => `${t * 100}%`).join(' → ')} of ${initial} prunable text parameters; ` +
-          `${args.stageSteps} steps a stage: ${maskSteps} of mask learning (--mask-fraction ${args.maskFraction}), target ramp ${warmup} steps (--warmup-fraction ${args.warmupFraction}), ` +
-          `mask/multiplier lr ${defaultMaskLr(maskSteps).toFixed(3)}, ${args.form} Lagrangian, ${args.distill === 'affinity' ? `affinity mimicking (teacher scale ${TINYCLIP_TEACHER_SCALE})` : 'MobileCLIP KD'}, ` +
+        `mclip: distill: ${stages.length} stage(s) to ${stages.map((t) => `${t.sparsity * 100}%`).join(' → ')} of ${initial} prunable parameters (${towers.join(' + ')}${towers.includes('image') ? (args.imageChannels ? ', image stage channels masked' : ', image heads and ConvFFNs masked, stage channels not (--image-channels)') : ''}); ` +
+          `stage 1: ${st0.steps} steps, ${st0.maskSteps} of mask learning${args.stages ? '' : ` (--mask-fraction ${args.maskFraction})`}, target ramp ${warm0} steps (--warmup-fraction ${args.warmupFraction}), ` +
+          `mask/multiplier lr ${st0.maskSteps > 0 ? defaultMaskLr(st0.maskSteps).toFixed(3) : '-'}, ${args.form} Lagrangian, pruned size calibrated to the target, ${args.distill === 'affinity' ? `affinity mimicking (teacher scale ${TINYCLIP_TEACHER_SCALE})` : 'MobileCLIP KD'}, ` +
           `batch ${args.batch}, lr ${args.lr}; teacher: ${teacher ? args.teacher : 'stored embeddings (--reinforced)'}`,
       );
     }
@@ -134,11 +204,13 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
     const jsonl = join(args.out, 'stages.jsonl');
     const done = existsSync(jsonl) ? readFileSync(jsonl, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as StageLine) : [];
     const ctx = init.cfg.text.contextLength;
+    let live: CLIP | null = teacher;
     const batchAt = () => {
       const b = loop.next(args.batch, tokenizer, ctx);
-      return teacher ? { ...b, ...teacherFeatures(teacher, b) } : b;
+      return live ? { ...b, ...teacherFeatures(live, b) } : b;
     };
-    for (let k = 0; k < targets.length; k++) {
+    for (let k = 0; k < stages.length; k++) {
+      const st = stages[k];
       const file = join(args.out, `stage-${k + 1}`, 'model.safetensors');
       const prev = done.find((l) => l.stage === k + 1);
       if (existsSync(file) && prev) {
@@ -149,13 +221,27 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
         if (!args.quiet) console.error(`mclip: stage ${k + 1}: ${file} exists, skipped (reached ${(prev.reached * 100).toFixed(1)}%)`);
         continue;
       }
+      stageTeacher?.dispose();
+      stageTeacher = null;
+      if (st.teacher === 'previous' && k > 0) {
+        const prevFile = join(args.out, `stage-${k}`, 'model.safetensors');
+        stageTeacher = (await loadModel(prevFile, { fused: true })).model;
+        stageTeacher.eval();
+        live = stageTeacher;
+      } else {
+        live = teacher;
+      }
       const t0 = Date.now();
       let last: Record<string, number> = {};
-      const r = runTextPruneStage(current, {
-        target: targets[k],
+      const warmup = Math.max(1, Math.round(args.warmupFraction * st.maskSteps));
+      const every = Math.max(1, Math.floor(st.steps / 10));
+      const r = runPruneStage(current, {
+        towers,
+        imageChannels: args.imageChannels,
+        target: st.sparsity,
         reference: initial,
-        steps: args.stageSteps,
-        maskSteps,
+        steps: st.steps,
+        maskSteps: st.maskSteps,
         sparsityWarmup: warmup,
         lr: args.lr,
         form: args.form === 'one-sided' ? 'one-sided' : 'two-sided',
@@ -165,43 +251,57 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
         seed: args.seed + k,
         onStep: (m) => {
           last = m.losses;
-          if (!args.quiet && (m.step % Math.max(1, Math.floor(args.stageSteps / 10)) === 0 || m.step === maskSteps)) {
-            console.error(`mclip: stage ${k + 1} ${m.phase} step ${m.step}: loss ${m.loss.toFixed(4)}${m.sparsity != null ? `, expected sparsity ${(m.sparsity * 100).toFixed(1)}% (target now ${((m.target ?? 0) * 100).toFixed(1)}%)` : ''}`);
+          if (!args.quiet && (m.step % every === 0 || m.step === st.maskSteps)) {
+            console.error(`mclip: stage ${k + 1} ${m.phase} step ${m.step}/${st.steps}: loss ${m.loss.toFixed(4)}${m.sparsity != null ? `, expected sparsity ${(m.sparsity * 100).toFixed(1)}% (target now ${((m.target ?? 0) * 100).toFixed(1)}%)` : ''}`);
           }
         },
       });
       mkdirSync(join(args.out, `stage-${k + 1}`), { recursive: true });
-      saveModel(r.model, file, { 'mclip.distill_stage': String(k + 1), 'mclip.distill_target': String(targets[k]) });
+      saveModel(r.model, file, { 'mclip.distill_stage': String(k + 1), 'mclip.distill_target': String(st.sparsity), 'mclip.distill_towers': towers.join(',') });
       const line: StageLine = {
         stage: k + 1,
-        target: targets[k],
+        towers,
+        target: st.sparsity,
+        uncalibrated: r.uncalibrated,
+        countShift: r.countShift,
+        teacher: st.teacher,
         expected: r.expected,
         reached: r.reached,
         prunable: { ...r.prunable, initial },
+        perTower: r.towers,
         params: r.model.numParams(),
-        steps: args.stageSteps,
-        maskSteps,
+        steps: st.steps,
+        maskSteps: st.maskSteps,
         lastLoss: last,
         seconds: (Date.now() - t0) / 1000,
       };
       appendFileSync(jsonl, JSON.stringify(line) + '\n');
       lines.push(line);
-      if (current !== init) current.dispose();
+      if (current !== init && current !== r.model) current.dispose();
       current = r.model;
-      console.log(`stage ${k + 1}: target ${(targets[k] * 100).toFixed(1)}%, reached ${(r.reached * 100).toFixed(1)}% (${r.prunable.after} of ${initial} prunable text parameters), ${line.params} parameters → ${file}`);
+      console.log(`stage ${k + 1}: target ${(st.sparsity * 100).toFixed(1)}%, reached ${(r.reached * 100).toFixed(1)}% (${r.prunable.after} of ${initial} prunable parameters; TinyCLIP's masks alone: ${(r.uncalibrated * 100).toFixed(1)}%), ${line.params} parameters → ${file}`);
     }
     return lines;
   } finally {
     if (current !== init) current.dispose();
     init.dispose();
     teacher?.dispose();
+    stageTeacher?.dispose();
+  }
+}
+
+function readStages(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new UsageError(`--stages ${path}: cannot be read (${e instanceof Error ? e.message : String(e)})`);
   }
 }
 
 export function distillCommand(y: Argv): Argv {
   return y.command(
     'distill',
-    'TinyCLIP automatic weight inheritance: learn masks toward each target sparsity, prune, distil (progressive stages; text tower)',
+    'TinyCLIP automatic weight inheritance: learn masks toward each target sparsity, prune, distil (progressive stages; both towers)',
     (a) =>
       a
         .option('teacher', { type: 'string', describe: 'teacher checkpoint (run live in tfjs); not needed with --reinforced' })
@@ -210,7 +310,10 @@ export function distillCommand(y: Argv): Argv {
         .option('split', { type: 'string', default: 'train' })
         .option('vocab', { type: 'string', describe: 'vocabulary folder (default $MCLIP_VOCAB)' })
         .option('reinforced', { type: 'boolean', default: false, describe: 'use the shards’ stored teacher embeddings instead of a live teacher' })
-        .option('sparsity', { type: 'string', demandOption: true, describe: 'target sparsity of each stage, increasing, e.g. 0.25,0.5,0.75 (fractions of the initial prunable text parameters)' })
+        .option('sparsity', { type: 'string', describe: 'target sparsity of each stage, increasing, e.g. 0.25,0.5,0.75 (fractions of the initial prunable parameters of the masked towers); 0: plain distillation, no masks' })
+        .option('stages', { type: 'string', describe: 'JSON file of stages instead of --sparsity: [{"sparsity": 0.25, "steps": 300, "maskSteps": 180, "teacher": "original"|"previous"}, …]' })
+        .option('towers', { type: 'string', default: 'both', describe: 'towers to mask: both (text,image), text or image; the others train along unmasked' })
+        .option('image-channels', { type: 'boolean', default: false, describe: 'also mask the MCi stage channels (coarse, coupled through the PatchEmbeds); default: heads and ConvFFN hidden channels only' })
         .option('stage-steps', { type: 'number', default: 300, describe: 'steps per stage' })
         .option('mask-fraction', { type: 'number', default: 0.6, describe: 'fraction of a stage spent learning masks (--prune-step = fraction × stage steps)' })
         .option('warmup-fraction', { type: 'number', default: 0.5, describe: 'fraction of the mask steps over which the target ramps up (--sparsity-warmup)' })
@@ -230,6 +333,9 @@ export function distillCommand(y: Argv): Argv {
         vocab: args.vocab,
         reinforced: args.reinforced,
         sparsity: args.sparsity,
+        stages: args.stages,
+        towers: args.towers,
+        imageChannels: args.imageChannels,
         stageSteps: args.stageSteps,
         maskFraction: args.maskFraction,
         warmupFraction: args.warmupFraction,

@@ -61,8 +61,12 @@ export function keepProbabilityOf(logAlpha: number): number {
  * or FFN units, or the whole hidden mask): soft = σ(0.8·ln α/β); n_zero = round(n − Σ P(z ≠ 0)) over the group;
  * the n_zero smallest soft entries become 0 (ties: the lower index first), the others keep their fractional
  * soft value. `round` is Math.round (halves up; Python's `round` would round halves to even).
+ *
+ * `countShift` (default 0, TinyCLIP's mask) adds a common offset to ln α when counting n_zero only — the
+ * soft values of the kept entries stay σ(0.8·ln α/β): a stage uses it to land the pruned size on its target
+ * (`calibrateShift`, prune-stage.ts). Which entries are zeroed is the same order either way.
  */
-export function deterministicMask(logAlpha: ArrayLike<number>, groupSize: number = logAlpha.length): Float32Array {
+export function deterministicMask(logAlpha: ArrayLike<number>, groupSize: number = logAlpha.length, countShift = 0): Float32Array {
   const n = logAlpha.length;
   if (!(Number.isInteger(groupSize) && groupSize > 0 && n % groupSize === 0)) {
     throw new MclipError(`deterministicMask: ${n} values do not split into groups of ${groupSize}`);
@@ -73,7 +77,7 @@ export function deterministicMask(logAlpha: ArrayLike<number>, groupSize: number
     const soft: number[] = [];
     for (let i = 0; i < groupSize; i++) {
       const la = logAlpha[g0 + i];
-      kept += keepProbabilityOf(la);
+      kept += keepProbabilityOf(la + countShift);
       soft.push(sigmoid((HC_DETERMINISTIC_SCALE * la) / HC_BETA));
     }
     const nZero = Math.min(groupSize, Math.max(0, Math.round(groupSize - kept)));
@@ -149,11 +153,11 @@ export class HardConcreteGate {
   /**
    * The deterministic mask (methods.md §3.7 step 1; see `deterministicMask`), row-major in the shape of
    * `logAlpha`, computed per row of the last axis: a [L, H] gate is L groups, as TinyCLIP's per-layer head
-   * and FFN masks; a [d] gate is one group. No gradient.
+   * and FFN masks; a [d] gate is one group. No gradient. `countShift`: see `deterministicMask`.
    */
-  deterministic(): Float32Array {
+  deterministic(countShift = 0): Float32Array {
     const shape = this.logAlpha.shape;
-    return deterministicMask(this.logAlpha.dataSync(), shape[shape.length - 1]);
+    return deterministicMask(this.logAlpha.dataSync(), shape[shape.length - 1], countShift);
   }
 
   dispose(): void {

@@ -21,7 +21,9 @@ import { RepMixerBlock } from '../../base/layers/repmixer-block.js';
 import { TransformerEncoder } from '../../base/layers/transformer-encoder.js';
 import { HardConcreteGate } from './hard-concrete.js';
 import { repMixerBlockGeometry, repMixerBlockSize, sumSizes, transformerLayerGeometry, transformerLayerSize, type SizeTerm } from './expected-size.js';
-import { applyTextMasks, textMaskSizes, type AppliedTextMasks, type TextMaskSet, type TextMaskValues } from './text-masks.js';
+import { pruneText } from './prune-text.js';
+import type { TowerGates } from './tower-gates.js';
+import { applyTextMasks, textMaskSizes, type AppliedTextMasks, type TextMasks, type TextMaskSet, type TextMaskValues } from './text-masks.js';
 
 interface LayerGates {
   heads?: HardConcreteGate;
@@ -39,7 +41,8 @@ export interface TextGateOptions {
 
 let instances = 0;
 
-export class TextGates {
+export class TextGates implements TowerGates {
+  readonly tower = 'text' as const;
   readonly hidden: HardConcreteGate;
   readonly layers: LayerGates[];
   private applied: AppliedTextMasks | null = null;
@@ -108,21 +111,39 @@ export class TextGates {
   }
 
   /** The deterministic masks (§3.7 step 1), for pruning. */
-  deterministic(): TextMaskValues {
+  deterministic(countShift = 0): TextMaskValues {
     return {
-      hidden: this.hidden.deterministic(),
-      layers: this.layers.map((l) => ({ heads: l.heads?.deterministic(), ffn: l.ffn.deterministic() })),
+      hidden: this.hidden.deterministic(countShift),
+      layers: this.layers.map((l) => ({ heads: l.heads?.deterministic(countShift), ffn: l.ffn.deterministic(countShift) })),
     };
   }
 
   /** E[N] and N₀ of the tower's prunable parameters (differentiable in ln α; call inside a tidy or the tape). */
   expectedSize(): SizeTerm {
-    const pc = this.hidden.keepProbability();
+    return this.sizeOf({
+      hidden: this.hidden.keepProbability(),
+      layers: this.layers.map((g) => ({ heads: g.heads?.keepProbability(), ffn: g.ffn.keepProbability() })),
+    });
+  }
+
+  /** The prunable size of the model `prune(model, countShift)` gives (the size formulas at the 0/1 indicators of the deterministic masks). */
+  prunedSize(countShift = 0): number {
+    const v = this.deterministic(countShift);
+    return tf.tidy(() => {
+      const ind = (a: Float32Array | undefined) => (a ? tf.tensor1d(a.map((x) => (x !== 0 ? 1 : 0))) : undefined);
+      const s = this.sizeOf({ hidden: ind(v.hidden), layers: v.layers.map((l) => ({ heads: ind(l?.heads), ffn: ind(l?.ffn) })) });
+      return Math.round(s.expected.dataSync()[0]);
+    });
+  }
+
+  /** The size formulas of the tower's layers at per-unit keep probabilities (or indicators). */
+  private sizeOf(p: TextMasks<tf.Tensor>): SizeTerm {
     const blocks = this.model.textEncoder.transformer.modules();
-    const parts = this.layers.map((g, i) => {
+    const parts = this.layers.map((_, i) => {
       const m = blocks[i];
-      if (m instanceof TransformerEncoder) return transformerLayerSize({ channels: pc, heads: g.heads?.keepProbability(), ffn: g.ffn.keepProbability() }, transformerLayerGeometry(m));
-      if (m instanceof RepMixerBlock) return repMixerBlockSize({ channels: pc, ffn: g.ffn.keepProbability() }, repMixerBlockGeometry(m));
+      const l = p.layers[i];
+      if (m instanceof TransformerEncoder) return transformerLayerSize({ channels: p.hidden, heads: l?.heads, ffn: l?.ffn }, transformerLayerGeometry(m));
+      if (m instanceof RepMixerBlock) return repMixerBlockSize({ channels: p.hidden, ffn: l?.ffn }, repMixerBlockGeometry(m));
       throw new MclipError(`text gates: layer ${i} is a ${m.constructor.name}`);
     });
     return sumSizes(parts);
@@ -143,6 +164,10 @@ export class TextGates {
       l.heads?.clampLogAlpha();
       l.ffn.clampLogAlpha();
     }
+  }
+
+  prune(model: CLIP, countShift = 0): CLIP {
+    return pruneText(model, this.deterministic(countShift)).model;
   }
 
   dispose(): void {
