@@ -1,0 +1,239 @@
+/**
+ * From ViT masks to a physically smaller ViT image tower (methods.md §3.7 steps 2–3), on official-layout state
+ * dicts like manual inheritance (`inherit.ts`) and text pruning (`prune-text.ts`), whose transformer-layer
+ * surgery this is: the ViT's blocks are the same `TransformerEncoder`s and its hidden mask plays the text
+ * tower's, with the CLS row, the patch tokens and the positions in place of the token and positional tables.
+ *
+ * Step 2, the surviving soft values folded into the weights (z = z^emb, zh = z^head, zi = z^int):
+ * - the stream's origin: the CLS token × z, the positional table's columns × z and the stem's last conv
+ *   (`patch_emb.2`, which writes the patch tokens) output rows and bias × z;
+ * - every block: `out_proj` columns of head h × zh_h, its rows and bias × z; `pre_norm_ffn.4` columns × zi,
+ *   its rows and bias × z.
+ *
+ * Step 3, removal: a pruned head's d_h rows of q, k and v (weights and bias) and its `out_proj` columns; a
+ * pruned FFN unit's row of W₁/b₁ and column of W₂; a pruned hidden channel's column of every reader (qkv,
+ * W₁), row of every writer (out_proj, W₂, their biases), its LayerNorm γ/β in every block and in
+ * `post_transformer_norm`, its CLS entry, positional column, output channel of the stem's last conv and row of
+ * the projection (`classifier.proj`). The LayerNorms then normalise over the kept width, as the masked LayerNorm
+ * did. The stem's first two convs and BNs are kept whole.
+ *
+ * A block whose heads are all pruned keeps one head one channel wide (`heads: 1, headDim: 1`) with zero q, k,
+ * v and zero `out_proj` column, and an FFN with every unit pruned one unit with zero weights, as in
+ * `prune-text.ts` (`TransformerLayerConfig` has no attention- or FFN-free block). A hidden mask that prunes
+ * every channel is an error.
+ *
+ * The residual width: `VitConfig.embedDim` becomes the kept width and `image.blocks` holds every block's heads,
+ * head width and FFN width. But our ViT derives its stem's inner width from `embedDim`
+ * (max(32, ⌊embedDim/4⌋)) and no config field stores it, so a pruned width whose derived stem differs from the
+ * source's (ViT-B: any width below 768, as 192 = 768/4) cannot be described by the config alone. The state
+ * dict keeps the source's stem (exact; it is not masked), written as is with the config; `pruneViT` (and
+ * `prunedViTModel`) build the model and put a stem of the state dict's width in before loading, as
+ * `prune-image.ts` does for its SE widths. Another loader, which builds from the config alone, would see
+ * mis-shaped `patch_emb.{0,1,2}` keys: a seam the core lacks (a stem width in `VitConfig`, or inferred from
+ * `patch_emb.0.block.conv.weight`).
+ *
+ * Head counts, which no shape fixes, travel in the returned config (the input's heads minus the pruned ones),
+ * the `base` of `configFromStateDict`; the text tower and the logit scale are passed through untouched.
+ */
+import { MclipError } from '../../errors.js';
+import type { StateDict, TensorData } from '../../base/io/tensor-data.js';
+import { toFloat32 } from '../../base/io/tensor-data.js';
+import { CLIP } from '../../base/model/clip.js';
+import { configFromStateDict, compactVit } from '../../base/model/config-inference.js';
+import { vitBlocks, type ClipConfig, type TransformerLayerConfig, type VitConfig } from '../../base/model/configs.js';
+import { ConvNormAct } from '../../base/model/vit.js';
+import { Sequential } from '../../base/nn/module.js';
+import { Initializer } from '../../base/nn/init.js';
+import { loadStateDict, exportStateDict } from '../../base/model/state-dict.js';
+import type { ViTMaskValues } from './vit-masks.js';
+import { kept, maskValues, range, take, type Take } from './take.js';
+
+export interface PrunedViTStateDict {
+  /** Official-layout state dict with the smaller ViT (float32 image tensors; the text tower's, the logit scale and the BatchNorm counters shared with the input). */
+  stateDict: StateDict;
+  /** Its architecture (width, per-block heads and widths; `name` + '_pruned'), read back by `configFromStateDict`; the stem width is the state dict's (see the file comment). */
+  config: ClipConfig;
+}
+
+export interface PrunedViT extends PrunedViTStateDict {
+  /** A new model of `config` (stem width as in `stateDict`) with `stateDict` loaded (the source's train/eval mode). */
+  model: CLIP;
+}
+
+const IMG = 'image_encoder.model.';
+const STEM_IN = `${IMG}patch_emb.0.block.conv.weight`;
+
+const checkValues = (v: Float32Array | undefined, n: number, name: string): Float32Array => maskValues('pruneViT', v, n, name);
+
+/** How one ViT block shrinks. */
+interface BlockPlan {
+  src: TransformerLayerConfig;
+  /** Kept heads and FFN units, and the block's masks (ones where absent). */
+  heads: number[];
+  zHeads: Float32Array;
+  units: number[];
+  zFfn: Float32Array;
+  /** The all-pruned fallback is in use (one head of width 1 / one unit, zero weights). */
+  noHeads: boolean;
+  noUnits: boolean;
+}
+
+/** The stem's inner width a ViT of width `embedDim` builds (`VisionTransformer`). */
+export function vitStemWidth(embedDim: number): number {
+  return Math.max(32, Math.floor(embedDim / 4));
+}
+
+/**
+ * The smaller state dict and config for ViT masks `masks` on `sd` (official layout) of architecture `config`
+ * (e.g. `configFromStateDict` of it; its blocks give the head counts).
+ */
+export function pruneViTStateDict(sd: StateDict, config: ClipConfig, masks: ViTMaskValues): PrunedViTStateDict {
+  const ti = config.image;
+  if (ti.kind !== 'vit') throw new MclipError(`pruneViT: the image tower is ${ti.kind}; ViT masks apply to ViT image towers`);
+  const blocks = vitBlocks(ti);
+  if (masks.blocks.length !== blocks.length) {
+    throw new MclipError(`pruneViT: ${masks.blocks.length} block entries for a ViT of ${blocks.length} blocks (use null for an unmasked block)`);
+  }
+  const z = checkValues(masks.hidden, ti.embedDim, 'hidden');
+  const hid = kept(z);
+  if (hid.length === 0) throw new MclipError('pruneViT: the hidden mask prunes every ViT channel');
+
+  const plans: BlockPlan[] = blocks.map((b, i) => {
+    const m = masks.blocks[i];
+    const zFfn = checkValues(m?.ffn, b.ffnDim, `blocks[${i}].ffn`);
+    let units = kept(zFfn);
+    const noUnits = units.length === 0;
+    if (noUnits) units = [0];
+    const zHeads = checkValues(m?.heads, b.heads, `blocks[${i}].heads`);
+    let heads = kept(zHeads);
+    const noHeads = heads.length === 0;
+    if (noHeads) heads = [0];
+    return { src: b, heads, zHeads, units, zFfn, noHeads, noUnits };
+  });
+
+  const out: StateDict = new Map();
+  const put = (key: string, takes: readonly Take[], edit?: (data: Float32Array, shape: number[]) => void): void => {
+    const v = sd.get(key);
+    if (!v) throw new MclipError(`pruneViT: the state dict has no '${key}'`);
+    const r = take(v.shape, toFloat32(v), takes);
+    if (edit) edit(r.data, r.shape);
+    out.set(key, { dtype: 'float32', shape: r.shape, data: r.data });
+  };
+
+  for (const [key, v] of sd) {
+    if (!key.startsWith(IMG) || key.endsWith('.num_batches_tracked')) {
+      out.set(key, v);
+      continue;
+    }
+    const k = key.slice(IMG.length);
+    if (k === 'cls_token' || k === 'pos_embed.pos_embed.pos_embed') put(key, [{ axis: v.shape.length - 1, keep: hid, scale: z }]);
+    else if (k === 'patch_emb.2.block.conv.weight' || k === 'patch_emb.2.block.conv.bias') put(key, [{ axis: 0, keep: hid, scale: z }]);
+    else if (k.startsWith('patch_emb.0.') || k.startsWith('patch_emb.1.')) out.set(key, v);
+    else if (k === 'post_transformer_norm.weight' || k === 'post_transformer_norm.bias') put(key, [{ axis: 0, keep: hid }]);
+    else if (k === 'classifier.proj') put(key, [{ axis: 0, keep: hid }]);
+    else {
+      const m = /^transformer\.(\d+)\.(.+)$/.exec(k);
+      const plan = m ? plans[Number(m[1])] : undefined;
+      if (!m || !plan) throw new MclipError(`pruneViT: unexpected image key '${key}'`);
+      pruneBlockKey(key, m[2], plan, z, hid, put);
+    }
+  }
+
+  const sBlocks: TransformerLayerConfig[] = plans.map((p) => {
+    const l: TransformerLayerConfig = { heads: p.heads.length, headDim: p.noHeads ? 1 : p.src.headDim, ffnDim: p.units.length };
+    if (p.src.attention !== undefined) l.attention = p.src.attention;
+    return l;
+  });
+  const image: VitConfig = compactVit({ ...ti, embedDim: hid.length, layers: sBlocks.length, heads: sBlocks[0]?.heads ?? ti.heads, blocks: sBlocks });
+  const suffix = '_pruned';
+  const base: ClipConfig = { ...config, name: config.name.endsWith(suffix) ? config.name : config.name + suffix, image };
+  return { stateDict: out, config: configFromStateDict(base, out, 'pruned ViT') };
+}
+
+type Put = (key: string, takes: readonly Take[], edit?: (data: Float32Array, shape: number[]) => void) => void;
+
+function pruneBlockKey(key: string, rest: string, p: BlockPlan, z: Float32Array, hid: number[], put: Put): void {
+  const { heads: nHeads, headDim: dh } = p.src;
+  const inner = nHeads * dh;
+  const width = p.noHeads ? 1 : dh;
+  /** Kept inner channels (heads × their first `width` channels), and the soft head value of each inner channel. */
+  const innerKeep = p.heads.flatMap((h) => range(width).map((c) => h * dh + c));
+  const zHeads = p.zHeads;
+  const zInner = Float32Array.from(range(inner), (c) => zHeads[Math.floor(c / dh)]);
+  const qkvRows = [0, 1, 2].flatMap((b) => innerKeep.map((c) => b * inner + c));
+  const zero = (data: Float32Array): void => {
+    data.fill(0);
+  };
+  const noHeadsEdit = p.noHeads ? zero : undefined;
+  const noUnitsEdit = p.noUnits ? zero : undefined;
+  switch (rest) {
+    case 'pre_norm_mha.0.weight':
+    case 'pre_norm_mha.0.bias':
+    case 'pre_norm_ffn.0.weight':
+    case 'pre_norm_ffn.0.bias':
+      return put(key, [{ axis: 0, keep: hid }]);
+    case 'pre_norm_mha.1.qkv_proj.weight':
+      return put(key, [{ axis: 0, keep: qkvRows }, { axis: 1, keep: hid }], noHeadsEdit);
+    case 'pre_norm_mha.1.qkv_proj.bias':
+      return put(key, [{ axis: 0, keep: qkvRows }], noHeadsEdit);
+    case 'pre_norm_mha.1.out_proj.weight':
+      return put(key, [{ axis: 0, keep: hid, scale: z }, { axis: 1, keep: innerKeep, scale: zInner }]);
+    case 'pre_norm_mha.1.out_proj.bias':
+      return put(key, [{ axis: 0, keep: hid, scale: z }]);
+    case 'pre_norm_ffn.1.weight':
+      return put(key, [{ axis: 0, keep: p.units }, { axis: 1, keep: hid }], noUnitsEdit);
+    case 'pre_norm_ffn.1.bias':
+      return put(key, [{ axis: 0, keep: p.units }], noUnitsEdit);
+    case 'pre_norm_ffn.4.weight':
+      return put(key, [{ axis: 0, keep: hid, scale: z }, { axis: 1, keep: p.units, scale: p.zFfn }]);
+    case 'pre_norm_ffn.4.bias':
+      return put(key, [{ axis: 0, keep: hid, scale: z }]);
+    default:
+      throw new MclipError(`pruneViT: unexpected key '${key}' in a ViT block`);
+  }
+}
+
+/**
+ * A model of `config` holding `sd` (a `pruneViTStateDict` result): built from the config, with the stem
+ * replaced by one of `sd`'s inner width when it differs from the one the config builds, then loaded.
+ */
+export function prunedViTModel(config: ClipConfig, sd: StateDict): CLIP {
+  if (config.image.kind !== 'vit') throw new MclipError(`prunedViTModel: the image tower is ${config.image.kind}, expected a ViT`);
+  const e = config.image.embedDim;
+  const model = new CLIP(config);
+  try {
+    const stemIn = sd.get(STEM_IN);
+    if (!stemIn || stemIn.shape.length !== 4) throw new MclipError(`pruneViT: the state dict has no 4-d '${STEM_IN}'`);
+    const stem = stemIn.shape[0];
+    if (stem !== vitStemWidth(e)) {
+      const init = new Initializer(0);
+      model.replace(
+        `${IMG}patch_emb`,
+        new Sequential([
+          new ConvNormAct(3, stem, 4, 4, { bias: false, norm: true, act: true, init }),
+          new ConvNormAct(stem, stem, 2, 2, { bias: false, norm: true, act: true, init }),
+          new ConvNormAct(stem, e, 2, 2, { bias: true, norm: false, act: false, init }),
+        ]),
+      );
+    }
+    loadStateDict(model, sd, 'pruned ViT');
+  } catch (err) {
+    model.dispose();
+    throw err;
+  }
+  return model;
+}
+
+/**
+ * `model` pruned by `masks`: its state dict (masked LayerNorms included: they keep the LayerNorm keys) cut by
+ * `pruneViTStateDict`, and a new CLIP built from the inferred config (stem width kept, see the file comment)
+ * with it loaded. The source model is left as it is (remove its masks and dispose it when done).
+ */
+export function pruneViT(model: CLIP, masks: ViTMaskValues): PrunedViT {
+  const sd = exportStateDict(model);
+  const config = configFromStateDict(model.cfg, sd, 'model');
+  const r = pruneViTStateDict(sd, config, masks);
+  const pruned = prunedViTModel(r.config, r.stateDict);
+  pruned.train(model.training);
+  return { ...r, model: pruned };
+}
