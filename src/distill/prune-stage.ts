@@ -6,8 +6,8 @@
  *
  * With both towers the sparsity is TinyCLIP's joint one: ŝ = 1 − (E[N_text] + E[N_image]) / (N₀_text +
  * N₀_image), so the Lagrangian decides how the pruning splits between them. A tower left out trains along
- * unmasked. In the image tower the heads and ConvFFN hidden channels are masked, the stage channels only with
- * `imageChannels`.
+ * unmasked. In an MCi image tower the heads and ConvFFN hidden channels are masked, the stage channels only with
+ * `imageChannels`; in a ViT the hidden width, the heads and the FFN units (`ViTGates`).
  *
  * Landing on the target (our addition, `calibrate`, default on): when mask learning stops, ŝ sits near the
  * target but not on it, and the deterministic masks round per gate group; so the number of units the
@@ -31,6 +31,7 @@ import { tinyclipTerms, type DistillKind } from './compose.js';
 import { SparsityLagrangian, maskParamGroups, sparsityTerm, stopMaskLearning, type LagrangianForm } from './masks/lagrangian.js';
 import { TextGates, textPrunableSize } from './masks/text-gates.js';
 import { ImageGates, imagePrunableSize } from './masks/image-gates.js';
+import { ViTGates, vitPrunableSize } from './masks/vit-gates.js';
 import type { Tower, TowerGates } from './masks/tower-gates.js';
 
 export interface PruneStageOptions {
@@ -107,7 +108,8 @@ export interface PruneStageResult {
 
 /** The prunable parameter count of one tower (N₀ with every mask open). */
 export function prunableSize(model: CLIP, tower: Tower): number {
-  return tower === 'text' ? textPrunableSize(model) : imagePrunableSize(model);
+  if (tower === 'text') return textPrunableSize(model);
+  return model.cfg.image.kind === 'vit' ? vitPrunableSize(model) : imagePrunableSize(model);
 }
 
 /** Σ of the towers' prunable sizes. */
@@ -116,7 +118,9 @@ export function jointPrunableSize(model: CLIP, towers: readonly Tower[]): number
 }
 
 function towerGates(model: CLIP, tower: Tower, seed: number, initLogAlpha: number | undefined, imageChannels: boolean): TowerGates {
-  return tower === 'text' ? new TextGates(model, { seed, initLogAlpha }) : new ImageGates(model, { seed: seed + 7777, initLogAlpha, channels: imageChannels });
+  if (tower === 'text') return new TextGates(model, { seed, initLogAlpha });
+  if (model.cfg.image.kind === 'vit') return new ViTGates(model, { seed: seed + 7777, initLogAlpha });
+  return new ImageGates(model, { seed: seed + 7777, initLogAlpha, channels: imageChannels });
 }
 
 /**

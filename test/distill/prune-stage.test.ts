@@ -8,6 +8,7 @@ import { beforeAll, describe, expect, test } from 'vitest';
 import * as tf from '../../src/base/tf.js';
 import { initBackend } from '../../src/base/backend/index.js';
 import { CLIP } from '../../src/base/model/clip.js';
+import { expectedShapes } from '../../src/base/model/state-dict.js';
 import { jointPrunableSize, prunableSize, runPruneStage } from '../../src/distill/prune-stage.js';
 import { TEST_TEACHERS, TEST_TEACHER_WIDTH, syntheticBatch } from '../train/synthetic-batch.js';
 import { MICRO_CONTEXT as L, microConfig } from '../micro-config.js';
@@ -63,5 +64,21 @@ describe('TinyCLIP stages', () => {
     expect(w1).not.toEqual(w0);
     expect(() => runPruneStage(m, { towers: [], target: 0.5, steps: 2, maskSteps: 1, teachers: TEST_TEACHERS, batch })).toThrow(/towers must be/);
     m.dispose();
+  });
+
+  test('a ViT image tower: one stage on the image tower lands on its target; the pruned model reloads from its config', async () => {
+    const vitCfg = microConfig('mobileclip_tiny_base');
+    vitCfg.image = { kind: 'vit', name: 'vit_micro', imageSize: 32, embedDim: 64, layers: 2, heads: 4, posGrid: 2 };
+    const vb = (step: number) => syntheticBatch(vitCfg, step, { batch: 4, context: L, seed: 5, teacherWidth: TEST_TEACHER_WIDTH });
+    const m = new CLIP(vitCfg, { seed: 4 });
+    const n0 = prunableSize(m, 'image');
+    const r = runPruneStage(m, { towers: ['image'], target: 0.4, steps: 12, maskSteps: 12, teachers: TEST_TEACHERS, batch: vb, seed: 3 });
+    expect(Math.abs(r.reached - 0.4)).toBeLessThanOrEqual(0.02);
+    expect(prunableSize(r.model, 'image')).toBe(r.prunable.after);
+    expect(r.model.textEncoder.numParams()).toBe(m.textEncoder.numParams());
+    const again = new CLIP(r.model.cfg);
+    expect([...expectedShapes(again)]).toEqual([...expectedShapes(r.model)]);
+    expect(n0).toBe(r.prunable.before);
+    for (const x of [m, r.model, again]) x.dispose();
   });
 });

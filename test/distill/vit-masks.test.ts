@@ -17,7 +17,8 @@ import { exportStateDict, expectedShapes } from '../../src/base/model/state-dict
 import { LayerNorm } from '../../src/base/layers/layer-norm.js';
 import { MaskedLayerNorm } from '../../src/distill/masks/masked-layer-norm.js';
 import { applyViTMasks, vitBlocksOf, vitMaskSizes, vitMaskValues, type ViTMaskSet, type ViTMaskValues } from '../../src/distill/masks/vit-masks.js';
-import { pruneViT, pruneViTStateDict, vitStemWidth } from '../../src/distill/masks/prune-vit.js';
+import { pruneViT, pruneViTStateDict } from '../../src/distill/masks/prune-vit.js';
+import { vitStemWidth } from '../../src/base/model/vit.js';
 import { ViTGates, vitPrunableSize } from '../../src/distill/masks/vit-gates.js';
 import { microConfig } from '../micro-config.js';
 import { relErr as relErrOf } from '../model/helpers.js';
@@ -218,17 +219,14 @@ describe('TinyCLIP ViT masks', () => {
         expect(pruned.model.imageEncoder.numParams()).toBe(handCount(e, stem, blocks, positions, cfg.embedDim));
         expect(pruned.model.imageEncoder.numParams()).toBeLessThan(model.imageEncoder.numParams());
         expect(pruned.model.textEncoder.numParams()).toBe(model.textEncoder.numParams());
-        // The stem keeps the source's width; a model built from the config alone has the derived one.
+        // The stem keeps the source's width, and the config says so when it is not the derived one: a model
+        // built from the config alone has every shape of the pruned model.
         const sd = pruned.stateDict.get('image_encoder.model.patch_emb.0.block.conv.weight');
         expect(sd?.shape[0]).toBe(stem);
+        expect(pv.stemDim).toBe(vitStemWidth(e) === stem ? undefined : stem);
         const fresh = new CLIP(pruned.config);
-        const stemShape = (m: CLIP) => expectedShapes(m).get('image_encoder.model.patch_emb.0.block.conv.weight')?.[0];
-        expect(stemShape(pruned.model)).toBe(stem);
-        expect(stemShape(fresh)).toBe(vitStemWidth(e));
-        if (vitStemWidth(e) === stem) {
-          const imageShapes = (m: CLIP) => [...expectedShapes(m)].filter(([k]) => k.startsWith('image_encoder.'));
-          expect(imageShapes(pruned.model)).toEqual(imageShapes(fresh));
-        }
+        const imageShapes = (m: CLIP) => [...expectedShapes(m)].filter(([k]) => k.startsWith('image_encoder.'));
+        expect(imageShapes(fresh)).toEqual(imageShapes(pruned.model));
         fresh.dispose();
       } finally {
         pruned.model.dispose();

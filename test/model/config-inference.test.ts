@@ -207,6 +207,17 @@ describe('configFromStateDict on uneven (per-layer) models', () => {
     const sd = modelShapes(cfg, false);
     const got = configFromStateDict(cfg, sd, 'vit');
     expect(got.image.kind === 'vit' && vitBlocks(got.image)).toEqual(cfg.image.blocks);
+    expect(got.image.kind === 'vit' && got.image.stemDim).toBeUndefined();
+  });
+
+  test('a ViT stem width other than the derived one (pruned models) lives in the config and comes back from the shapes', () => {
+    const cfg = microVit();
+    if (cfg.image.kind !== 'vit') throw new Error('vit expected');
+    cfg.image.stemDim = 40;
+    const sd = modelShapes(cfg, false);
+    expect(sd.get('image_encoder.model.patch_emb.0.block.conv.weight')!.shape[0]).toBe(40);
+    const got = configFromStateDict(null, sd, 'vit');
+    expect(got.image.kind === 'vit' && got.image.stemDim).toBe(40);
   });
 });
 

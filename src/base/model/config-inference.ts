@@ -28,6 +28,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { MclipError } from '../../errors.js';
 import type { StateDict } from '../io/tensor-data.js';
 import { seBlockWidth, squeezeExciteWidth } from '../layers/squeeze-excite.js';
+import { vitStemWidth } from './vit.js';
 import {
   CONFIGS,
   mciStages,
@@ -346,6 +347,8 @@ function inferVit(s: Shapes, base: VitConfig | null): VitConfig {
     posGrid,
     blocks,
   };
+  const stem = s.get(`${IMG}patch_emb.0.block.conv.weight`);
+  if (stem && stem[0] !== vitStemWidth(embedDim)) v.stemDim = stem[0];
   return compactVit(v);
 }
 

@@ -77,6 +77,8 @@ export interface VitConfig {
   posGrid: number;
   /** Per-layer form (pruned or inherited models); when present it overrides `layers` and `heads` (and the FFN 4·embedDim). */
   blocks?: TransformerLayerConfig[];
+  /** Inner width of the conv stem when it is not the default max(32, ⌊embedDim/4⌋) (a pruned model). */
+  stemDim?: number;
 }
 
 export type ImageConfig = MciConfig | VitConfig;

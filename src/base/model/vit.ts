@@ -48,6 +48,11 @@ export class ProjectionHead extends Module {
   }
 }
 
+/** The conv stem's inner width a ViT of width `embedDim` builds by default. */
+export function vitStemWidth(embedDim: number): number {
+  return Math.max(32, Math.floor(embedDim / 4));
+}
+
 /**
  * MobileCLIP-B image tower: ViT-B/16 with a conv stem (4×4 s4 → 2×2 s2 → 2×2 s2), learned
  * positions on patch tokens only, CLS prepended afterwards, 12 pre-LN layers (or the per-layer
@@ -61,7 +66,7 @@ export class VisionTransformer extends Module {
     this.cfg = cfg;
     const init = opts.init ?? new Initializer(0);
     const e = cfg.embedDim;
-    const stem = Math.max(32, Math.floor(e / 4));
+    const stem = cfg.stemDim ?? vitStemWidth(e);
     this.addParam('cls_token', zeros([e]), { torchShape: [1, 1, e], noDecay: false });
     this.addModule(
       'patch_emb',

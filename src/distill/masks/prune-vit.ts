@@ -23,14 +23,9 @@
  * every channel is an error.
  *
  * The residual width: `VitConfig.embedDim` becomes the kept width and `image.blocks` holds every block's heads,
- * head width and FFN width. But our ViT derives its stem's inner width from `embedDim`
- * (max(32, ⌊embedDim/4⌋)) and no config field stores it, so a pruned width whose derived stem differs from the
- * source's (ViT-B: any width below 768, as 192 = 768/4) cannot be described by the config alone. The state
- * dict keeps the source's stem (exact; it is not masked), written as is with the config; `pruneViT` (and
- * `prunedViTModel`) build the model and put a stem of the state dict's width in before loading, as
- * `prune-image.ts` does for its SE widths. Another loader, which builds from the config alone, would see
- * mis-shaped `patch_emb.{0,1,2}` keys: a seam the core lacks (a stem width in `VitConfig`, or inferred from
- * `patch_emb.0.block.conv.weight`).
+ * head width and FFN width. The stem keeps the source's inner width (exact; it is not masked), which may differ
+ * from the default a narrower ViT derives (max(32, ⌊embedDim/4⌋)): the config says so (`VitConfig.stemDim`,
+ * read off the shapes by `configFromStateDict`), so every loader builds the pruned model from its config alone.
  *
  * Head counts, which no shape fixes, travel in the returned config (the input's heads minus the pruned ones),
  * the `base` of `configFromStateDict`; the text tower and the logit scale are passed through untouched.
@@ -51,12 +46,12 @@ import { kept, maskValues, range, take, type Take } from './take.js';
 export interface PrunedViTStateDict {
   /** Official-layout state dict with the smaller ViT (float32 image tensors; the text tower's, the logit scale and the BatchNorm counters shared with the input). */
   stateDict: StateDict;
-  /** Its architecture (width, per-block heads and widths; `name` + '_pruned'), read back by `configFromStateDict`; the stem width is the state dict's (see the file comment). */
+  /** Its architecture (width, per-block heads and widths; `name` + '_pruned'), read back by `configFromStateDict`; the stem width included. */
   config: ClipConfig;
 }
 
 export interface PrunedViT extends PrunedViTStateDict {
-  /** A new model of `config` (stem width as in `stateDict`) with `stateDict` loaded (the source's train/eval mode). */
+  /** A new model of `config` with `stateDict` loaded (the source's train/eval mode). */
   model: CLIP;
 }
 
@@ -76,11 +71,6 @@ interface BlockPlan {
   /** The all-pruned fallback is in use (one head of width 1 / one unit, zero weights). */
   noHeads: boolean;
   noUnits: boolean;
-}
-
-/** The stem's inner width a ViT of width `embedDim` builds (`VisionTransformer`). */
-export function vitStemWidth(embedDim: number): number {
-  return Math.max(32, Math.floor(embedDim / 4));
 }
 
 /**
@@ -193,29 +183,11 @@ function pruneBlockKey(key: string, rest: string, p: BlockPlan, z: Float32Array,
   }
 }
 
-/**
- * A model of `config` holding `sd` (a `pruneViTStateDict` result): built from the config, with the stem
- * replaced by one of `sd`'s inner width when it differs from the one the config builds, then loaded.
- */
+/** A model of `config` (stem width included: `VitConfig.stemDim`) holding `sd`, a `pruneViTStateDict` result. */
 export function prunedViTModel(config: ClipConfig, sd: StateDict): CLIP {
   if (config.image.kind !== 'vit') throw new MclipError(`prunedViTModel: the image tower is ${config.image.kind}, expected a ViT`);
-  const e = config.image.embedDim;
   const model = new CLIP(config);
   try {
-    const stemIn = sd.get(STEM_IN);
-    if (!stemIn || stemIn.shape.length !== 4) throw new MclipError(`pruneViT: the state dict has no 4-d '${STEM_IN}'`);
-    const stem = stemIn.shape[0];
-    if (stem !== vitStemWidth(e)) {
-      const init = new Initializer(0);
-      model.replace(
-        `${IMG}patch_emb`,
-        new Sequential([
-          new ConvNormAct(3, stem, 4, 4, { bias: false, norm: true, act: true, init }),
-          new ConvNormAct(stem, stem, 2, 2, { bias: false, norm: true, act: true, init }),
-          new ConvNormAct(stem, e, 2, 2, { bias: true, norm: false, act: false, init }),
-        ]),
-      );
-    }
     loadStateDict(model, sd, 'pruned ViT');
   } catch (err) {
     model.dispose();
@@ -226,7 +198,7 @@ export function prunedViTModel(config: ClipConfig, sd: StateDict): CLIP {
 
 /**
  * `model` pruned by `masks`: its state dict (masked LayerNorms included: they keep the LayerNorm keys) cut by
- * `pruneViTStateDict`, and a new CLIP built from the inferred config (stem width kept, see the file comment)
+ * `pruneViTStateDict`, and a new CLIP built from the inferred config (stem width kept)
  * with it loaded. The source model is left as it is (remove its masks and dispose it when done).
  */
 export function pruneViT(model: CLIP, masks: ViTMaskValues): PrunedViT {
