@@ -149,3 +149,23 @@ export function runBench(main: () => Promise<void>): void {
     process.exit(1);
   });
 }
+
+/** Wall time (s) of every stage that ran, kept across resumed runs in DIR/timings.json. */
+export class Timings {
+  private readonly t: Record<string, number>;
+  constructor(private readonly path: string) {
+    this.t = existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as Record<string, number>) : {};
+  }
+  /** Runs FN and records its wall time under NAME, unless SKIP (then the time of an earlier run stays). */
+  async stage<T>(name: string, skip: boolean, fn: () => Promise<T>): Promise<T | undefined> {
+    if (skip) return undefined;
+    const t0 = Date.now();
+    const out = await fn();
+    this.t[name] = (Date.now() - t0) / 1000;
+    writeFileSync(this.path, JSON.stringify(this.t, null, 2) + '\n');
+    return out;
+  }
+  entries(): Array<[string, number]> {
+    return Object.entries(this.t);
+  }
+}

@@ -26,7 +26,7 @@ import { initBackend } from '../src/base/backend/index.js';
 import { loadModel, readCheckpointFile, saveModel } from '../src/base/model/checkpoint.js';
 import { CLIP } from '../src/base/model/clip.js';
 import { countParams } from '../src/eval/cost.js';
-import { arg, evaluate, latestStep, mclip, prepareData, reportPath, type Scores, type Setup, publish, runBench } from './common.js';
+import { arg, evaluate, latestStep, mclip, prepareData, reportPath, type Scores, type Setup, publish, runBench, Timings } from './common.js';
 
 interface Row extends Scores {
   model: string;
@@ -38,25 +38,6 @@ interface Row extends Scores {
   trainLoss: number;
 }
 
-/** Wall time (s) of every stage that ran, kept across resumed runs in DIR/timings.json. */
-class Timings {
-  private readonly t: Record<string, number>;
-  constructor(private readonly path: string) {
-    this.t = existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as Record<string, number>) : {};
-  }
-  /** Runs FN and records its wall time under NAME, unless SKIP (then the time of an earlier run stays). */
-  async stage<T>(name: string, skip: boolean, fn: () => Promise<T>): Promise<T | undefined> {
-    if (skip) return undefined;
-    const t0 = Date.now();
-    const out = await fn();
-    this.t[name] = (Date.now() - t0) / 1000;
-    writeFileSync(this.path, JSON.stringify(this.t, null, 2) + '\n');
-    return out;
-  }
-  entries(): Array<[string, number]> {
-    return Object.entries(this.t);
-  }
-}
 
 const ckptName = (s: number) => `step-${String(s).padStart(8, '0')}`;
 const evalCached = (cache: string) => existsSync(reportPath(cache, 'category')) && existsSync(reportPath(cache, 'subcategory'));

@@ -175,7 +175,10 @@ function distilDense(model: CLIP, o: PruneStageOptions, steps: number, offset: n
   if (steps <= 0) return;
   const dense = new Trainer(model, { lr: o.lr ?? 1e-4, totalSteps: steps, warmup: 0, losses: tinyclipTerms({ form: 'tinyclip', distill: o.distill ?? 'affinity', source: 'stored' }), teachers: o.teachers, seed: o.seed });
   try {
-    for (let s = 0; s < steps; s++) o.onStep?.({ ...stepOn(dense, o.batch(offset + s)), phase: 'dense' });
+    for (let s = 0; s < steps; s++) {
+      const m = stepOn(dense, o.batch(offset + s));
+      o.onStep?.({ ...m, step: offset + m.step, phase: 'dense' });
+    }
   } finally {
     dense.dispose();
   }
