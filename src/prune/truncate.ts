@@ -1,0 +1,46 @@
+import * as tf from '../base/tf.js';
+import { MclipError } from '../errors.js';
+import type { HookHandle } from '../base/nn/module.js';
+import type { TextTransformer } from '../base/model/text-transformer.js';
+import { TEXT_TOKENS } from '../base/model/text-context.js';
+import { hookGroup } from './hook-group.js';
+import { PassTensors } from './pass-tensors.js';
+
+/** Length a batch is cut to: its longest real sequence (SOT … EOT) plus `spare` pads, at most `contextLength`. */
+export function truncatedLength(eot: ArrayLike<number>, contextLength: number, spare = 0): number {
+  let longest = 0;
+  for (let i = 0; i < eot.length; i++) longest = Math.max(longest, eot[i] + 1);
+  return Math.min(contextLength, longest + spare);
+}
+
+/**
+ * The `truncate` padding policy (methods.md §4.5 P1): each batch is cut to its longest real sequence
+ * (up to and including the end-of-text token) plus `spare` pads, right after the token and positional
+ * embeddings — so the kept positions get the rows P[0:L] of the learned table, not the bilinear
+ * resampling the tower applies to an input of another length. A forward hook on `positional_embedding`
+ * slices the hidden states and records the kept positions 0…L−1 in the text state; pooling reads the
+ * (unchanged) EOT index.
+ *
+ * Exact for causal towers (`mobileclip_tiny_base`, MobileCLIP-B): nothing after EOT reaches the EOT row.
+ * Approximate for the non-causal `mct` / S0–S2 towers, which were trained with the pads as live tokens
+ * (attended to, and mixed in by the RepMixer convolutions); there the result also depends on the longest
+ * caption of the batch, since a short caption keeps that many pads.
+ */
+export function truncatePadding(tower: TextTransformer, opts: { spare?: number } = {}): HookHandle {
+  const spare = opts.spare ?? 0;
+  if (!Number.isInteger(spare) || spare < 0) throw new MclipError(`spare pads must be a non-negative integer, got ${spare}`);
+  const held = new PassTensors();
+  const h = tower.positionalEmbedding.registerForwardHook((_m, _x, y, ctx) => {
+    held.startPass();
+    const state = ctx?.get(TEXT_TOKENS);
+    if (!ctx || !state) return; // embedding outside a tower pass: nothing to cut
+    if (state.positions !== null) throw new Error('truncate: the text state is already reduced at the embedding');
+    const [b, s] = y.shape;
+    const l = truncatedLength(state.eot.dataSync(), s, spare);
+    if (l === s) return;
+    const positions = held.keep(tf.tile(tf.range(0, l, 1, 'int32').expandDims(0), [b, 1]) as tf.Tensor2D);
+    ctx.set(TEXT_TOKENS, { ...state, positions });
+    return y.slice([0, 0, 0], [-1, l, -1]);
+  });
+  return hookGroup([h], () => held.dispose());
+}
