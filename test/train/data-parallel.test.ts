@@ -1,8 +1,8 @@
 /**
  * Data-parallel training (src/base/train/parallel): two ranks (this thread + one worker thread) against
  * one. With frozen BatchNorm statistics the loss and the update are the same up to float summation
- * order; with train-mode BatchNorm (per-rank batch statistics) the loss curves agree within the spread
- * between two single-rank runs from different initialisations.
+ * order; with train-mode BatchNorm (per-rank batch statistics) the 50-step loss curves agree within the
+ * spread between two single-rank runs from different initialisations.
  */
 import { beforeAll, describe, expect, test } from 'vitest';
 import * as tf from '../../src/base/tf.js';
@@ -16,10 +16,29 @@ import { DataParallel, workerEntry } from '../../src/base/train/parallel/data-pa
 import { TEST_TEACHERS, TEST_TEACHER_WIDTH, syntheticBatch } from './synthetic-batch.js';
 import { MICRO_CONTEXT as L, microConfig } from '../micro-config.js';
 import { relErr } from '../model/helpers.js';
+import type { ClipConfig } from '../../src/base/model/configs.js';
 
 const cfg = microConfig();
+/**
+ * The train-mode BatchNorm curves, three 50-step runs within the time budget: the micro `mobileclip_tiny_base`
+ * (a one-layer causal transformer text tower, cheaper than `mct`'s RepMixer blocks) with a two-stage MCi image
+ * tower at 16×16 input — the MobileOne stem, a RepMixer stage (widths 16), the PatchEmbed with SE, the RepCPE
+ * and the attention stage (32, 2 heads), conv_exp with SE: every BatchNorm-carrying block of the four-stage
+ * micro tower, at ~60 % of its kernels per step (its backward dominates a step) — and batch 16.
+ *
+ * What a rank's BatchNorm statistics see matters: measured (50 steps, last-20 mean loss, 4–6 seeds), the
+ * four-stage tower at 32×32 (last stage and conv_exp 1×1) with batch 8 (4 values per rank there) puts the
+ * two-rank run systematically above the single-rank one (+0.05 on average, up to +0.1; single-rank range
+ * 0.04) — the small-batch BatchNorm effect, not a data-parallel error (frozen statistics agree to 1e-5). With
+ * 8 or more values per rank the gap is gone: this tower and batch give |Δ| ≤ 0.018 (mean −0.005) against a
+ * single-rank range of 0.027; with batch 8 here, |Δ| up to 0.1 against a range of 0.08.
+ */
+const bnCfg = microConfig('mobileclip_tiny_base');
+if (bnCfg.image.kind !== 'mci') throw new Error('expected an MCi image tower');
+bnCfg.image = { ...bnCfg.image, imageSize: 16, layers: [1, 1], embedDims: [16, 32], posEmbs: [false, true], seDownsamples: [false, true] };
+const BN_BATCH = 16;
 const B = 8;
-const batch = (step: number) => syntheticBatch(cfg, step, { batch: B, context: L, seed: 4242, teacherWidth: TEST_TEACHER_WIDTH, pick: (step % 2) as 0 | 1 });
+const batch = (step: number, c: ClipConfig = cfg, n = B) => syntheticBatch(c, step, { batch: n, context: L, seed: 4242, teacherWidth: TEST_TEACHER_WIDTH, pick: (step % 2) as 0 | 1 });
 
 beforeAll(async () => {
   await initBackend({ backend: 'wasm', quiet: true });
@@ -30,12 +49,14 @@ interface Run {
   losses: number[];
 }
 
-async function train(workers: number, steps: number, o: { freeze: boolean; seed?: number; lambda?: number }): Promise<Run> {
-  const model = new CLIP(cfg, { seed: o.seed ?? 1 });
+async function train(workers: number, steps: number, o: { freeze: boolean; seed?: number; lambda?: number; config?: ClipConfig; batch?: number }): Promise<Run> {
+  const c = o.config ?? cfg;
+  const n = o.batch ?? B;
+  const model = new CLIP(c, { seed: o.seed ?? 1 });
   const lambda = o.lambda ?? 0.5;
   let dp: DataParallel | null = null;
   if (workers > 1) {
-    const r = await DataParallel.start(model, { workers, maxBatch: B, lambda, teachers: TEST_TEACHERS, freezeBatchNorm: o.freeze });
+    const r = await DataParallel.start(model, { workers, maxBatch: n, lambda, teachers: TEST_TEACHERS, freezeBatchNorm: o.freeze });
     if (!r.dp) throw new Error(r.reason);
     dp = r.dp;
   }
@@ -43,7 +64,7 @@ async function train(workers: number, steps: number, o: { freeze: boolean; seed?
   const losses: number[] = [];
   try {
     for (let i = 0; i < steps; i++) {
-      const b = batch(i);
+      const b = batch(i, c, n);
       losses.push(trainer.step(b).loss);
       tf.dispose([b.images, b.gtTokens, b.synTokens!]);
     }
@@ -93,15 +114,23 @@ describe('data-parallel training: 2 ranks against 1 (micro mobileclip_tiny, wasm
     }
   });
 
-  test('train-mode BatchNorm (per-rank statistics): the curve stays within the spread of two 1-rank runs from other inits', async () => {
-    const steps = 20;
-    const a = await train(1, steps, { freeze: false, seed: 1 });
-    const b = await train(2, steps, { freeze: false, seed: 1 });
-    const c = await train(1, steps, { freeze: false, seed: 2 });
-    // Mean loss over the last 10 steps: the two-rank run is as close to the 1-rank run as another init is (or closer).
-    const tail = (r: Run) => r.losses.slice(-10).reduce((s, v) => s + v, 0) / 10;
-    const spread = Math.abs(tail(c) - tail(a));
-    expect(Math.abs(tail(b) - tail(a))).toBeLessThanOrEqual(Math.max(spread, 0.02 * tail(a)));
+  test('train-mode BatchNorm (per-rank statistics): the 50-step curve stays within the spread of two 1-rank runs from other inits', async () => {
+    const steps = 50;
+    const o = { freeze: false, config: bnCfg, batch: BN_BATCH };
+    const a = await train(1, steps, { ...o, seed: 1 });
+    const b = await train(2, steps, { ...o, seed: 1 });
+    const c = await train(1, steps, { ...o, seed: 2 });
+    for (const r of [a, b, c]) expect(r.losses).toHaveLength(steps);
     expect(b.losses.every(Number.isFinite)).toBe(true);
+    // The runs really train (the comparison is not of flat curves).
+    const mean = (v: number[]) => v.reduce((s, x) => s + x, 0) / v.length;
+    for (const r of [a, b, c]) expect(mean(r.losses.slice(-20))).toBeLessThan(0.95 * mean(r.losses.slice(0, 10)));
+    // Mean loss over the last 20 steps (the cosine schedule's low-lr end; every run sees the same batches, so
+    // the batch-to-batch noise cancels in the differences): the two-rank run is as close to the 1-rank run
+    // as another init is (or closer).
+    const tail = (r: Run) => mean(r.losses.slice(-20));
+    const spread = Math.abs(tail(c) - tail(a));
+    console.log(`train-mode BN, last-20 mean loss: 1 rank ${tail(a).toFixed(4)}, 2 ranks ${tail(b).toFixed(4)}, 1 rank other init ${tail(c).toFixed(4)} (spread ${spread.toFixed(4)})`);
+    expect(Math.abs(tail(b) - tail(a))).toBeLessThanOrEqual(Math.max(spread, 0.02 * tail(a)));
   });
 });
