@@ -12,6 +12,8 @@ import { inheritCommand } from './commands/inherit.js';
 import { distillCommand } from './commands/distill.js';
 import { convertCommand } from './commands/convert.js';
 import { mergeResultsCommand } from './commands/merge-results.js';
+// Plug-in attention kernels a checkpoint's config may name: registered (kernel, ONNX form, MACs) at import.
+import '../sigmoid-attn/index.js';
 import { reportError, setDebug } from './run.js';
 import { checkCommand, checkNumbers, cleanYargsMessage, helpPointer, packageVersion, UsageError, type CommandTable } from './usage.js';
 

@@ -19,6 +19,7 @@ import { Conv2d } from '../base/layers/conv2d.js';
 import type { BatchNorm2d } from '../base/layers/batch-norm.js';
 import type { LayerNorm } from '../base/layers/layer-norm.js';
 import type { KernelBias } from '../base/layers/fuse.js';
+import type { AttentionParams } from '../base/nn/attention.js';
 import { RepMixerBlock } from '../base/layers/repmixer-block.js';
 import { FastViT } from '../base/model/mci.js';
 import { VisionTransformer } from '../base/model/vit.js';
@@ -149,7 +150,8 @@ export class OnnxEmitter {
   /**
    * Self-attention on tokens [B, N, C]: q/k/v matmuls (pre-affine a⊙x+e folded into them, scale
    * folded into q), the kernel `opts.kernel` (its registered attention emitter, e.g. softmax(q·kᵀ + mask)·v),
-   * output projection (optional per-channel output scale). qkv [C, 3·heads·d], out [heads·d, C'].
+   * output projection (optional per-channel output scale). With `qkNorm`, each head's q and k are normalised
+   * first and the scale multiplies the normalised q. qkv [C, 3·heads·d], out [heads·d, C'].
    */
   attention(
     x: string,
@@ -159,7 +161,7 @@ export class OnnxEmitter {
     outW: tf.Tensor,
     outB: tf.Tensor | undefined | null,
     name: string,
-    opts: { kernel: string; preScale?: tf.Tensor; preShift?: tf.Tensor; causal?: number; outScale?: tf.Tensor | null },
+    opts: { kernel: string; kernelParams?: AttentionParams; qkNorm?: { q: LayerNorm; k: LayerNorm } | null; preScale?: tf.Tensor; preShift?: tf.Tensor; causal?: number; outScale?: tf.Tensor | null },
   ): string {
     const kernel = attentionEmitter(opts.kernel, name);
     const [inD, out3] = qkvW.shape as [number, number];
@@ -167,6 +169,8 @@ export class OnnxEmitter {
     if (!Number.isInteger(hd) || hd % heads !== 0) throw new MclipError(`export: ${name}: qkv width ${out3} is not 3 × heads (${heads}) × head dim`);
     const d = hd / heads;
     const scale = d ** -0.5;
+    // With QK-norm the scale comes after q's norm, so it is not folded into q's weights.
+    const qScale = opts.qkNorm ? 1 : scale;
     const parts = tidyData(() => {
       let W = qkvW;
       let B: tf.Tensor = qkvB ?? tf.zeros([out3]);
@@ -175,8 +179,8 @@ export class OnnxEmitter {
       const ws = tf.split(W, 3, 1);
       const bs = tf.split(B, 3, 0);
       return [0, 1, 2].map((i) => ({
-        w: f32(i === 0 ? ws[i].mul(scale) : ws[i]),
-        b: f32(i === 0 ? bs[i].mul(scale) : bs[i]),
+        w: f32(i === 0 ? ws[i].mul(qScale) : ws[i]),
+        b: f32(i === 0 ? bs[i].mul(qScale) : bs[i]),
       }));
     });
     const proj = (i: number, tag: string, perm: number[]): string => {
@@ -186,8 +190,15 @@ export class OnnxEmitter {
       y = this.g.reshape(y, [0, -1, heads, d]);
       return this.g.transpose(y, perm, `${name}.${tag}`);
     };
-    const q = proj(0, 'q', [0, 2, 1, 3]);
-    const kT = proj(1, 'k', [0, 2, 3, 1]);
+    let q: string;
+    let kT: string;
+    if (opts.qkNorm) {
+      q = this.g.node('Mul', [this.layerNorm(opts.qkNorm.q, proj(0, 'q', [0, 2, 1, 3]), `${name}.q_norm`), this.g.scalarF32(scale)], {}, `${name}.q_scaled`);
+      kT = this.g.transpose(this.layerNorm(opts.qkNorm.k, proj(1, 'k', [0, 2, 1, 3]), `${name}.k_norm`), [0, 1, 3, 2], `${name}.kT`);
+    } else {
+      q = proj(0, 'q', [0, 2, 1, 3]);
+      kT = proj(1, 'k', [0, 2, 3, 1]);
+    }
     const v = proj(2, 'v', [0, 2, 1, 3]);
     let mask: string | null = null;
     if (opts.causal) {
@@ -196,7 +207,7 @@ export class OnnxEmitter {
       for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) data[i * n + j] = -Infinity;
       mask = this.g.initF32(`${name}.causal_mask`, data, [n, n]);
     }
-    let o = kernel(this, { q, kT, v, mask, heads, headDim: d }, name);
+    let o = kernel(this, { q, kT, v, mask, heads, headDim: d, params: opts.kernelParams ?? {} }, name);
     o = this.g.transpose(o, [0, 2, 1, 3]);
     o = this.g.reshape(o, [0, -1, hd]);
     return this.linear(o, outW, outB, `${name}.out`, opts.outScale);

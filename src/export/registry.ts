@@ -9,6 +9,7 @@
 import { MclipError } from '../errors.js';
 import type { Module, ModuleClass } from '../base/nn/module.js';
 import type { OnnxEmitter } from './emit.js';
+import type { AttentionParams } from '../base/nn/attention.js';
 
 /** Layout of a channel-first value: NCHW maps ('2d') or [B, C, S] sequences ('1d', the text RepMixer blocks). */
 export type ConvLayout = '2d' | '1d';
@@ -35,6 +36,8 @@ export interface AttentionInputs {
   mask: string | null;
   heads: number;
   headDim: number;
+  /** The module's kernel parameters (`kernelParams`, e.g. sigmoid attention's bias); empty for softmax. */
+  params: AttentionParams;
 }
 
 /** Emits the kernel part of attention: q, kᵀ, v (and mask) → [B, heads, N, d]. `name` prefixes its nodes. */

@@ -28,21 +28,47 @@ export function proportionalProbs(probs: tf.Tensor4D, sizes: tf.Tensor2D): tf.Te
   });
 }
 
+/** Modules that have the proportional-attention hook, with the number of plug-ins that asked for it. */
+const installed = new WeakMap<MultiHeadAttention, { users: number; handle: HookHandle }>();
+
 /**
  * Hooks proportional attention into `modules` (the text tower's attention modules): whenever the forward
  * context's text state carries sizes (`TEXT_TOKENS.sizes`), each module's attention weights are re-weighted
- * by them; while sizes are null the hooks change nothing (bit-identical). `remove()` takes the hooks off.
+ * by them; while sizes are null the hooks change nothing (bit-identical). Several plug-ins may ask for it
+ * (padding, pruning, merging): each module gets one hook, shared, and registered when first asked for (so a
+ * hook registered later on `attn_probs` reads the re-weighted weights); it comes off when the last handle
+ * is removed.
  */
 export function proportionalAttention(modules: readonly MultiHeadAttention[]): HookHandle {
   for (const m of modules) {
     if (m.kernelName !== softmaxKernel.name) throw new MclipError(`proportional attention supports the softmax kernel only; an attention module uses '${m.kernelName}'`);
   }
-  const handles = modules.map((m) =>
-    m.get('attn_probs').registerForwardHook((_m, _x, p, ctx) => {
+  for (const m of modules) {
+    const entry = installed.get(m);
+    if (entry) {
+      entry.users++;
+      continue;
+    }
+    const handle = m.get('attn_probs').registerForwardHook((_m, _x, p, ctx) => {
       const sizes = ctx?.get(TEXT_TOKENS)?.sizes;
       if (!sizes) return;
       return proportionalProbs(p as tf.Tensor4D, sizes);
-    }),
-  );
-  return { remove: () => handles.forEach((h) => h.remove()) };
+    });
+    installed.set(m, { users: 1, handle });
+  }
+  let live = true;
+  return {
+    remove: () => {
+      if (!live) return;
+      live = false;
+      for (const m of modules) {
+        const entry = installed.get(m);
+        if (!entry) continue;
+        if (--entry.users === 0) {
+          entry.handle.remove();
+          installed.delete(m);
+        }
+      }
+    },
+  };
 }

@@ -6,7 +6,6 @@ import type { TextTransformer } from '../base/model/text-transformer.js';
 import { TEXT_TOKENS, type TextTokenState } from '../base/model/text-context.js';
 import { proportionalAttention } from '../merge/proportional-attention.js';
 import { hookGroup } from './hook-group.js';
-import { PassTensors } from './pass-tensors.js';
 
 /** Set in the forward context while the pads are merged (so restoring undoes only this policy's merge). */
 const PADS_MERGED = new ContextKey<boolean>('pads merged');
@@ -68,19 +67,18 @@ function restoreRows(eot: ArrayLike<number>, n: number, s: number): Int32Array {
  * any batch, since the dead slots that square the batch have weight 0.
  */
 export function mergePadsPadding(tower: TextTransformer): HookHandle {
-  const held = new PassTensors();
-  const handles: HookHandle[] = [tower.positionalEmbedding.registerForwardPreHook(() => held.startPass()), proportionalAttention(tower.attentionModules())];
+  const handles: HookHandle[] = [proportionalAttention(tower.attentionModules())];
   const layers = tower.transformer.modules();
   const isGrid = (m: Module) => m instanceof RepMixerBlock;
   layers.forEach((m, i) => {
     if (isGrid(m)) return;
-    if (i === 0 || isGrid(layers[i - 1])) handles.push(m.registerForwardPreHook((_m, x, ctx) => mergePads(x, ctx, held)));
+    if (i === 0 || isGrid(layers[i - 1])) handles.push(m.registerForwardPreHook((_m, x, ctx) => mergePads(x, ctx)));
     if (i + 1 < layers.length && isGrid(layers[i + 1])) handles.push(m.registerForwardHook((_m, _x, y, ctx) => restorePads(y, ctx)));
   });
-  return hookGroup(handles, () => held.dispose());
+  return hookGroup(handles);
 }
 
-function mergePads(x: tf.Tensor, ctx: ForwardContext | undefined, held: PassTensors): tf.Tensor | void {
+function mergePads(x: tf.Tensor, ctx: ForwardContext | undefined): tf.Tensor | void {
   const state = ctx?.get(TEXT_TOKENS);
   if (!ctx || !state) return;
   const [b, s] = x.shape;
@@ -88,11 +86,8 @@ function mergePads(x: tf.Tensor, ctx: ForwardContext | undefined, held: PassTens
   const eot = state.eot.dataSync();
   const lay = padMergeLayout(eot, s);
   if (lay.n === s && lay.sizes.every((v) => v === 1)) return; // no row has pads
-  const next: TextTokenState = {
-    ...state,
-    positions: held.keep(tf.tensor2d(lay.positions, [b, lay.n], 'int32')),
-    sizes: held.keep(tf.tensor2d(lay.sizes, [b, lay.n])),
-  };
+  // The context owns the new positions and sizes until the pass ends.
+  const next: TextTokenState = { ...state, positions: tf.tensor2d(lay.positions, [b, lay.n], 'int32'), sizes: tf.tensor2d(lay.sizes, [b, lay.n]) };
   ctx.set(TEXT_TOKENS, next);
   ctx.set(PADS_MERGED, true);
   return tf.tidy(() => tf.matMul(tf.tensor3d(lay.weights, [b, lay.n, s]), x as tf.Tensor3D));

@@ -3,8 +3,6 @@ import { MclipError } from '../errors.js';
 import type { HookHandle } from '../base/nn/module.js';
 import type { TextTransformer } from '../base/model/text-transformer.js';
 import { TEXT_TOKENS } from '../base/model/text-context.js';
-import { hookGroup } from './hook-group.js';
-import { PassTensors } from './pass-tensors.js';
 
 /** Length a batch is cut to: its longest real sequence (SOT … EOT) plus `spare` pads, at most `contextLength`. */
 export function truncatedLength(eot: ArrayLike<number>, contextLength: number, spare = 0): number {
@@ -29,18 +27,15 @@ export function truncatedLength(eot: ArrayLike<number>, contextLength: number, s
 export function truncatePadding(tower: TextTransformer, opts: { spare?: number } = {}): HookHandle {
   const spare = opts.spare ?? 0;
   if (!Number.isInteger(spare) || spare < 0) throw new MclipError(`spare pads must be a non-negative integer, got ${spare}`);
-  const held = new PassTensors();
-  const h = tower.positionalEmbedding.registerForwardHook((_m, _x, y, ctx) => {
-    held.startPass();
+  return tower.positionalEmbedding.registerForwardHook((_m, _x, y, ctx) => {
     const state = ctx?.get(TEXT_TOKENS);
     if (!ctx || !state) return; // embedding outside a tower pass: nothing to cut
     if (state.positions !== null) throw new Error('truncate: the text state is already reduced at the embedding');
     const [b, s] = y.shape;
     const l = truncatedLength(state.eot.dataSync(), s, spare);
     if (l === s) return;
-    const positions = held.keep(tf.tile(tf.range(0, l, 1, 'int32').expandDims(0), [b, 1]) as tf.Tensor2D);
-    ctx.set(TEXT_TOKENS, { ...state, positions });
+    // The context owns the positions until the pass ends.
+    ctx.set(TEXT_TOKENS, { ...state, positions: tf.tile(tf.range(0, l, 1, 'int32').expandDims(0), [b, 1]) as tf.Tensor2D });
     return y.slice([0, 0, 0], [-1, l, -1]);
   });
-  return hookGroup([h], () => held.dispose());
 }

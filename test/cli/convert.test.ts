@@ -89,7 +89,7 @@ describe('mclip convert', () => {
     expectOneLineError(expect, await runMain(['convert', micro, '--to', 'safetensors', '--out', `${out}.pt`]), /--to safetensors: --out must name a \.safetensors file, got '.*err\.pt'/, 2);
     expectOneLineError(expect, await runMain(['convert', micro, '--to', 'pt', '--out', `${out}.pt`, '--dtype', 'bfloat16']), /--dtype must be one of float32, float16, got 'bfloat16'/, 2);
     expectOneLineError(expect, await runMain(['convert', join(tmp.dir, 'nope.pt'), '--to', 'safetensors', '--out', `${out}.safetensors`]), /^mclip: error: .*nope\.pt: checkpoint file not found$/);
-    expectOneLineError(expect, await runMain(['convert', micro, '--out', `${out}.pt`]), /missing required option --to \(see mclip convert --help\)$/, 2);
+    expectOneLineError(expect, await runMain(['convert', micro, '--out', `${out}.pt`]), /--to is required \(pt \| safetensors\) unless --attention is given \(see mclip convert --help\)$/, 2);
     expect(readdirSync(tmp.dir).filter((f) => f.startsWith('err'))).toEqual([]);
     expect(existsSync(`${out}.pt`)).toBe(false);
   });

@@ -4,6 +4,7 @@ import type { ForwardContext } from '../nn/context.js';
 import { Initializer, full } from '../nn/init.js';
 import { BatchNorm2d } from './batch-norm.js';
 import { MHSA } from './mhsa.js';
+import type { AttentionParams } from '../nn/attention.js';
 import { ConvFFN } from './conv-ffn.js';
 
 export interface AttentionBlockOptions {
@@ -15,6 +16,8 @@ export interface AttentionBlockOptions {
   heads?: number;
   /** Attention kernel name (default 'softmax'). */
   kernel?: string;
+  /** Parameters of the kernel (default none). */
+  kernelParams?: AttentionParams;
   layerScaleInit?: number;
   init?: Initializer;
 }
@@ -29,7 +32,7 @@ export class AttentionBlock extends Module {
     this.addParam('layer_scale_1', full([dim], ls), { torchShape: [dim, 1, 1], noDecay: false });
     this.addParam('layer_scale_2', full([dim], ls), { torchShape: [dim, 1, 1], noDecay: false });
     this.addModule('norm', new BatchNorm2d(dim));
-    this.addModule('token_mixer', new MHSA(dim, opts.headDim ?? 32, init, { heads: opts.heads, kernel: opts.kernel }));
+    this.addModule('token_mixer', new MHSA(dim, opts.headDim ?? 32, init, { heads: opts.heads, kernel: opts.kernel, kernelParams: opts.kernelParams }));
     this.addModule('convffn', new ConvFFN(dim, hidden, dim, [7, 7], init));
   }
 

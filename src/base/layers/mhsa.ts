@@ -4,7 +4,7 @@ import type { ForwardContext } from '../nn/context.js';
 import { Initializer } from '../nn/init.js';
 import { Linear } from './linear.js';
 import { Identity } from './identity.js';
-import { attentionKernel, multiHeadSelfAttention, type AttentionKernel } from '../nn/attention.js';
+import { attentionKernel, multiHeadSelfAttention, type AttentionKernel, type AttentionParams } from '../nn/attention.js';
 
 /**
  * MCi stage-4 MHSA on NHWC maps: tokens = row-major flatten of H×W, qkv without bias (C → 3·heads·d),
@@ -17,11 +17,14 @@ export class MHSA extends Module {
   readonly headDim: number;
   /** Name of the attention kernel (`registerAttentionKernel`). */
   kernelName: string;
+  /** Parameters of the kernel (e.g. sigmoid attention's bias); empty for softmax. */
+  kernelParams: AttentionParams;
 
-  constructor(dim: number, headDim = 32, init: Initializer = new Initializer(0), opts: { heads?: number; kernel?: string } = {}) {
+  constructor(dim: number, headDim = 32, init: Initializer = new Initializer(0), opts: { heads?: number; kernel?: string; kernelParams?: AttentionParams } = {}) {
     super();
     this.headDim = headDim;
     this.kernelName = opts.kernel ?? 'softmax';
+    this.kernelParams = { ...(opts.kernelParams ?? {}) };
     const inner = (opts.heads ?? dim / headDim) * headDim;
     if (!Number.isInteger(inner / headDim) || inner <= 0) throw new Error(`MHSA: head width ${headDim} does not divide width ${dim}`);
     this.addModule('qkv', new Linear(dim, inner * 3, { bias: false, init }));
@@ -55,7 +58,8 @@ export class MHSA extends Module {
       const [b, h, w, c] = x.shape;
       const tokens = x.reshape([b, h * w, c]);
       const site = this.sub('attn_probs');
-      const o = multiHeadSelfAttention(this.sub('qkv').call(tokens, ctx), this.numHeads, this.headDim ** -0.5, this.kernel, null, (p) => site.call(p, ctx) as tf.Tensor4D);
+      const probs = (p: tf.Tensor4D) => site.call(p, ctx) as tf.Tensor4D;
+      const o = multiHeadSelfAttention(this.sub('qkv').call(tokens, ctx), this.numHeads, this.headDim ** -0.5, this.kernel, null, probs, { params: this.kernelParams, ctx });
       const y = this.sub('proj').call(o, ctx);
       return y.reshape([b, h, w, y.shape[2] as number]);
     });

@@ -8,14 +8,15 @@
  * each RepMixer block's ConvFFN width, the 1×k kernel); the image tower kind (MCi: `network.*`, ViT:
  * `transformer.*`); MCi stage depths and widths, the ConvFFN width of every block, the attention inner width,
  * RepCPE and SE-in-downsampler presence, the RepMixer and PatchEmbed kernels, the conv_exp widening; ViT
- * width, layers, FFN widths and positional grid.
+ * width, layers, FFN widths and positional grid; the optional parts of a transformer layer (QK-norm, the
+ * attention-output norm, LayerScale on the attention residual) from their keys.
  *
  * What they do not give, and where it comes from:
  * - Heads (only heads × head width is stored): from `base` when it has that layer and its head count divides
  *   the inner width; otherwise the official head width: 64 for text and ViT layers, 32 for MCi attention
  *   (the largest width ≤ that which divides the inner width, when it does not).
- * - Image size, causal masking, PatchEmbed stride, layer-scale init, attention kernel names: from `base`
- *   (when its image tower is of the same kind), else the official defaults: MCi 256 px and non-causal text
+ * - Image size, causal masking, PatchEmbed stride, layer-scale inits, attention kernel names and parameters:
+ *   from `base` (when its image tower is of the same kind), else the official defaults: MCi 256 px and non-causal text
  *   (S0/S1/S2), ViT 224 px and causal text (MobileCLIP-B); stride 2, layer-scale init 1e-5, softmax.
  * - Without `base`, a named config (`CONFIGS`) whose tensors have exactly these shapes (vocabulary and
  *   context aside) serves as the base: official checkpoints and our named models come back as themselves.
@@ -111,6 +112,23 @@ export function chooseHeads(inner: number, baseHeads: number | undefined, headDi
   return { heads: inner / d, headDim: d };
 }
 
+type LayerExtras = Pick<TransformerLayerConfig, 'qkNorm' | 'attnOutNorm' | 'attnLayerScale'>;
+
+/** Initial gain of an inferred attention LayerScale when the base has none (the value is only an init). */
+export const ATTN_LAYER_SCALE_INIT = 1e-4;
+
+/**
+ * The optional parts of a transformer layer at `p`, present when their weights are: QK-norm, hybrid-norm,
+ * LayerScale on the attention residual (its initial gain from `base`, else ATTN_LAYER_SCALE_INIT).
+ */
+function normsOf(s: Shapes, p: string, base: TransformerLayerConfig | undefined): LayerExtras {
+  const out: LayerExtras = {};
+  if (s.has(`${p}pre_norm_mha.1.q_norm.weight`)) out.qkNorm = true;
+  if (s.has(`${p}pre_norm_mha.2.weight`)) out.attnOutNorm = true;
+  if (s.has(`${p}pre_norm_mha.3.gamma`)) out.attnLayerScale = base?.attnLayerScale ?? ATTN_LAYER_SCALE_INIT;
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Text tower
 
@@ -131,8 +149,9 @@ function inferText(s: Shapes, base: TextConfig | null, causalDefault: boolean): 
       const ffnDim = s.need(`${p}pre_norm_ffn.1.weight`, 2)[0];
       const b = baseLayers[i];
       const h = chooseHeads(inner, b?.mixer === 'attention' ? b.heads : undefined, TEXT_HEAD_DIM);
-      const layer: TextLayerConfig = { mixer: 'attention', heads: h.heads, headDim: h.headDim, ffnDim };
+      const layer: TextLayerConfig = { mixer: 'attention', heads: h.heads, headDim: h.headDim, ffnDim, ...normsOf(s, p, b?.mixer === 'attention' ? b : undefined) };
       if (b?.mixer === 'attention' && b.attention !== undefined) layer.attention = b.attention;
+      if (b?.mixer === 'attention' && b.attentionParams !== undefined) layer.attentionParams = { ...b.attentionParams };
       layers.push(layer);
     } else if (s.any(`${p}token_mixer.`)) {
       const k = s.need([`${p}token_mixer.mixer.rbr_conv.0.conv.weight`, `${p}token_mixer.reparam_conv.weight`], 4);
@@ -261,6 +280,7 @@ function inferMci(s: Shapes, base: MciConfig | null): MciConfig {
       stage.heads = h.heads;
       stage.headDim = h.headDim;
       if (bs?.mixer === 'attention' && bs.attention !== undefined) stage.attention = bs.attention;
+      if (bs?.mixer === 'attention' && bs.attentionParams !== undefined) stage.attentionParams = { ...bs.attentionParams };
     }
     stages.push(stage);
     pendingPe = false;
@@ -333,8 +353,9 @@ function inferVit(s: Shapes, base: VitConfig | null): VitConfig {
     const ffnDim = s.need(`${p}pre_norm_ffn.1.weight`, 2)[0];
     const b = baseBlocks[i];
     const h = chooseHeads(inner, b?.heads, VIT_HEAD_DIM);
-    const layer: TransformerLayerConfig = { heads: h.heads, headDim: h.headDim, ffnDim };
+    const layer: TransformerLayerConfig = { heads: h.heads, headDim: h.headDim, ffnDim, ...normsOf(s, p, b) };
     if (b?.attention !== undefined) layer.attention = b.attention;
+    if (b?.attentionParams !== undefined) layer.attentionParams = { ...b.attentionParams };
     blocks.push(layer);
   }
   const v: VitConfig = {

@@ -11,6 +11,14 @@ export interface TransformerLayerConfig {
   ffnDim: number;
   /** Name of the attention kernel (`src/base/nn/attention.ts` registry); default 'softmax'. */
   attention?: string;
+  /** Numeric parameters of that kernel (e.g. sigmoid attention's `bias`); default none. */
+  attentionParams?: Record<string, number>;
+  /** LayerNorm on each head's q and k (`pre_norm_mha.1.{q,k}_norm`, over the head width); default false. */
+  qkNorm?: boolean;
+  /** LayerNorm on the attention output before the residual add (`pre_norm_mha.2`, hybrid-norm); default false. */
+  attnOutNorm?: boolean;
+  /** LayerScale on the attention residual (`pre_norm_mha.3.gamma`) with this initial gain; default none. */
+  attnLayerScale?: number;
 }
 
 /** One layer of a text tower: a transformer encoder, or (`mct`) a Text-RepMixer block with its ConvFFN width. */
@@ -26,6 +34,8 @@ export interface MciStageConfig {
   headDim?: number;
   /** Attention stages: kernel name (default 'softmax'). */
   attention?: string;
+  /** Attention stages: numeric parameters of that kernel (e.g. sigmoid attention's `bias`); default none. */
+  attentionParams?: Record<string, number>;
   /** ConvFFN hidden width of each block (length = depth). */
   ffnDims: number[];
   /** RepCPE before the stage. */

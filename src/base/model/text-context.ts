@@ -17,14 +17,18 @@ export interface TextTokenState {
   sizes: tf.Tensor2D | null;
 }
 
-export const TEXT_TOKENS = new ContextKey<TextTokenState>('text tokens');
+/**
+ * The text state's key. The context owns `eot`, `positions` and `sizes` of every state set under it (kept
+ * beyond the tidy of the module whose hook made them, freed when the pass ends); `tokens` stays the caller's.
+ */
+export const TEXT_TOKENS = new ContextKey<TextTokenState>('text tokens', (s) => [s.eot, s.positions, s.sizes]);
 
 /** EOT index of each row: the first arg-max of the ids (EOT is the largest id), [B] int32. */
 export function eotIndex(tokens: tf.Tensor): tf.Tensor1D {
   return tf.tidy(() => tf.argMax(tokens.toInt(), 1).toInt() as tf.Tensor1D);
 }
 
-/** A context holding the initial text state of `tokens` (nothing reduced yet). */
+/** A context holding the initial text state of `tokens` (nothing reduced yet); the context owns its `eot`. */
 export function textContext(tokens: tf.Tensor2D, ctx: ForwardContext = new ForwardContext()): ForwardContext {
   ctx.set(TEXT_TOKENS, { tokens, eot: eotIndex(tokens), positions: null, sizes: null });
   return ctx;

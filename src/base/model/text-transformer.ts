@@ -10,7 +10,7 @@ import { TransformerEncoder } from '../layers/transformer-encoder.js';
 import { MultiHeadAttention } from '../layers/multi-head-attention.js';
 import { PositionalEmbedding } from './positional-embedding.js';
 import { textLayers, type TextConfig } from './configs.js';
-import { TEXT_TOKENS, eotFlatRows, textContext, type TextTokenState } from './text-context.js';
+import { TEXT_TOKENS, eotFlatRows, eotIndex, textContext, type TextTokenState } from './text-context.js';
 
 /**
  * Text tower (`mobileclip/text_encoder.py` TextTransformer): token embedding + learned positions
@@ -37,7 +37,7 @@ export class TextTransformer extends Module {
       if (l.mixer === 'repmixer') {
         layers.push(new RepMixerBlock(cfg.dim, { kernel: k, ffnKernel: k, mlpRatio: 4, hidden: l.ffnDim, inferenceMode: opts.inferenceMode, init }));
       } else {
-        const enc = new TransformerEncoder(cfg.dim, l.heads, l.ffnDim, init, { headDim: l.headDim, kernel: l.attention });
+        const enc = new TransformerEncoder(cfg.dim, l.heads, l.ffnDim, init, { headDim: l.headDim, kernel: l.attention, kernelParams: l.attentionParams, qkNorm: l.qkNorm, attnOutNorm: l.attnOutNorm, attnLayerScale: l.attnLayerScale });
         enc.attn.causal = cfg.causalMasking;
         layers.push(enc);
       }
@@ -78,9 +78,18 @@ export class TextTransformer extends Module {
     return tf.tidy(() => this.sub('embedding_dropout').call(this.sub('positional_embedding').call(this.sub('embedding_layer').call(tokens, ctx), ctx), ctx));
   }
 
-  /** Per-position features after the final LayerNorm: [B, N, C] (N = S unless a layer reduced tokens; the state is in `ctx`). */
-  encodeTokens(tokens: tf.Tensor, ctx: ForwardContext = textContext(tokens as tf.Tensor2D)): tf.Tensor {
-    return tf.tidy(() => this.sub('final_layer_norm').call(this.sub('transformer').call(this.embed(tokens, ctx), ctx), ctx));
+  /**
+   * Per-position features after the final LayerNorm: [B, N, C] (N = S unless a layer reduced tokens; the
+   * state is in `ctx`). With a `ctx` the caller runs the pass and ends it (`ctx.endPass()`); without one the
+   * pass is this call's own.
+   */
+  encodeTokens(tokens: tf.Tensor, ctx?: ForwardContext): tf.Tensor {
+    const c = ctx ?? textContext(tokens as tf.Tensor2D);
+    try {
+      return tf.tidy(() => this.sub('final_layer_norm').call(this.sub('transformer').call(this.embed(tokens, c), c), c));
+    } finally {
+      if (!ctx) c.endPass();
+    }
   }
 
   /** Rows at the EOT position of features [B, N, C]: from the state's EOT index, else the first arg-max of `tokens`. */
@@ -88,18 +97,28 @@ export class TextTransformer extends Module {
     return tf.tidy(() => {
       // Flat gather (b·N + eot) rather than batchDims = 1, which the wasm backend mishandles.
       const [b, n, c] = features.shape as [number, number, number];
-      const s = state ?? textContext(tokens as tf.Tensor2D).require(TEXT_TOKENS);
+      const s = state ?? { tokens: tokens as tf.Tensor2D, eot: eotIndex(tokens), positions: null, sizes: null };
       return tf.gather(features.reshape([b * n, c]), eotFlatRows(s, n));
     });
   }
 
   /**
    * tokens [B, S] int32 → projected features [B, projectionDim] (not normalised). `ctx` (optional)
-   * receives the text state; its tensors live for the pass only (a hook that needs them later keeps them).
+   * receives the text state; the forward is one pass: the tensors set in the context during it (the EOT
+   * index, kept positions, sizes — whichever hook made them) live until pooling is done, and the pass ends
+   * when the forward returns (`ctx.endPass()`; a hook that needs them later clones and keeps them).
    */
   forward(tokens: tf.Tensor, ctx?: ForwardContext): tf.Tensor {
+    const c = textContext(tokens as tf.Tensor2D, ctx);
+    try {
+      return this.pass(tokens, c);
+    } finally {
+      c.endPass();
+    }
+  }
+
+  private pass(tokens: tf.Tensor, c: ForwardContext): tf.Tensor {
     return tf.tidy(() => {
-      const c = textContext(tokens as tf.Tensor2D, ctx);
       const blocks = this.transformer.modules();
       const last = blocks[blocks.length - 1];
       let pooled: tf.Tensor;

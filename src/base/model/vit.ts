@@ -77,7 +77,7 @@ export class VisionTransformer extends Module {
       ]),
     );
     const layers = new Sequential();
-    for (const l of vitBlocks(cfg)) layers.push(new TransformerEncoder(e, l.heads, l.ffnDim, init, { headDim: l.headDim, kernel: l.attention }));
+    for (const l of vitBlocks(cfg)) layers.push(new TransformerEncoder(e, l.heads, l.ffnDim, init, { headDim: l.headDim, kernel: l.attention, kernelParams: l.attentionParams, qkNorm: l.qkNorm, attnOutNorm: l.attnOutNorm, attnLayerScale: l.attnLayerScale }));
     this.addModule('transformer', layers);
     this.addModule('post_transformer_norm', new LayerNorm(e));
     this.addModule('classifier', new ProjectionHead(e, projectionDim, init));

@@ -9,6 +9,7 @@ import { FORMAT_VERSION, META_CONFIG, META_FORMAT, META_FUSED, isFusedStateDict,
 import { stripPrefix } from '../../base/model/state-dict.js';
 import type { GlobalArgs } from '../run.js';
 import { UsageError } from '../usage.js';
+import { runConvertAttention, SWITCH_KERNELS } from './convert-attention.js';
 
 export const CONVERT_TARGETS = ['pt', 'safetensors'] as const;
 type Target = (typeof CONVERT_TARGETS)[number];
@@ -18,9 +19,17 @@ const EXTENSIONS: Readonly<Record<Target, readonly string[]>> = { pt: ['.pt', '.
 
 export interface ConvertArgs extends GlobalArgs {
   checkpoint: string;
-  to: string;
+  /** Target format; may be left out with `attention` (safetensors). */
+  to?: string;
   out: string;
   dtype?: string;
+  /** Switch the model's attention kernel (`convert-attention.ts`) instead of rewriting the state dict. */
+  attention?: string;
+  arch?: string;
+  qkNorm?: boolean;
+  hybridNorm?: boolean;
+  layerScale?: number;
+  towers?: string;
 }
 
 function isTarget(s: string): s is Target {
@@ -42,10 +51,20 @@ function dtypeCounts(sd: StateDict, dtype: SaveDType | undefined): string {
 }
 
 /**
- * Converts a checkpoint at the state-dict level: keys (a DDP `module.` prefix dropped), fused or unfused
+ * Converts a checkpoint at the state-dict level (with `--attention`, switches the model's attention kernel
+ * instead: `convert-attention.ts`): keys (a DDP `module.` prefix dropped), fused or unfused
  * structure and dtypes are kept as they are, unless `--dtype` casts every floating tensor.
  */
 export async function runConvert(args: ConvertArgs): Promise<void> {
+  if (args.attention !== undefined) {
+    if (args.to !== undefined && args.to !== 'safetensors') throw new UsageError(`--attention writes safetensors; --to must be safetensors or left out, got '${args.to}'`);
+    if (args.dtype !== undefined) throw new UsageError('--attention keeps float32; --dtype is for state-dict conversion');
+    return runConvertAttention({ ...args, attention: args.attention });
+  }
+  for (const [flag, v] of [['--qk-norm', args.qkNorm], ['--hybrid-norm', args.hybridNorm], ['--layer-scale', args.layerScale], ['--towers', args.towers], ['--arch', args.arch]] as const) {
+    if (v !== undefined && v !== false) throw new UsageError(`${flag} needs --attention`);
+  }
+  if (args.to === undefined) throw new UsageError(`--to is required (${CONVERT_TARGETS.join(' | ')}) unless --attention is given`);
   if (!isTarget(args.to)) throw new UsageError(`--to must be one of ${CONVERT_TARGETS.join(', ')}, got '${args.to}'`);
   const target = args.to;
   const exts = EXTENSIONS[target];
@@ -82,19 +101,31 @@ export async function runConvert(args: ConvertArgs): Promise<void> {
 export function convertCommand(y: Argv): Argv {
   return y.command(
     'convert <checkpoint>',
-    'rewrite a checkpoint as a PyTorch .pt (official keys; torch.load + load_state_dict take it) or as safetensors',
+    'rewrite a checkpoint as a PyTorch .pt (official keys; torch.load + load_state_dict take it) or as safetensors; or switch its attention (--attention sigmoid)',
     (a) =>
       a
         .positional('checkpoint', { type: 'string', demandOption: true, describe: 'official .pt, safetensors, or an mclip checkpoint' })
-        .option('to', { type: 'string', demandOption: true, describe: `target format: ${CONVERT_TARGETS.join(' | ')}` })
+        .option('to', { type: 'string', describe: `target format: ${CONVERT_TARGETS.join(' | ')} (required unless --attention)` })
         .option('out', { type: 'string', demandOption: true, describe: 'output file (.pt/.pth for --to pt, .safetensors for --to safetensors)' })
-        .option('dtype', { type: 'string', describe: `cast every floating tensor: ${SAVE_DTYPES.join(' | ')} (default: keep; int64 stays int64)` }),
+        .option('dtype', { type: 'string', describe: `cast every floating tensor: ${SAVE_DTYPES.join(' | ')} (default: keep; int64 stays int64)` })
+        .option('attention', { type: 'string', describe: `switch every attention layer to this kernel (${SWITCH_KERNELS.join(' | ')}; b = −ln n recorded); writes safetensors` })
+        .option('qk-norm', { type: 'boolean', describe: 'with --attention: add QK-norm (LayerNorm on each head\'s q and k) to the text / ViT layers' })
+        .option('hybrid-norm', { type: 'boolean', describe: 'with --attention: add a LayerNorm on the attention output before the residual add (text / ViT layers)' })
+        .option('layer-scale', { type: 'number', describe: 'with --attention: LayerScale on the attention residual of the text / ViT layers, with this initial gain (e.g. 1e-4)' })
+        .option('towers', { type: 'string', describe: 'with --attention: text | image | both (default both)' })
+        .option('arch', { type: 'string', describe: 'with --attention: the architecture the checkpoint must fit (default: read off the shapes)' }),
     (args) =>
       runConvert({
         checkpoint: String(args.checkpoint),
         to: args.to,
         out: args.out,
         dtype: args.dtype,
+        attention: args.attention,
+        arch: args.arch,
+        qkNorm: args['qk-norm'],
+        hybridNorm: args['hybrid-norm'],
+        layerScale: args['layer-scale'],
+        towers: args.towers,
         backend: typeof args.backend === 'string' ? args.backend : undefined,
         quiet: args.quiet === true,
         debug: args.debug === true,

@@ -7,6 +7,8 @@ import { Linear } from '../../base/layers/linear.js';
 import { LayerNorm } from '../../base/layers/layer-norm.js';
 import { Dropout, GELU } from '../../base/layers/activations.js';
 import { Identity } from '../../base/layers/identity.js';
+import { LayerScale } from '../../base/layers/layer-scale.js';
+import { f32 } from '../weights.js';
 import { foldConvBn } from '../../base/layers/fuse.js';
 import { registerChannelFirstEmitter, registerEmitter } from '../registry.js';
 
@@ -34,4 +36,6 @@ registerChannelFirstEmitter(Conv2d, (em, m, x, name, layout) => em.conv2dModule(
 registerChannelFirstEmitter(BatchNorm2d, (em, m, x, name, layout) => em.batchNorm(m, x, name, layout));
 registerChannelFirstEmitter(ConvBn, (em, m, x, name, layout) => em.foldedConv(x, m.fused(), m.conv, name, layout));
 registerEmitter(LayerNorm, (em, m, x, name) => em.layerNorm(m, x, name));
+/** x ⊙ γ over the last axis (tokens). */
+registerEmitter(LayerScale, (em, m, x, name) => em.g.node('Mul', [x, em.g.initF32(`${name}.gamma`, f32(m.gamma), [m.gamma.size])], {}, name));
 registerEmitter(Linear, (em, m, x, name) => em.linear(x, m.weight, m.bias, name));

@@ -82,6 +82,7 @@ registerEmitter(AttentionBlock, (em, m, x, name) => {
   try {
     const o = em.attention(tokens, mh.qkv.weight, mh.qkv.bias, mh.numHeads, mh.proj.weight, mh.proj.bias, `${name}.token_mixer`, {
       kernel: mh.kernelName,
+      kernelParams: mh.kernelParams,
       preScale: scale,
       preShift: shift,
       outScale: ownParam(m, 'layer_scale_1'),

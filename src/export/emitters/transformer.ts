@@ -6,6 +6,8 @@ import { registerEmitter } from '../registry.js';
 registerEmitter(MultiHeadAttention, (em, m, x, name) =>
   em.attention(x, m.qkvProj.weight, m.qkvProj.bias, m.numHeads, m.outProj.weight, m.outProj.bias, name, {
     kernel: m.kernelName,
+    kernelParams: m.kernelParams,
+    qkNorm: m.qkNorm,
     causal: m.causal ? em.seqLen(name) : undefined,
   }),
 );
