@@ -140,6 +140,7 @@ export function planInheritance(teacher: ClipConfig, spec: InheritSpec): Inherit
     if (ffnDim > l.ffnDim) fail('textFfn', `${ffnDim} is above the teacher's FFN width ${l.ffnDim} (text layer ${i})`);
     const layer: TextLayerConfig = { mixer: 'attention', heads, headDim: l.headDim, ffnDim };
     if (l.attention !== undefined) layer.attention = l.attention;
+    if (l.attentionParams !== undefined) layer.attentionParams = structuredClone(l.attentionParams);
     sLayers.push(layer);
     textMap.push(i);
   });

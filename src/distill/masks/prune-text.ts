@@ -137,6 +137,7 @@ export function pruneTextStateDict(sd: StateDict, config: ClipConfig, masks: Tex
     if (p.src.mixer === 'repmixer') return { mixer: 'repmixer', ffnDim: p.units.length };
     const l: TextLayerConfig = { mixer: 'attention', heads: p.heads.length, headDim: p.noHeads ? 1 : p.src.headDim, ffnDim: p.units.length };
     if (p.src.attention !== undefined) l.attention = p.src.attention;
+    if (p.src.attentionParams !== undefined) l.attentionParams = structuredClone(p.src.attentionParams);
     return l;
   });
   const firstAttn = sLayers.find((l) => l.mixer === 'attention');

@@ -132,6 +132,7 @@ export function pruneViTStateDict(sd: StateDict, config: ClipConfig, masks: ViTM
   const sBlocks: TransformerLayerConfig[] = plans.map((p) => {
     const l: TransformerLayerConfig = { heads: p.heads.length, headDim: p.noHeads ? 1 : p.src.headDim, ffnDim: p.units.length };
     if (p.src.attention !== undefined) l.attention = p.src.attention;
+    if (p.src.attentionParams !== undefined) l.attentionParams = structuredClone(p.src.attentionParams);
     return l;
   });
   const image: VitConfig = compactVit({ ...ti, embedDim: hid.length, layers: sBlocks.length, heads: sBlocks[0]?.heads ?? ti.heads, blocks: sBlocks });
