@@ -19,7 +19,8 @@
  * manual-inheritance or from-scratch baseline), trained in place (`model` is returned).
  *
  * The loss is TinyCLIP's by default, L = L_distill + L_lag (`tinyclipTerms` with `form: 'tinyclip'`), with
- * the teacher embeddings in every batch (stored, or computed by the caller from a live teacher).
+ * the teacher embeddings in every batch (stored, or computed by the caller from a live teacher — in tfjs, or in
+ * an async engine such as onnxruntime: `batch` may return a promise, awaited before each step).
  */
 import * as tf from '../base/tf.js';
 import { MclipError } from '../errors.js';
@@ -84,8 +85,11 @@ export interface PruneStageOptions {
   lambdaInit?: number | [number, number];
   distill?: DistillKind;
   teachers: readonly TeacherSpec[];
-  /** The batch of 0-based step `step` (with the teachers' stored embeddings); the stage disposes its tensors after the step. */
-  batch: (step: number) => TrainBatch;
+  /**
+   * The batch of 0-based step `step` (with the teachers' stored embeddings), or a promise of it (a live teacher in
+   * an async engine, e.g. onnxruntime); the stage awaits it before the step and disposes its tensors after it.
+   */
+  batch: (step: number) => TrainBatch | Promise<TrainBatch>;
   seed?: number;
   onStep?: (m: StepMetrics & { phase: 'masks' | 'dense'; sparsity?: number; target?: number }) => void;
 }
@@ -171,12 +175,12 @@ function stepOn(trainer: Trainer, b: TrainBatch): StepMetrics {
   }
 }
 
-function distilDense(model: CLIP, o: PruneStageOptions, steps: number, offset: number): void {
+async function distilDense(model: CLIP, o: PruneStageOptions, steps: number, offset: number): Promise<void> {
   if (steps <= 0) return;
   const dense = new Trainer(model, { lr: o.lr ?? 1e-4, totalSteps: steps, warmup: 0, losses: tinyclipTerms({ form: 'tinyclip', distill: o.distill ?? 'affinity', source: 'stored' }), teachers: o.teachers, seed: o.seed });
   try {
     for (let s = 0; s < steps; s++) {
-      const m = stepOn(dense, o.batch(offset + s));
+      const m = stepOn(dense, await o.batch(offset + s));
       o.onStep?.({ ...m, step: offset + m.step, phase: 'dense' });
     }
   } finally {
@@ -184,7 +188,7 @@ function distilDense(model: CLIP, o: PruneStageOptions, steps: number, offset: n
   }
 }
 
-export function runPruneStage(model: CLIP, o: PruneStageOptions): PruneStageResult {
+export async function runPruneStage(model: CLIP, o: PruneStageOptions): Promise<PruneStageResult> {
   checkStageOptions(o);
   const towers = o.towers ?? (['text', 'image'] as const);
   const before = jointPrunableSize(model, towers);
@@ -192,7 +196,7 @@ export function runPruneStage(model: CLIP, o: PruneStageOptions): PruneStageResu
   if (!(ref >= before)) throw new MclipError(`prune stage: reference size ${ref} is below the model's prunable size ${before}`);
   const perTower = (m: CLIP) => Object.fromEntries(towers.map((t) => [t, prunableSize(m, t)])) as Partial<Record<Tower, number>>;
   if (o.target === 0) {
-    distilDense(model, o, o.steps, 0);
+    await distilDense(model, o, o.steps, 0);
     const sizes = perTower(model);
     const towersOut = Object.fromEntries(towers.map((t) => [t, { before: sizes[t]!, after: sizes[t]! }]));
     const r = 1 - before / ref;
@@ -232,7 +236,7 @@ export function runPruneStage(model: CLIP, o: PruneStageOptions): PruneStageResu
     const trainer = new Trainer(model, { lr: o.lr ?? 1e-4, totalSteps: o.maskSteps, warmup: 0, losses: terms, paramGroups: groups, teachers: o.teachers, seed: o.seed });
     try {
       for (let s = 0; s < o.maskSteps; s++) {
-        const m = stepOn(trainer, o.batch(s));
+        const m = stepOn(trainer, await o.batch(s));
         for (const g of gates) g.clamp();
         const sp = tf.tidy(() => sparsity().dataSync()[0]);
         o.onStep?.({ ...m, phase: 'masks', sparsity: toRef(sp), target: toRef(lag.targetAt(s)) });
@@ -254,7 +258,7 @@ export function runPruneStage(model: CLIP, o: PruneStageOptions): PruneStageResu
     const out = pruned.pop()!;
     for (const m of pruned.splice(0)) m.dispose();
     pruned.push(out);
-    distilDense(out, o, o.steps - o.maskSteps, o.maskSteps);
+    await distilDense(out, o, o.steps - o.maskSteps, o.maskSteps);
     const afterTowers = perTower(out);
     const after = towers.reduce((n, t) => n + afterTowers[t]!, 0);
     const towersOut = Object.fromEntries(towers.map((t) => [t, { before: beforeTowers[t]!, after: afterTowers[t]! }]));

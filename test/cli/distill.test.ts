@@ -3,14 +3,18 @@
  * and teacher, two stages; every stage leaves stage-K/model.safetensors (a smaller model that loads with no
  * config) and a stages.jsonl line, each within ±2 % of its target; a rerun skips finished stages; a stages
  * file with a previous-stage teacher, plain distillation (`--sparsity 0`); bad input gives one-line errors.
+ * The live teacher runs in onnxruntime (`--teacher-engine ort`, the default) or tfjs, with the same features.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import * as tf from '../../src/base/tf.js';
 import { initBackend } from '../../src/base/backend/index.js';
+import { ClipTokenizer } from '../../src/base/tokenizer/index.js';
+import { ImageTextLoop } from '../../src/base/train/data-loop.js';
 import { CLIP } from '../../src/base/model/clip.js';
 import { loadModel, saveModel } from '../../src/base/model/checkpoint.js';
-import { parseSparsities, parseTowers, type StageLine } from '../../src/cli/commands/distill.js';
+import { engineTeacherFeatures, openLiveTeacher, parseSparsities, parseTowers, teacherFeatures, type StageLine } from '../../src/cli/commands/distill.js';
 import { microConfig } from '../micro-config.js';
 import { buildColorDataset, each, writeColorVocab, type Rgb } from './color-data.js';
 import { expectOneLineError, show, tempDir } from './helpers.js';
@@ -69,6 +73,8 @@ describe('mclip distill', () => {
     const out = join(dir, 'out-file');
     const r = await runMain([...common(), '--stages', file, '--towers', 'text', '--out', out]);
     expect(r.status, show(r)).toBe(0);
+    // the previous stage's model as teacher runs in the same engine (its own cached export)
+    expect(r.stderr).toMatch(/^mclip: stage 2: teacher .*stage-1\/model\.safetensors: engine ort \(onnxruntime-node .*onnx\/mobileclip_tiny_micro_pruned-[0-9a-f]{24}\)$/m);
     const lines = readFileSync(join(out, 'stages.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as StageLine);
     expect(lines.map((l) => [l.target, l.steps, l.maskSteps, l.teacher, l.towers])).toEqual([[0.3, 6, 4, 'original', ['text']], [0.4, 4, 3, 'previous', ['text']]]);
     for (const l of lines) expect(Math.abs(l.reached - l.target)).toBeLessThanOrEqual(0.02);
@@ -83,6 +89,74 @@ describe('mclip distill', () => {
     expect([dl.target, dl.reached, dl.maskSteps, dl.params]).toEqual([0, 0, 0, student.numParams()]);
     student.dispose();
     pruned.dispose();
+  });
+
+  test('--teacher-engine ort and tfjs: one short stage each from the same seed succeeds, the engine printed at the start', async () => {
+    const run = async (engine: string) => {
+      const out = join(dir, `out-engine-${engine}`);
+      const t0 = Date.now();
+      const r = await runMain([...common(), '--sparsity', '0.25', '--stage-steps', '4', '--teacher-engine', engine, '--out', out]);
+      expect(r.status, show(r)).toBe(0);
+      const line = JSON.parse(readFileSync(join(out, 'stages.jsonl'), 'utf8').trim()) as StageLine;
+      return { r, line, seconds: (Date.now() - t0) / 1000 };
+    };
+    const o = await run('ort');
+    const t = await run('tfjs');
+    expect(o.r.stderr).toMatch(/^mclip: distill: teacher .*student\.safetensors: engine ort \(onnxruntime-node [\d.]+ CPU, 2 threads; (exported, verified .* and cached in|cached export) .*onnx\/mobileclip_tiny_micro-[0-9a-f]{24}\)$/m);
+    expect(o.r.stderr).toMatch(/; teacher: .*student\.safetensors \(engine ort\)$/m);
+    expect(t.r.stderr).toMatch(/^mclip: distill: teacher .*student\.safetensors: engine tfjs \(tfjs wasm, \d+ threads?\)$/m);
+    expect(t.r.stderr).toMatch(/; teacher: .*student\.safetensors \(engine tfjs\)$/m);
+    for (const { line } of [o, t]) expect(Math.abs(line.reached - 0.25)).toBeLessThanOrEqual(0.02);
+    // the same seed and teacher features within 1e-4: the same pruned size, nearly the same losses
+    expect(o.line.params).toBe(t.line.params);
+    const d = Math.max(...Object.keys(t.line.lastLoss).map((k) => Math.abs(o.line.lastLoss[k] - t.line.lastLoss[k])));
+    console.log(`ort stage ${o.seconds.toFixed(1)} s, tfjs stage ${t.seconds.toFixed(1)} s; last losses ${JSON.stringify(o.line.lastLoss)} vs ${JSON.stringify(t.line.lastLoss)} (max |Δ| ${d.toExponential(1)})`);
+    expect(d).toBeLessThan(1e-3);
+  });
+
+  test('the ORT teacher engine gives the tfjs teacher features of a batch within 1e-4 (normalised, row-major)', async () => {
+    const path = join(dir, 'student.safetensors');
+    const model = (await loadModel(path, { fused: true })).model;
+    model.eval();
+    const tokenizer = ClipTokenizer.fromDir(join(dir, 'vocab'));
+    const loop = await ImageTextLoop.load(join(dir, 'data'), 'train', model.cfg.image.imageSize, { seed: 0 });
+    const live = await openLiveTeacher(model, path, 'ort', 'tfjs wasm');
+    const b = loop.next(4, tokenizer, model.cfg.text.contextLength);
+    try {
+      expect(live.line).toMatch(/^engine ort /);
+      expect(live.engine).not.toBeNull();
+      const ref = teacherFeatures(model, b);
+      const got = await engineTeacherFeatures(live.engine!, b);
+      const D = model.cfg.embedDim;
+      let worst = 0;
+      for (const k of ['teacherImg', 'teacherGt', 'teacherSyn'] as const) {
+        const [x, y] = [ref[k], got[k]];
+        expect(y === undefined, k).toBe(x === undefined);
+        if (!x || !y) continue;
+        expect(y).toBeInstanceOf(Float32Array);
+        expect(y.length, k).toBe(4 * D);
+        for (let i = 0; i < x.length; i++) worst = Math.max(worst, Math.abs(x[i] - y[i]));
+        for (let row = 0; row < 4; row++) {
+          let n2 = 0;
+          for (let j = 0; j < D; j++) n2 += y[row * D + j] ** 2;
+          expect(Math.sqrt(n2)).toBeCloseTo(1, 5);
+        }
+      }
+      expect(ref.teacherSyn).toBeDefined(); // the batch has synthetic captions: all three compared
+      console.log(`teacher features ort vs tfjs: max |Δ| ${worst.toExponential(2)}`);
+      expect(worst).toBeLessThanOrEqual(1e-4);
+    } finally {
+      tf.dispose([b.images, b.gtTokens, ...(b.synTokens ? [b.synTokens] : [])]);
+      await live.engine?.dispose();
+      model.dispose();
+    }
+  });
+
+  test('a bad --teacher-engine is a one-line usage error; an .onnx --teacher is refused in one line', async () => {
+    for (const e of ['onnx', 'ORT', '']) expectOneLineError(expect, await runMain([...common(), '--sparsity', '0.5', '--teacher-engine', e, '--out', join(dir, 'bad-engine')]), new RegExp(`--teacher-engine: expected one of ort, tfjs, got '${e}'`), 2);
+    expect(existsSync(join(dir, 'bad-engine'))).toBe(false);
+    const onnx = await runMain(['distill', '--teacher', join(dir, 'teacher.onnx'), '--init', join(dir, 'student.safetensors'), '--data', join(dir, 'data'), '--vocab', join(dir, 'vocab'), '--sparsity', '0.5', '--out', join(dir, 'bad-onnx')]);
+    expectOneLineError(expect, onnx, /--teacher .*teacher\.onnx: an ONNX teacher is not supported by mclip distill/);
   });
 
   test('bad stage lists, targets outside (0, 1), an unreadable or missing teacher: one-line errors', async () => {

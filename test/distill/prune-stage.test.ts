@@ -21,13 +21,13 @@ describe('TinyCLIP stages', () => {
     await initBackend({ backend: 'wasm', quiet: true });
   });
 
-  test('two joint stages 25 % → 50 %: each within ±2 % of its target, dense smaller models, both towers pruned', () => {
+  test('two joint stages 25 % → 50 %: each within ±2 % of its target, dense smaller models, both towers pruned', async () => {
     const before = tf.memory().numTensors;
     const teacher = new CLIP(cfg, { seed: 1 });
     const n0 = jointPrunableSize(teacher, ['text', 'image']);
     const log: number[] = [];
-    const s1 = runPruneStage(teacher, { target: 0.25, steps: 22, maskSteps: 20, teachers: TEST_TEACHERS, batch, seed: 1, onStep: (m) => m.sparsity != null && log.push(m.sparsity) });
-    const s2 = runPruneStage(s1.model, { reference: n0, target: 0.5, steps: 22, maskSteps: 20, teachers: TEST_TEACHERS, batch: (s) => batch(100 + s), seed: 2 });
+    const s1 = await runPruneStage(teacher, { target: 0.25, steps: 22, maskSteps: 20, teachers: TEST_TEACHERS, batch, seed: 1, onStep: (m) => m.sparsity != null && log.push(m.sparsity) });
+    const s2 = await runPruneStage(s1.model, { reference: n0, target: 0.5, steps: 22, maskSteps: 20, teachers: TEST_TEACHERS, batch: (s) => batch(100 + s), seed: 2 });
     console.log(
       `stage 1: expected ${s1.expected.toFixed(3)} uncalibrated ${s1.uncalibrated.toFixed(3)} reached ${s1.reached.toFixed(3)} (δ ${s1.countShift.toFixed(2)}); ` +
         `stage 2: expected ${s2.expected.toFixed(3)} uncalibrated ${s2.uncalibrated.toFixed(3)} reached ${s2.reached.toFixed(3)} (δ ${s2.countShift.toFixed(2)}); towers ${JSON.stringify(s2.towers)}; ŝ curve ${log.map((v) => v.toFixed(2)).join(' ')}`,
@@ -52,18 +52,34 @@ describe('TinyCLIP stages', () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 
-  test('target 0 is plain distillation in place; bad towers are refused', () => {
+  test('target 0 is plain distillation in place; bad towers are refused', async () => {
     const m = new CLIP(cfg, { seed: 3 });
     const n = m.numParams();
     const w0 = tf.tidy(() => m.encodeText(batch(0).gtTokens).dataSync());
-    const r = runPruneStage(m, { target: 0, steps: 2, maskSteps: 0, teachers: TEST_TEACHERS, batch, seed: 1 });
+    const r = await runPruneStage(m, { target: 0, steps: 2, maskSteps: 0, teachers: TEST_TEACHERS, batch, seed: 1 });
     expect(r.model).toBe(m);
     expect(r.reached).toBe(0);
     expect(m.numParams()).toBe(n);
     const w1 = tf.tidy(() => m.encodeText(batch(0).gtTokens).dataSync());
     expect(w1).not.toEqual(w0);
-    expect(() => runPruneStage(m, { towers: [], target: 0.5, steps: 2, maskSteps: 1, teachers: TEST_TEACHERS, batch })).toThrow(/towers must be/);
+    await expect(runPruneStage(m, { towers: [], target: 0.5, steps: 2, maskSteps: 1, teachers: TEST_TEACHERS, batch })).rejects.toThrow(/towers must be/);
     m.dispose();
+  });
+
+  test('a batch callback returning a promise (an async live teacher) trains exactly as a synchronous one', async () => {
+    const run = async (async: boolean) => {
+      const m = new CLIP(cfg, { seed: 5 });
+      const r = await runPruneStage(m, { target: 0.3, steps: 4, maskSteps: 3, teachers: TEST_TEACHERS, batch: async ? (s) => Promise.resolve().then(() => batch(s)) : batch, seed: 1 });
+      const b = batch(0);
+      const out = tf.tidy(() => [...r.model.encodeText(b.gtTokens).dataSync(), ...r.model.encodeImage(b.images).dataSync()]);
+      tf.dispose([b.images, b.gtTokens, ...(b.synTokens ? [b.synTokens] : [])]);
+      const res = { reached: r.reached, expected: r.expected, params: r.model.numParams(), out };
+      for (const x of new Set([m, r.model])) x.dispose();
+      return res;
+    };
+    const sync = await run(false);
+    const promised = await run(true);
+    expect(promised).toEqual(sync);
   });
 
   test('a ViT image tower: one stage on the image tower lands on its target; the pruned model reloads from its config', async () => {
@@ -72,7 +88,7 @@ describe('TinyCLIP stages', () => {
     const vb = (step: number) => syntheticBatch(vitCfg, step, { batch: 4, context: L, seed: 5, teacherWidth: TEST_TEACHER_WIDTH });
     const m = new CLIP(vitCfg, { seed: 4 });
     const n0 = prunableSize(m, 'image');
-    const r = runPruneStage(m, { towers: ['image'], target: 0.4, steps: 12, maskSteps: 12, teachers: TEST_TEACHERS, batch: vb, seed: 3 });
+    const r = await runPruneStage(m, { towers: ['image'], target: 0.4, steps: 12, maskSteps: 12, teachers: TEST_TEACHERS, batch: vb, seed: 3 });
     expect(Math.abs(r.reached - 0.4)).toBeLessThanOrEqual(0.02);
     expect(prunableSize(r.model, 'image')).toBe(r.prunable.after);
     expect(r.model.textEncoder.numParams()).toBe(m.textEncoder.numParams());

@@ -5,8 +5,13 @@
  * `OUT/stage-K/model.safetensors` (written atomically) and one line in `OUT/stages.jsonl`. A stage whose model
  * is already there is skipped, so a stopped run continues from the last finished stage.
  *
- * Teacher embeddings come from a live teacher model (`--teacher`, run in tfjs in eval mode outside the
- * gradient tape) or, with `--reinforced`, from the shards' stored teacher embeddings (`mclip reinforce`).
+ * Teacher embeddings come from a live teacher model (`--teacher`, a checkpoint, in eval mode) or, with
+ * `--reinforced`, from the shards' stored teacher embeddings (`mclip reinforce`). The live teacher runs in
+ * `--teacher-engine ort` (the default: the checkpoint's verified ONNX export in onnxruntime-node, cached by
+ * checkpoint hash, src/eval/engine-ort.ts; tfjs instead, with the reason printed, when onnxruntime-node cannot
+ * load or the model cannot be exported) or `tfjs` (the model itself, outside the gradient tape). Both give the
+ * same L2-normalised row-major features (≤ 1e-4). A stage with teacher "previous" runs that model the same way.
+ * An `.onnx` file is not accepted as `--teacher`: the ORT engine opens a checkpoint's per-tower export.
  * Sparsities are fractions of the initial model's prunable parameters of the masked towers (text: transformer
  * layers and RepMixer blocks; image: every MCi block; embeddings, stem, downsamplers and heads are not counted,
  * as in TinyCLIP). `--sparsity 0` is one stage of plain distillation (no masks): the baselines' student.
@@ -32,11 +37,15 @@ import type { TrainBatch } from '../../base/train/loss-terms.js';
 import { TINYCLIP_TEACHER_SCALE } from '../../distill/affinity.js';
 import type { Tower } from '../../distill/masks/tower-gates.js';
 import { defaultMaskLr, jointPrunableSize, runPruneStage } from '../../distill/prune-stage.js';
+import { ENGINES, type EngineName, type ImageTextEncoder } from '../../eval/engine.js';
+import { openEngine } from '../../eval/engine-ort.js';
 import { startBackend, type GlobalArgs } from '../run.js';
 import { UsageError } from '../usage.js';
 
 export interface DistillArgs extends GlobalArgs {
   teacher?: string;
+  /** What runs the live teacher: 'ort' (default; tfjs with a printed reason when it cannot) or 'tfjs'. */
+  teacherEngine?: string;
   init: string;
   data: string;
   split: string;
@@ -125,15 +134,55 @@ function checkArgs(a: DistillArgs): void {
   if (a.distill !== 'affinity' && a.distill !== 'kd') throw new UsageError(`--distill: expected affinity or kd, got '${a.distill}'`);
   if ((a.sparsity == null) === (a.stages == null)) throw new UsageError('give the stages with either --sparsity a,b,… or --stages FILE');
   if (!a.reinforced && !a.teacher) throw new UsageError('--teacher is needed unless --reinforced (the shards’ stored teacher embeddings) is given');
+  if (a.teacherEngine != null && !ENGINES.includes(a.teacherEngine as EngineName)) throw new UsageError(`--teacher-engine: expected one of ${ENGINES.join(', ')}, got '${a.teacherEngine}'`);
 }
 
-/** Normalised teacher features of a batch, row-major (computed outside any gradient tape). */
-function teacherFeatures(teacher: CLIP, b: TrainBatch): Pick<TrainBatch, 'teacherImg' | 'teacherGt' | 'teacherSyn'> {
+export type TeacherFeatures = Pick<TrainBatch, 'teacherImg' | 'teacherGt' | 'teacherSyn'>;
+
+/** Normalised teacher features of a batch, row-major (computed outside any gradient tape): the tfjs engine. */
+export function teacherFeatures(teacher: CLIP, b: TrainBatch): TeacherFeatures {
   return tf.tidy(() => ({
     teacherImg: l2normalize(teacher.encodeImage(b.images)).dataSync() as Float32Array,
     teacherGt: l2normalize(teacher.encodeText(b.gtTokens)).dataSync() as Float32Array,
     teacherSyn: b.synTokens ? (l2normalize(teacher.encodeText(b.synTokens)).dataSync() as Float32Array) : undefined,
   }));
+}
+
+/**
+ * The same features from an engine (onnxruntime: the teacher's ONNX export): the batch's NHWC pixels and int32
+ * token rows in, the engine's features L2-normalised as `teacherFeatures` does (`l2normalize`), row-major.
+ */
+export async function engineTeacherFeatures(engine: ImageTextEncoder, b: TrainBatch): Promise<TeacherFeatures> {
+  const n = b.images.shape[0];
+  const norm = (x: Float32Array): Float32Array => tf.tidy(() => l2normalize(tf.tensor2d(x, [n, x.length / n])).dataSync() as Float32Array);
+  const img = await engine.encodeImages((await b.images.data()) as Float32Array, n, 'nhwc');
+  const gt = await engine.encodeTexts((await b.gtTokens.data()) as Int32Array, b.gtTokens.shape[0]);
+  const syn = b.synTokens ? await engine.encodeTexts((await b.synTokens.data()) as Int32Array, b.synTokens.shape[0]) : undefined;
+  return { teacherImg: norm(img), teacherGt: norm(gt), teacherSyn: syn ? norm(syn) : undefined };
+}
+
+/** A live teacher: its fused tfjs model (eval mode) and the ORT engine that runs it instead, if any. */
+export interface LiveTeacher {
+  model: CLIP;
+  engine: ImageTextEncoder | null;
+  /** The engine line for stderr: `engine ort (…)`, `engine tfjs (…)` or `engine tfjs instead of ort: <reason>`. */
+  line: string;
+  /** True when ORT was asked for and tfjs runs instead. */
+  fallback: boolean;
+}
+
+/** The teacher `model` (loaded from `checkpoint`) in `choice`; ORT falls back to tfjs with the reason in `line`. */
+export async function openLiveTeacher(model: CLIP, checkpoint: string, choice: EngineName, tfjsDescription: string): Promise<LiveTeacher> {
+  if (choice === 'tfjs') return { model, engine: null, line: `engine tfjs (${tfjsDescription})`, fallback: false };
+  const opened = await openEngine('ort', model, { checkpoint, tfjsDescription });
+  if (opened.engine.name === 'ort') return { model, engine: opened.engine, line: opened.line, fallback: false };
+  await opened.engine.dispose();
+  return { model, engine: null, line: opened.line, fallback: true };
+}
+
+/** The teacher features of `b` from `t`: synchronous in tfjs, a promise in ORT. */
+export function liveTeacherFeatures(t: LiveTeacher, b: TrainBatch): TeacherFeatures | Promise<TeacherFeatures> {
+  return t.engine ? engineTeacherFeatures(t.engine, b) : teacherFeatures(t.model, b);
 }
 
 export interface StageLine {
@@ -163,11 +212,13 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
     ? parseStagesFile(args.stages, readStages(args.stages), { steps: args.stageSteps, maskFraction: args.maskFraction })
     : parseSparsities(args.sparsity!).map((sp) => ({ sparsity: sp, steps: args.stageSteps, maskSteps: sp === 0 ? 0 : Math.max(1, Math.round(args.maskFraction * args.stageSteps)), teacher: 'original' as const }));
   if (args.reinforced && stages.some((st) => st.teacher === 'previous')) throw new UsageError('--reinforced: the stored embeddings are the original teacher’s; a stage with teacher "previous" needs a live --teacher');
-  await startBackend(args, { gradients: true });
+  const engineChoice = (args.teacherEngine ?? 'ort') as EngineName;
+  const backend = await startBackend(args, { gradients: true });
+  const tfjsDescription = `tfjs ${backend.name}, ${backend.threads} thread${backend.threads === 1 ? '' : 's'}`;
   const tokenizer = ClipTokenizer.fromDir(resolveVocabDir(args.vocab));
   const { model: init } = await loadModel(args.init, {});
-  let teacher: CLIP | null = null;
-  let stageTeacher: CLIP | null = null;
+  let teacher: LiveTeacher | null = null;
+  let stageTeacher: LiveTeacher | null = null;
   const lines: StageLine[] = [];
   let current: CLIP = init;
   try {
@@ -180,15 +231,20 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
     if (loop instanceof ReinforcedLoop) {
       teachers = loop.teachers;
     } else {
+      if (/\.onnx$/i.test(args.teacher!)) throw new MclipError(`--teacher ${args.teacher}: an ONNX teacher is not supported by mclip distill (give the checkpoint; --teacher-engine ort runs its cached ONNX export)`);
+      let tm: CLIP;
       try {
-        teacher = (await loadModel(args.teacher!, { fused: true })).model;
+        tm = (await loadModel(args.teacher!, { fused: true })).model;
       } catch (e) {
         throw new MclipError(`--teacher ${args.teacher}: cannot be read as a model: ${e instanceof Error ? e.message : String(e)}`);
       }
-      teacher.eval();
-      if (teacher.cfg.image.imageSize !== size) throw new MclipError(`--teacher ${args.teacher}: image size ${teacher.cfg.image.imageSize}, the student's is ${size}`);
-      if (teacher.cfg.text.vocabSize !== tokenizer.vocabSize) throw new MclipError(`--teacher ${args.teacher}: text vocabulary ${teacher.cfg.text.vocabSize} ≠ the tokenizer's ${tokenizer.vocabSize}`);
-      teachers = [{ dim: teacher.cfg.embedDim, logitScale: TINYCLIP_TEACHER_SCALE }];
+      teacher = { model: tm, engine: null, line: '', fallback: false };
+      tm.eval();
+      if (tm.cfg.image.imageSize !== size) throw new MclipError(`--teacher ${args.teacher}: image size ${tm.cfg.image.imageSize}, the student's is ${size}`);
+      if (tm.cfg.text.vocabSize !== tokenizer.vocabSize) throw new MclipError(`--teacher ${args.teacher}: text vocabulary ${tm.cfg.text.vocabSize} ≠ the tokenizer's ${tokenizer.vocabSize}`);
+      teachers = [{ dim: tm.cfg.embedDim, logitScale: TINYCLIP_TEACHER_SCALE }];
+      teacher = await openLiveTeacher(tm, args.teacher!, engineChoice, tfjsDescription);
+      if (!args.quiet || teacher.fallback) console.error(`mclip: distill: teacher ${args.teacher}: ${teacher.line}`);
     }
     if (!args.quiet) {
       const st0 = stages[0];
@@ -197,17 +253,26 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
         `mclip: distill: ${stages.length} stage(s) to ${stages.map((t) => `${t.sparsity * 100}%`).join(' → ')} of ${initial} prunable parameters (${towers.join(' + ')}${towers.includes('image') ? (args.imageChannels ? ', image stage channels masked' : ', image heads and ConvFFNs masked, stage channels not (--image-channels)') : ''}); ` +
           `stage 1: ${st0.steps} steps, ${st0.maskSteps} of mask learning${args.stages ? '' : ` (--mask-fraction ${args.maskFraction})`}, target ramp ${warm0} steps (--warmup-fraction ${args.warmupFraction}), ` +
           `mask/multiplier lr ${st0.maskSteps > 0 ? defaultMaskLr(st0.maskSteps).toFixed(3) : '-'}, ${args.form} Lagrangian, pruned size calibrated to the target, ${args.distill === 'affinity' ? `affinity mimicking (teacher scale ${TINYCLIP_TEACHER_SCALE})` : 'MobileCLIP KD'}, ` +
-          `batch ${args.batch}, lr ${args.lr}; teacher: ${teacher ? args.teacher : 'stored embeddings (--reinforced)'}`,
+          `batch ${args.batch}, lr ${args.lr}; teacher: ${teacher ? `${args.teacher} (engine ${teacher.engine ? 'ort' : 'tfjs'})` : 'stored embeddings (--reinforced)'}`,
       );
     }
     mkdirSync(args.out, { recursive: true });
     const jsonl = join(args.out, 'stages.jsonl');
     const done = existsSync(jsonl) ? readFileSync(jsonl, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as StageLine) : [];
     const ctx = init.cfg.text.contextLength;
-    let live: CLIP | null = teacher;
-    const batchAt = () => {
+    let live: LiveTeacher | null = teacher;
+    const batchAt = (): TrainBatch | Promise<TrainBatch> => {
       const b = loop.next(args.batch, tokenizer, ctx);
-      return live ? { ...b, ...teacherFeatures(live, b) } : b;
+      if (!live) return b;
+      const f = liveTeacherFeatures(live, b);
+      if (!(f instanceof Promise)) return { ...b, ...f };
+      return f.then(
+        (v) => ({ ...b, ...v }),
+        (e: unknown) => {
+          tf.dispose([b.images, b.gtTokens, ...(b.synTokens ? [b.synTokens] : [])]);
+          throw e;
+        },
+      );
     };
     for (let k = 0; k < stages.length; k++) {
       const st = stages[k];
@@ -221,12 +286,19 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
         if (!args.quiet) console.error(`mclip: stage ${k + 1}: ${file} exists, skipped (reached ${(prev.reached * 100).toFixed(1)}%)`);
         continue;
       }
-      stageTeacher?.dispose();
+      await disposeLive(stageTeacher);
       stageTeacher = null;
       if (st.teacher === 'previous' && k > 0) {
         const prevFile = join(args.out, `stage-${k}`, 'model.safetensors');
-        stageTeacher = (await loadModel(prevFile, { fused: true })).model;
-        stageTeacher.eval();
+        const pm = (await loadModel(prevFile, { fused: true })).model;
+        pm.eval();
+        try {
+          stageTeacher = await openLiveTeacher(pm, prevFile, engineChoice, tfjsDescription);
+        } catch (e) {
+          pm.dispose();
+          throw e;
+        }
+        if (!args.quiet || stageTeacher.fallback) console.error(`mclip: stage ${k + 1}: teacher ${prevFile}: ${stageTeacher.line}`);
         live = stageTeacher;
       } else {
         live = teacher;
@@ -235,7 +307,7 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
       let last: Record<string, number> = {};
       const warmup = Math.max(1, Math.round(args.warmupFraction * st.maskSteps));
       const every = Math.max(1, Math.floor(st.steps / 10));
-      const r = runPruneStage(current, {
+      const r = await runPruneStage(current, {
         towers,
         imageChannels: args.imageChannels,
         target: st.sparsity,
@@ -285,8 +357,17 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
   } finally {
     if (current !== init) current.dispose();
     init.dispose();
-    teacher?.dispose();
-    stageTeacher?.dispose();
+    await disposeLive(teacher);
+    await disposeLive(stageTeacher);
+  }
+}
+
+async function disposeLive(t: LiveTeacher | null): Promise<void> {
+  if (!t) return;
+  try {
+    await t.engine?.dispose();
+  } finally {
+    t.model.dispose();
   }
 }
 
@@ -304,7 +385,12 @@ export function distillCommand(y: Argv): Argv {
     'TinyCLIP automatic weight inheritance: learn masks toward each target sparsity, prune, distil (progressive stages; both towers)',
     (a) =>
       a
-        .option('teacher', { type: 'string', describe: 'teacher checkpoint (run live in tfjs); not needed with --reinforced' })
+        .option('teacher', { type: 'string', describe: 'teacher checkpoint (run live, see --teacher-engine); not needed with --reinforced' })
+        .option('teacher-engine', {
+          type: 'string',
+          default: 'ort',
+          describe: "what runs the live teacher (ort | tfjs): ort = the checkpoint's verified ONNX export in onnxruntime-node (cached by checkpoint hash in $MCLIP_CACHE_DIR/onnx), falling back to tfjs with the reason; tfjs = the tfjs model",
+        })
         .option('init', { type: 'string', demandOption: true, describe: 'student to prune (usually the teacher itself)' })
         .option('data', { type: 'string', demandOption: true, describe: 'shards folder (mclip data …, or mclip reinforce output with --reinforced)' })
         .option('split', { type: 'string', default: 'train' })
@@ -327,6 +413,7 @@ export function distillCommand(y: Argv): Argv {
     (args) =>
       runDistill({
         teacher: args.teacher,
+        teacherEngine: args.teacherEngine,
         init: args.init,
         data: args.data,
         split: args.split,
