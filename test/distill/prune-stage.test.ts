@@ -26,8 +26,8 @@ describe('TinyCLIP stages', () => {
     const teacher = new CLIP(cfg, { seed: 1 });
     const n0 = jointPrunableSize(teacher, ['text', 'image']);
     const log: number[] = [];
-    const s1 = await runPruneStage(teacher, { target: 0.25, steps: 22, maskSteps: 20, teachers: TEST_TEACHERS, batch, seed: 1, onStep: (m) => m.sparsity != null && log.push(m.sparsity) });
-    const s2 = await runPruneStage(s1.model, { reference: n0, target: 0.5, steps: 22, maskSteps: 20, teachers: TEST_TEACHERS, batch: (s) => batch(100 + s), seed: 2 });
+    const s1 = await runPruneStage(teacher, { target: 0.25, steps: 18, maskSteps: 16, teachers: TEST_TEACHERS, batch, seed: 1, onStep: (m) => m.sparsity != null && log.push(m.sparsity) });
+    const s2 = await runPruneStage(s1.model, { reference: n0, target: 0.5, steps: 18, maskSteps: 16, teachers: TEST_TEACHERS, batch: (s) => batch(100 + s), seed: 2 });
     console.log(
       `stage 1: expected ${s1.expected.toFixed(3)} uncalibrated ${s1.uncalibrated.toFixed(3)} reached ${s1.reached.toFixed(3)} (δ ${s1.countShift.toFixed(2)}); ` +
         `stage 2: expected ${s2.expected.toFixed(3)} uncalibrated ${s2.uncalibrated.toFixed(3)} reached ${s2.reached.toFixed(3)} (δ ${s2.countShift.toFixed(2)}); towers ${JSON.stringify(s2.towers)}; ŝ curve ${log.map((v) => v.toFixed(2)).join(' ')}`,
