@@ -3,26 +3,18 @@
  * no-op, protected tokens (start, end) survive unmerged, pads never merge with content, sizes add up and
  * reach later layers through proportional attention, mixed-length batches equal per-caption runs.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import * as tf from '../../src/base/tf.js';
 import { initBackend } from '../../src/base/backend/index.js';
 import type { TextTransformer } from '../../src/base/model/text-transformer.js';
 import { applyTokenReduction } from '../../src/prune/reduction.js';
 import { bipartiteGroups, tokenMerging, type MatchKind, type TokenMergeOptions } from '../../src/merge/tome.js';
 import { relErr } from '../model/helpers.js';
-import { S, finalView, makeTower, perCaption, projectRows, runWith, tokens, type Kind } from '../prune/reduce-helpers.js';
+import { MIXED, S, finalView, perCaption, projectRows, runWith, tokens, towerCache } from '../prune/reduce-helpers.js';
 
 await initBackend({ backend: 'wasm', quiet: true });
 
-const towers = new Map<Kind, TextTransformer>();
-function tower(kind: Kind): TextTransformer {
-  let t = towers.get(kind);
-  if (!t) towers.set(kind, (t = makeTower(kind)));
-  return t;
-}
-afterAll(() => towers.forEach((t) => t.dispose()));
-
-const MIXED = [3, 6, 9, 4];
+const tower = towerCache();
 const merging = (o: TokenMergeOptions) => (t: TextTransformer) => tokenMerging(t, o);
 const TWO: TokenMergeOptions = { layers: [{ layer: 0, merge: 4 }, { layer: 1, merge: 3 }] };
 

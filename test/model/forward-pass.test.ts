@@ -11,21 +11,10 @@ import { TEXT_TOKENS } from '../../src/base/model/text-context.js';
 import { ContextKey, ForwardContext } from '../../src/base/nn/context.js';
 import { Initializer } from '../../src/base/nn/init.js';
 import { TransformerEncoder } from '../../src/base/layers/transformer-encoder.js';
-import { MICRO_CONTEXT, MICRO_VOCAB, microConfig } from '../micro-config.js';
-import { relErr } from './helpers.js';
+import { microConfig } from '../micro-config.js';
+import { microTokens as tokens, relErr } from './helpers.js';
 
 await initBackend({ backend: 'wasm', quiet: true });
-
-function tokens(eot: number[]): tf.Tensor2D {
-  const s = MICRO_CONTEXT;
-  const data = new Int32Array(eot.length * s);
-  eot.forEach((e, b) => {
-    data[b * s] = MICRO_VOCAB - 2;
-    for (let j = 1; j < e; j++) data[b * s + j] = 1 + ((b * 7 + j * 13) % 200);
-    data[b * s + e] = MICRO_VOCAB - 1;
-  });
-  return tf.tensor2d(data, [eot.length, s], 'int32');
-}
 
 function causalTower(): TextTransformer {
   const cfg = microConfig('mobileclip_tiny_base').text;

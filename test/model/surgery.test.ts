@@ -14,21 +14,10 @@ import { ForwardContext } from '../../src/base/nn/context.js';
 import { TEXT_TOKENS, eotIndex } from '../../src/base/model/text-context.js';
 import { expectedShapes } from '../../src/base/model/state-dict.js';
 import { Initializer } from '../../src/base/nn/init.js';
-import { MICRO_CONTEXT, MICRO_VOCAB, microConfig, unevenMicroConfig } from '../micro-config.js';
+import { MICRO_CONTEXT, microConfig, unevenMicroConfig } from '../micro-config.js';
+import { microTokens as tokens } from './helpers.js';
 
 await initBackend({ backend: 'wasm', quiet: true });
-
-/** Token rows of the micro context: SOT, a few ids, EOT at `eot[b]`, zero padding. */
-function tokens(eot: number[]): tf.Tensor2D {
-  const s = MICRO_CONTEXT;
-  const data = new Int32Array(eot.length * s);
-  eot.forEach((e, b) => {
-    data[b * s] = MICRO_VOCAB - 2;
-    for (let j = 1; j < e; j++) data[b * s + j] = 1 + ((b * 7 + j * 13) % 200);
-    data[b * s + e] = MICRO_VOCAB - 1;
-  });
-  return tf.tensor2d(data, [eot.length, s], 'int32');
-}
 
 function images(n: number, size = 32): tf.Tensor4D {
   return tf.tidy(() => tf.randomUniform([n, size, size, 3], 0, 1, 'float32', 3) as tf.Tensor4D);

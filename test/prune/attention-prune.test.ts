@@ -4,26 +4,18 @@
  * mixed-length batches equal per-caption runs, the mask implementation equals the gather one, and gradients
  * (checked by finite differences) flow through the kept tokens.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import * as tf from '../../src/base/tf.js';
 import { initBackend } from '../../src/base/backend/index.js';
 import type { TextTransformer } from '../../src/base/model/text-transformer.js';
 import { attentionPruning, keptCount, selectKept, type AttentionPruneOptions } from '../../src/prune/attention-prune.js';
 import { relErr } from '../model/helpers.js';
 import { MICRO_VOCAB } from '../micro-config.js';
-import { S, finalView, makeTower, perCaption, projectRows, runWith, tokens, type Kind } from './reduce-helpers.js';
+import { MIXED, S, finalView, perCaption, projectRows, runWith, tokens, towerCache } from './reduce-helpers.js';
 
 await initBackend({ backend: 'wasm', quiet: true });
 
-const towers = new Map<Kind, TextTransformer>();
-function tower(kind: Kind): TextTransformer {
-  let t = towers.get(kind);
-  if (!t) towers.set(kind, (t = makeTower(kind)));
-  return t;
-}
-afterAll(() => towers.forEach((t) => t.dispose()));
-
-const MIXED = [3, 6, 9, 4];
+const tower = towerCache();
 const prune = (o: AttentionPruneOptions) => (t: TextTransformer) => attentionPruning(t, o);
 const TWO: AttentionPruneOptions = { layers: [{ layer: 0, keep: 0.5 }, { layer: 2, keep: 0.6 }] };
 

@@ -7,83 +7,28 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '../../src/base/tf.js';
 import { initBackend } from '../../src/base/backend/index.js';
-import { TextTransformer } from '../../src/base/model/text-transformer.js';
+import type { TextTransformer } from '../../src/base/model/text-transformer.js';
 import { TEXT_TOKENS, type TextTokenState } from '../../src/base/model/text-context.js';
-import type { TextConfig } from '../../src/base/model/configs.js';
-import { Initializer } from '../../src/base/nn/init.js';
 import { applyTextPadding, parseTextPadding, TEXT_PADDINGS, type TextPadding, type TextPaddingOptions } from '../../src/prune/padding.js';
 import { truncatedLength } from '../../src/prune/truncate.js';
 import { padMergeLayout } from '../../src/prune/merge-pads.js';
 import { padMask, padsFirstScores } from '../../src/prune/pad-tokens.js';
 import { proportionalProbs } from '../../src/merge/proportional-attention.js';
-import { MICRO_CONTEXT, MICRO_VOCAB, microConfig } from '../micro-config.js';
+import { MICRO_VOCAB } from '../micro-config.js';
 import { relErr } from '../model/helpers.js';
+import { MIXED, S, perCaption as perCaptionWith, runWith, tokens, towerCache } from './reduce-helpers.js';
 
 await initBackend({ backend: 'wasm', quiet: true });
 
-const S = MICRO_CONTEXT;
-
-/** Token rows: SOT, words, EOT at `eot[b]`, zero padding (the same words for the same row content). */
-function tokens(eot: number[]): tf.Tensor2D {
-  const data = new Int32Array(eot.length * S);
-  eot.forEach((e, b) => {
-    data[b * S] = MICRO_VOCAB - 2;
-    for (let j = 1; j < e; j++) data[b * S + j] = 1 + ((e * 7 + j * 13) % 200);
-    data[b * S + e] = MICRO_VOCAB - 1;
-  });
-  return tf.tensor2d(data, [eot.length, S], 'int32');
-}
-
-type Kind = 'causal' | 'non-causal' | 'mct';
-
-/** Micro text towers with two transformer layers: causal `base` (tiny_base), non-causal `base`, and `mct` (RepMixer, 2 encoders, RepMixer). */
-function textConfig(kind: Kind): TextConfig {
-  const cfg = microConfig(kind === 'mct' ? 'mobileclip_tiny' : 'mobileclip_tiny_base').text;
-  cfg.nTransformerLayers = 2;
-  if (kind === 'non-causal') cfg.causalMasking = false;
-  return cfg;
-}
-
-const towers = new Map<Kind, TextTransformer>();
-function tower(kind: Kind): TextTransformer {
-  let t = towers.get(kind);
-  if (!t) {
-    t = new TextTransformer(textConfig(kind), 64, { init: new Initializer(7) }).eval();
-    // The RepMixer layer scales start at 1e-5, which would hide what the conv blocks do to pads.
-    for (const [name, p] of t.namedParams()) if (name.endsWith('layer_scale')) p.variable.assign(tf.fill(p.variable.shape, 0.5));
-    towers.set(kind, t);
-  }
-  return t;
-}
-
-afterAll(() => {
-  for (const t of towers.values()) t.dispose();
-});
+const tower = towerCache(2);
 
 /** Output of the tower under a policy (hooks removed afterwards). */
-function run(t: TextTransformer, ids: tf.Tensor2D, policy: TextPadding | TextPaddingOptions = 'as-trained'): Float32Array {
-  const h = applyTextPadding(t, policy);
-  try {
-    return tf.tidy(() => Float32Array.from(t.forward(ids).dataSync()));
-  } finally {
-    h.remove();
-  }
-}
+const run = (t: TextTransformer, ids: tf.Tensor2D, policy: TextPadding | TextPaddingOptions = 'as-trained'): Float32Array =>
+  runWith(t, ids, (m) => applyTextPadding(m, policy));
 
 /** Each caption alone, outputs concatenated. */
-function perCaption(t: TextTransformer, eot: number[], policy: TextPadding | TextPaddingOptions): Float32Array {
-  const parts = eot.map((e) => {
-    const ids = tokens([e]);
-    try {
-      return run(t, ids, policy);
-    } finally {
-      ids.dispose();
-    }
-  });
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  parts.reduce((o, p) => (out.set(p, o), o + p.length), 0);
-  return out;
-}
+const perCaption = (t: TextTransformer, eot: number[], policy: TextPadding | TextPaddingOptions): Float32Array =>
+  perCaptionWith(t, eot, (m) => applyTextPadding(m, policy));
 
 /** Sequence length seen by the final LayerNorm under a policy. */
 function finalLength(t: TextTransformer, ids: tf.Tensor2D, policy: TextPadding | TextPaddingOptions): number {
@@ -98,8 +43,6 @@ function finalLength(t: TextTransformer, ids: tf.Tensor2D, policy: TextPadding |
   }
   return n;
 }
-
-const MIXED = [3, 6, 9, 4];
 
 describe('padding policies', () => {
   let ids: tf.Tensor2D;

@@ -5,20 +5,17 @@ import { TextTransformer } from '../../src/base/model/text-transformer.js';
 import { TEXT_TOKENS } from '../../src/base/model/text-context.js';
 import type { TextConfig } from '../../src/base/model/configs.js';
 import { Initializer } from '../../src/base/nn/init.js';
-import { MICRO_CONTEXT, MICRO_VOCAB, microConfig } from '../micro-config.js';
+import { afterAll } from 'vitest';
+import { MICRO_CONTEXT, microConfig } from '../micro-config.js';
+import { microTokens } from '../model/helpers.js';
 
 export const S = MICRO_CONTEXT;
 
 /** Token rows: SOT, words, EOT at `eot[b]`, zero padding (the same words for the same row content). */
-export function tokens(eot: number[]): tf.Tensor2D {
-  const data = new Int32Array(eot.length * S);
-  eot.forEach((e, b) => {
-    data[b * S] = MICRO_VOCAB - 2;
-    for (let j = 1; j < e; j++) data[b * S + j] = 1 + ((e * 7 + j * 13) % 200);
-    data[b * S + e] = MICRO_VOCAB - 1;
-  });
-  return tf.tensor2d(data, [eot.length, S], 'int32');
-}
+export const tokens = (eot: number[]): tf.Tensor2D => microTokens(eot, 'length');
+
+/** A mixed-length batch: EOT indices of four captions. */
+export const MIXED = [3, 6, 9, 4];
 
 export type Kind = 'causal' | 'non-causal' | 'mct';
 
@@ -31,6 +28,17 @@ export function makeTower(kind: Kind, layers = 3): TextTransformer {
   // The RepMixer layer scales start at 1e-5, which would hide what the conv blocks do.
   for (const [name, p] of t.namedParams()) if (name.endsWith('layer_scale')) p.variable.assign(tf.fill(p.variable.shape, 0.5));
   return t;
+}
+
+/** A lazily built tower per kind (`layers` transformer layers), all disposed after the file's tests. */
+export function towerCache(layers = 3): (kind: Kind) => TextTransformer {
+  const towers = new Map<Kind, TextTransformer>();
+  afterAll(() => towers.forEach((t) => t.dispose()));
+  return (kind) => {
+    let t = towers.get(kind);
+    if (!t) towers.set(kind, (t = makeTower(kind, layers)));
+    return t;
+  };
 }
 
 /** Output of the tower with `install` applied (hooks removed afterwards). */

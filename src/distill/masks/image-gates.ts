@@ -24,11 +24,11 @@ import * as tf from '../../base/tf.js';
 import { MclipError } from '../../errors.js';
 import type { CLIP } from '../../base/model/clip.js';
 import { FastViT } from '../../base/model/mci.js';
-import type { HookHandle } from '../../base/nn/module.js';
 import { Sequential } from '../../base/nn/module.js';
 import { AttentionBlock } from '../../base/layers/attention-block.js';
 import { RepMixerBlock } from '../../base/layers/repmixer-block.js';
 import { HC_BETA, HC_DETERMINISTIC_SCALE, HardConcreteGate } from './hard-concrete.js';
+import { GateSet, maskTensor, type GateOptions, type Indicator } from './gate-set.js';
 import { attentionBlockGeometry, attentionBlockSize, repMixerBlockGeometry, repMixerBlockSize, sumSizes, type SizeTerm } from './expected-size.js';
 import { applyImageMasks, imageMaskSizes, type AppliedImageMasks, type ImageMaskSet, type ImageMaskSizes, type ImageMaskValues } from './image-masks.js';
 import { pruneImage } from './prune-image.js';
@@ -39,13 +39,7 @@ interface BlockGates {
   ffn: HardConcreteGate;
 }
 
-export interface ImageGateOptions {
-  /** Seed of the mask samples (each forward's seed is derived from it and a counter). */
-  seed?: number;
-  /** Name prefix of the ln α variables (tf variable names are global). */
-  name?: string;
-  /** Initial ln α of every gate (default 10, TinyCLIP's). */
-  initLogAlpha?: number;
+export interface ImageGateOptions extends GateOptions {
   /** Mask the stage channels (default true); false leaves every stage at its width and prunes inside blocks only. */
   channels?: boolean;
 }
@@ -77,26 +71,18 @@ function atLeastOne(z: Float32Array, logAlpha: Float32Array): Float32Array {
   return out;
 }
 
-export class ImageGates implements TowerGates {
+export class ImageGates extends GateSet<ImageMaskSet, ImageMaskValues> implements TowerGates {
   readonly tower = 'image' as const;
   /** Stage 0's channel gate [C_0], then each later stage's slot gate [m_s] (null: stage channels not masked). */
   readonly channels: HardConcreteGate[] | null;
   readonly blocks: BlockGates[][];
   private readonly sizes: ImageMaskSizes;
   private readonly mult: number[];
-  private applied: AppliedImageMasks | null = null;
-  private hook: HookHandle | null = null;
-  private owned: tf.Tensor[] = [];
-  private draws = 0;
-  private readonly seed: number;
 
-  constructor(
-    private readonly model: CLIP,
-    opts: ImageGateOptions = {},
-  ) {
+  constructor(model: CLIP, opts: ImageGateOptions = {}) {
+    super(model, opts.seed ?? 0, 'image gates');
     this.sizes = imageMaskSizes(model);
     const name = opts.name ?? `image_gates_${instances++}`;
-    this.seed = opts.seed ?? 0;
     const init = opts.initLogAlpha;
     const st = this.sizes.stages;
     this.mult = st.map((s, i) => (i === 0 ? 1 : s.channels / st[i - 1].channels));
@@ -112,39 +98,16 @@ export class ImageGates implements TowerGates {
     );
   }
 
-  get logAlphas(): tf.Variable[] {
-    return [...(this.channels ?? []), ...this.blocks.flat().flatMap((b) => (b.heads ? [b.heads, b.ffn] : [b.ffn]))].map((g) => g.logAlpha);
+  protected gates(): HardConcreteGate[] {
+    return [...(this.channels ?? []), ...this.blocks.flat().flatMap((b) => (b.heads ? [b.heads, b.ffn] : [b.ffn]))];
   }
 
-  install(): void {
-    if (this.applied) throw new MclipError('image gates: already installed');
-    this.applied = applyImageMasks(this.model, this.ownMasks(this.deterministicSet()));
-    this.hook = this.model.imageEncoder.registerForwardPreHook(() => {
-      if (this.model.imageEncoder.training) {
-        const { set, extra } = this.sampleSet();
-        this.applied!.setMasks(this.ownMasks(set, extra));
-      } else {
-        this.applied!.setMasks(this.ownMasks(this.deterministicSet()));
-      }
-    });
+  protected applyMasks(set: ImageMaskSet): AppliedImageMasks {
+    return applyImageMasks(this.model, set);
   }
 
-  remove(): void {
-    this.hook?.remove();
-    this.hook = null;
-    this.applied?.remove();
-    this.applied = null;
-    tf.dispose(this.owned);
-    this.owned = [];
-  }
-
-  /** Keeps the masks the hooks read (and `extra`, tensors they were built from) until the next draw, frees the previous ones. */
-  private ownMasks(set: ImageMaskSet, extra: tf.Tensor[] = []): ImageMaskSet {
-    const ts = [...set.stages.flatMap((s) => [s.channels, ...s.blocks.flatMap((b) => [b?.heads, b?.ffn])]).filter((t): t is tf.Tensor1D => t != null), ...extra];
-    for (const t of ts) tf.keep(t);
-    tf.dispose(this.owned);
-    this.owned = ts;
-    return set;
+  protected maskTensors(set: ImageMaskSet): Array<tf.Tensor1D | undefined> {
+    return set.stages.flatMap((s) => [s.channels, ...s.blocks.flatMap((b) => [b?.heads, b?.ffn])]);
   }
 
   /** Stage channel masks from stage 0's mask and the slot masks: z_s[p·m + j] = 1[z_{s−1}[p]]·g_s[j]. */
@@ -158,8 +121,8 @@ export class ImageGates implements TowerGates {
   }
 
   /** One sample of every gate (drawn inside the step's tape); `extra`: the slot samples the channel masks were built from. */
-  private sampleSet(): { set: ImageMaskSet; extra: tf.Tensor[] } {
-    const s = (g: HardConcreteGate) => g.sample(this.seed * 1_000_003 + this.draws++ * 7919) as tf.Tensor1D;
+  protected sampleSet(): { set: ImageMaskSet; extra: tf.Tensor[] } {
+    const s = (g: HardConcreteGate) => this.draw(g);
     let ch: tf.Tensor1D[] | null = null;
     let extra: tf.Tensor[] = [];
     if (this.channels) {
@@ -170,9 +133,9 @@ export class ImageGates implements TowerGates {
     return { set: { stages: this.blocks.map((bs, i) => ({ channels: ch?.[i], blocks: bs.map((b) => ({ heads: b.heads ? s(b.heads) : undefined, ffn: s(b.ffn) })) })) }, extra };
   }
 
-  private deterministicSet(): ImageMaskSet {
+  protected deterministicSet(): ImageMaskSet {
     const v = this.deterministic();
-    const t = (a: Float32Array | undefined) => (a ? tf.tensor1d(a) : undefined);
+    const t = maskTensor;
     return { stages: v.stages.map((st) => ({ channels: t(st.channels), blocks: st.blocks.map((b) => (b ? { heads: t(b.heads), ffn: t(b.ffn) } : null)) })) };
   }
 
@@ -208,15 +171,9 @@ export class ImageGates implements TowerGates {
     );
   }
 
-  /** The prunable size of the model `prune(model, countShift)` gives (the size formulas at the 0/1 indicators of the deterministic masks). */
-  prunedSize(countShift = 0): number {
-    const v = this.deterministic(countShift);
-    return tf.tidy(() => {
-      const ind = (a: Float32Array | undefined) => (a ? tf.tensor1d(a.map((x) => (x !== 0 ? 1 : 0))) : undefined);
-      const ch = this.channels ? v.stages.map((st) => ind(st.channels)!) : null;
-      const s = this.sizeOf(ch, v.stages.map((st) => st.blocks.map((b) => ({ heads: ind(b?.heads), ffn: ind(b?.ffn) }))));
-      return Math.round(s.expected.dataSync()[0]);
-    });
+  protected indicatorSize(v: ImageMaskValues, ind: Indicator): SizeTerm {
+    const ch = this.channels ? v.stages.map((st) => ind(st.channels)!) : null;
+    return this.sizeOf(ch, v.stages.map((st) => st.blocks.map((b) => ({ heads: ind(b?.heads), ffn: ind(b?.ffn) }))));
   }
 
   /** The size formulas of every block at per-unit keep probabilities (or indicators): channels per stage, heads/ffn per block. */
@@ -238,33 +195,8 @@ export class ImageGates implements TowerGates {
     return { expected, full };
   }
 
-  /** ŝ = 1 − E[N]/N₀ of the tower. */
-  expectedSparsity(): tf.Scalar {
-    return tf.tidy(() => {
-      const s = this.expectedSize();
-      return tf.scalar(1).sub(s.expected.div(s.full)) as tf.Scalar;
-    });
-  }
-
-  clamp(): void {
-    for (const g of this.channels ?? []) g.clampLogAlpha();
-    for (const b of this.blocks.flat()) {
-      b.heads?.clampLogAlpha();
-      b.ffn.clampLogAlpha();
-    }
-  }
-
   prune(model: CLIP, countShift = 0): CLIP {
     return pruneImage(model, this.deterministic(countShift)).model;
-  }
-
-  dispose(): void {
-    this.remove();
-    for (const g of this.channels ?? []) g.dispose();
-    for (const b of this.blocks.flat()) {
-      b.heads?.dispose();
-      b.ffn.dispose();
-    }
   }
 }
 

@@ -35,7 +35,8 @@ import { textLayers, type ClipConfig, type TextLayerConfig } from '../../base/mo
 import { isFusedStateDict } from '../../base/model/checkpoint.js';
 import { exportStateDict, loadStateDict } from '../../base/model/state-dict.js';
 import type { TextMaskValues } from './text-masks.js';
-import { kept, maskValues, range, take, type Take } from './take.js';
+import { kept, maskValues, take, type Take } from './take.js';
+import { pruneTransformerLayerKey, type Put } from './prune-transformer-layer.js';
 
 export interface PrunedTextStateDict {
   /** Official-layout state dict with the smaller text tower (float32 text tensors; the image tower's, the logit scale and the BatchNorm counters shared with the input). */
@@ -109,9 +110,6 @@ export function pruneTextStateDict(sd: StateDict, config: ClipConfig, masks: Tex
     if (edit) edit(r.data, r.shape);
     out.set(key, { dtype: 'float32', shape: r.shape, data: r.data });
   };
-  const zero = (data: Float32Array): void => {
-    data.fill(0);
-  };
 
   for (const [key, v] of sd) {
     if (!key.startsWith(TEXT) || key.endsWith('.num_batches_tracked')) {
@@ -128,8 +126,10 @@ export function pruneTextStateDict(sd: StateDict, config: ClipConfig, masks: Tex
       const plan = m ? plans[Number(m[1])] : undefined;
       if (!m || !plan) throw new MclipError(`pruneText: unexpected text key '${key}'`);
       const rest = m[2];
-      if (plan.src.mixer === 'attention') pruneAttentionKey(key, rest, plan, z, hid, put, zero);
-      else pruneRepMixerKey(key, rest, plan, z, hid, v, put);
+      if (plan.src.mixer === 'attention') {
+        if (!plan.zHeads) throw new Error('internal: not an attention layer');
+        pruneTransformerLayerKey(key, rest, { ...plan, src: plan.src, zHeads: plan.zHeads }, z, hid, put, `pruneText: unexpected key '${key}' in a text transformer layer`);
+      } else pruneRepMixerKey(key, rest, plan, z, hid, v, put);
     }
   }
 
@@ -151,47 +151,6 @@ export function pruneTextStateDict(sd: StateDict, config: ClipConfig, masks: Tex
   const suffix = '_pruned';
   const base: ClipConfig = { ...config, name: config.name.endsWith(suffix) ? config.name : config.name + suffix, text };
   return { stateDict: out, config: configFromStateDict(base, out, 'pruned text tower') };
-}
-
-type Put = (key: string, takes: readonly Take[], edit?: (data: Float32Array, shape: number[]) => void) => void;
-
-function pruneAttentionKey(key: string, rest: string, p: LayerPlan, z: Float32Array, hid: number[], put: Put, zero: (d: Float32Array) => void): void {
-  if (p.src.mixer !== 'attention' || !p.zHeads) throw new Error('internal: not an attention layer');
-  const { heads: nHeads, headDim: dh } = p.src;
-  const inner = nHeads * dh;
-  const width = p.noHeads ? 1 : dh;
-  /** Kept inner channels (heads × their first `width` channels), and the soft head value of each inner channel. */
-  const innerKeep = p.heads.flatMap((h) => range(width).map((c) => h * dh + c));
-  const zHeads = p.zHeads;
-  const zInner = Float32Array.from(range(inner), (c) => zHeads[Math.floor(c / dh)]);
-  const qkvRows = [0, 1, 2].flatMap((b) => innerKeep.map((c) => b * inner + c));
-  const noHeadsEdit = p.noHeads ? zero : undefined;
-  const noUnitsEdit = p.noUnits ? zero : undefined;
-  switch (rest) {
-    case 'pre_norm_mha.0.weight':
-    case 'pre_norm_mha.0.bias':
-    case 'pre_norm_ffn.0.weight':
-    case 'pre_norm_ffn.0.bias':
-      return put(key, [{ axis: 0, keep: hid }]);
-    case 'pre_norm_mha.1.qkv_proj.weight':
-      return put(key, [{ axis: 0, keep: qkvRows }, { axis: 1, keep: hid }], noHeadsEdit);
-    case 'pre_norm_mha.1.qkv_proj.bias':
-      return put(key, [{ axis: 0, keep: qkvRows }], noHeadsEdit);
-    case 'pre_norm_mha.1.out_proj.weight':
-      return put(key, [{ axis: 0, keep: hid, scale: z }, { axis: 1, keep: innerKeep, scale: zInner }]);
-    case 'pre_norm_mha.1.out_proj.bias':
-      return put(key, [{ axis: 0, keep: hid, scale: z }]);
-    case 'pre_norm_ffn.1.weight':
-      return put(key, [{ axis: 0, keep: p.units }, { axis: 1, keep: hid }], noUnitsEdit);
-    case 'pre_norm_ffn.1.bias':
-      return put(key, [{ axis: 0, keep: p.units }], noUnitsEdit);
-    case 'pre_norm_ffn.4.weight':
-      return put(key, [{ axis: 0, keep: hid, scale: z }, { axis: 1, keep: p.units, scale: p.zFfn }]);
-    case 'pre_norm_ffn.4.bias':
-      return put(key, [{ axis: 0, keep: hid, scale: z }]);
-    default:
-      throw new MclipError(`pruneText: unexpected key '${key}' in a text transformer layer`);
-  }
 }
 
 function pruneRepMixerKey(key: string, rest: string, p: LayerPlan, z: Float32Array, hid: number[], v: TensorData, put: Put): void {

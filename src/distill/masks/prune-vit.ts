@@ -41,7 +41,8 @@ import { Sequential } from '../../base/nn/module.js';
 import { Initializer } from '../../base/nn/init.js';
 import { loadStateDict, exportStateDict } from '../../base/model/state-dict.js';
 import type { ViTMaskValues } from './vit-masks.js';
-import { kept, maskValues, range, take, type Take } from './take.js';
+import { kept, maskValues, take, type Take } from './take.js';
+import { pruneTransformerLayerKey } from './prune-transformer-layer.js';
 
 export interface PrunedViTStateDict {
   /** Official-layout state dict with the smaller ViT (float32 image tensors; the text tower's, the logit scale and the BatchNorm counters shared with the input). */
@@ -125,7 +126,7 @@ export function pruneViTStateDict(sd: StateDict, config: ClipConfig, masks: ViTM
       const m = /^transformer\.(\d+)\.(.+)$/.exec(k);
       const plan = m ? plans[Number(m[1])] : undefined;
       if (!m || !plan) throw new MclipError(`pruneViT: unexpected image key '${key}'`);
-      pruneBlockKey(key, m[2], plan, z, hid, put);
+      pruneTransformerLayerKey(key, m[2], plan, z, hid, put, `pruneViT: unexpected key '${key}' in a ViT block`);
     }
   }
 
@@ -139,49 +140,6 @@ export function pruneViTStateDict(sd: StateDict, config: ClipConfig, masks: ViTM
   const suffix = '_pruned';
   const base: ClipConfig = { ...config, name: config.name.endsWith(suffix) ? config.name : config.name + suffix, image };
   return { stateDict: out, config: configFromStateDict(base, out, 'pruned ViT') };
-}
-
-type Put = (key: string, takes: readonly Take[], edit?: (data: Float32Array, shape: number[]) => void) => void;
-
-function pruneBlockKey(key: string, rest: string, p: BlockPlan, z: Float32Array, hid: number[], put: Put): void {
-  const { heads: nHeads, headDim: dh } = p.src;
-  const inner = nHeads * dh;
-  const width = p.noHeads ? 1 : dh;
-  /** Kept inner channels (heads × their first `width` channels), and the soft head value of each inner channel. */
-  const innerKeep = p.heads.flatMap((h) => range(width).map((c) => h * dh + c));
-  const zHeads = p.zHeads;
-  const zInner = Float32Array.from(range(inner), (c) => zHeads[Math.floor(c / dh)]);
-  const qkvRows = [0, 1, 2].flatMap((b) => innerKeep.map((c) => b * inner + c));
-  const zero = (data: Float32Array): void => {
-    data.fill(0);
-  };
-  const noHeadsEdit = p.noHeads ? zero : undefined;
-  const noUnitsEdit = p.noUnits ? zero : undefined;
-  switch (rest) {
-    case 'pre_norm_mha.0.weight':
-    case 'pre_norm_mha.0.bias':
-    case 'pre_norm_ffn.0.weight':
-    case 'pre_norm_ffn.0.bias':
-      return put(key, [{ axis: 0, keep: hid }]);
-    case 'pre_norm_mha.1.qkv_proj.weight':
-      return put(key, [{ axis: 0, keep: qkvRows }, { axis: 1, keep: hid }], noHeadsEdit);
-    case 'pre_norm_mha.1.qkv_proj.bias':
-      return put(key, [{ axis: 0, keep: qkvRows }], noHeadsEdit);
-    case 'pre_norm_mha.1.out_proj.weight':
-      return put(key, [{ axis: 0, keep: hid, scale: z }, { axis: 1, keep: innerKeep, scale: zInner }]);
-    case 'pre_norm_mha.1.out_proj.bias':
-      return put(key, [{ axis: 0, keep: hid, scale: z }]);
-    case 'pre_norm_ffn.1.weight':
-      return put(key, [{ axis: 0, keep: p.units }, { axis: 1, keep: hid }], noUnitsEdit);
-    case 'pre_norm_ffn.1.bias':
-      return put(key, [{ axis: 0, keep: p.units }], noUnitsEdit);
-    case 'pre_norm_ffn.4.weight':
-      return put(key, [{ axis: 0, keep: hid, scale: z }, { axis: 1, keep: p.units, scale: p.zFfn }]);
-    case 'pre_norm_ffn.4.bias':
-      return put(key, [{ axis: 0, keep: hid, scale: z }]);
-    default:
-      throw new MclipError(`pruneViT: unexpected key '${key}' in a ViT block`);
-  }
 }
 
 /** A model of `config` (stem width included: `VitConfig.stemDim`) holding `sd`, a `pruneViTStateDict` result. */

@@ -16,9 +16,9 @@
 import * as tf from '../../base/tf.js';
 import { MclipError } from '../../errors.js';
 import type { CLIP } from '../../base/model/clip.js';
-import type { HookHandle } from '../../base/nn/module.js';
 import { RepMixerBlock } from '../../base/layers/repmixer-block.js';
 import { TransformerEncoder } from '../../base/layers/transformer-encoder.js';
+import { GateSet, maskTensor, type GateOptions, type Indicator } from './gate-set.js';
 import { HardConcreteGate } from './hard-concrete.js';
 import { repMixerBlockGeometry, repMixerBlockSize, sumSizes, transformerLayerGeometry, transformerLayerSize, type SizeTerm } from './expected-size.js';
 import { pruneText } from './prune-text.js';
@@ -30,34 +30,19 @@ interface LayerGates {
   ffn: HardConcreteGate;
 }
 
-export interface TextGateOptions {
-  /** Seed of the mask samples (each forward's seed is derived from it and a counter). */
-  seed?: number;
-  /** Name prefix of the ln α variables (tf variable names are global). */
-  name?: string;
-  /** Initial ln α of every gate (default 10, TinyCLIP's; clamped to ln 100 after the first step). */
-  initLogAlpha?: number;
-}
+export type TextGateOptions = GateOptions;
 
 let instances = 0;
 
-export class TextGates implements TowerGates {
+export class TextGates extends GateSet<TextMaskSet, TextMaskValues> implements TowerGates {
   readonly tower = 'text' as const;
   readonly hidden: HardConcreteGate;
   readonly layers: LayerGates[];
-  private applied: AppliedTextMasks | null = null;
-  private hook: HookHandle | null = null;
-  private owned: tf.Tensor[] = [];
-  private draws = 0;
-  private readonly seed: number;
 
-  constructor(
-    private readonly model: CLIP,
-    opts: TextGateOptions = {},
-  ) {
+  constructor(model: CLIP, opts: TextGateOptions = {}) {
+    super(model, opts.seed ?? 0, 'text gates');
     const sizes = textMaskSizes(model);
     const name = opts.name ?? `text_gates_${instances++}`;
-    this.seed = opts.seed ?? 0;
     const init = opts.initLogAlpha;
     this.hidden = new HardConcreteGate(sizes.hidden, { name: `${name}_hidden`, initLogAlpha: init });
     this.layers = sizes.layers.map((l, i) => ({
@@ -66,47 +51,26 @@ export class TextGates implements TowerGates {
     }));
   }
 
-  /** Every ln α variable (the `masks` parameter group). */
-  get logAlphas(): tf.Variable[] {
-    return [this.hidden, ...this.layers.flatMap((l) => (l.heads ? [l.heads, l.ffn] : [l.ffn]))].map((g) => g.logAlpha);
+  protected gates(): HardConcreteGate[] {
+    return [this.hidden, ...this.layers.flatMap((l) => (l.heads ? [l.heads, l.ffn] : [l.ffn]))];
   }
 
-  /** Installs the masks on the model (build the optimiser afterwards: the LayerNorms are replaced). */
-  install(): void {
-    if (this.applied) throw new MclipError('text gates: already installed');
-    this.applied = applyTextMasks(this.model, this.ownMasks(this.deterministicSet()));
-    this.hook = this.model.textEncoder.registerForwardPreHook(() => {
-      this.applied!.setMasks(this.ownMasks(this.model.textEncoder.training ? this.sampleSet() : this.deterministicSet()));
-    });
+  protected applyMasks(set: TextMaskSet): AppliedTextMasks {
+    return applyTextMasks(this.model, set);
   }
 
-  /** Takes the masks off the model (the LayerNorms are plain again; rebuild any optimiser). */
-  remove(): void {
-    this.hook?.remove();
-    this.hook = null;
-    this.applied?.remove();
-    this.applied = null;
-    tf.dispose(this.owned);
-    this.owned = [];
+  protected maskTensors(set: TextMaskSet): Array<tf.Tensor1D | undefined> {
+    return [set.hidden, ...set.layers.flatMap((l) => [l?.heads, l?.ffn])];
   }
 
-  /** Keeps the masks the hooks read until the next draw (they outlive the step's tidy scopes), frees the previous ones. */
-  private ownMasks(set: TextMaskSet): TextMaskSet {
-    const ts = [set.hidden, ...set.layers.flatMap((l) => [l?.heads, l?.ffn])].filter((t): t is tf.Tensor1D => t != null);
-    for (const t of ts) tf.keep(t);
-    tf.dispose(this.owned);
-    this.owned = ts;
-    return set;
+  protected sampleSet(): { set: TextMaskSet } {
+    const s = (g: HardConcreteGate) => this.draw(g);
+    return { set: { hidden: s(this.hidden), layers: this.layers.map((l) => ({ heads: l.heads ? s(l.heads) : undefined, ffn: s(l.ffn) })) } };
   }
 
-  private sampleSet(): TextMaskSet {
-    const s = (g: HardConcreteGate) => g.sample(this.seed * 1_000_003 + this.draws++ * 7919) as tf.Tensor1D;
-    return { hidden: s(this.hidden), layers: this.layers.map((l) => ({ heads: l.heads ? s(l.heads) : undefined, ffn: s(l.ffn) })) };
-  }
-
-  private deterministicSet(): TextMaskSet {
+  protected deterministicSet(): TextMaskSet {
     const v = this.deterministic();
-    const t = (a: Float32Array | undefined) => (a ? tf.tensor1d(a) : undefined);
+    const t = maskTensor;
     return { hidden: t(v.hidden), layers: v.layers.map((l) => (l ? { heads: t(l.heads), ffn: t(l.ffn) } : null)) };
   }
 
@@ -126,14 +90,8 @@ export class TextGates implements TowerGates {
     });
   }
 
-  /** The prunable size of the model `prune(model, countShift)` gives (the size formulas at the 0/1 indicators of the deterministic masks). */
-  prunedSize(countShift = 0): number {
-    const v = this.deterministic(countShift);
-    return tf.tidy(() => {
-      const ind = (a: Float32Array | undefined) => (a ? tf.tensor1d(a.map((x) => (x !== 0 ? 1 : 0))) : undefined);
-      const s = this.sizeOf({ hidden: ind(v.hidden), layers: v.layers.map((l) => ({ heads: ind(l?.heads), ffn: ind(l?.ffn) })) });
-      return Math.round(s.expected.dataSync()[0]);
-    });
+  protected indicatorSize(v: TextMaskValues, ind: Indicator): SizeTerm {
+    return this.sizeOf({ hidden: ind(v.hidden), layers: v.layers.map((l) => ({ heads: ind(l?.heads), ffn: ind(l?.ffn) })) });
   }
 
   /** The size formulas of the tower's layers at per-unit keep probabilities (or indicators). */
@@ -149,34 +107,8 @@ export class TextGates implements TowerGates {
     return sumSizes(parts);
   }
 
-  /** ŝ = 1 − E[N]/N₀. */
-  expectedSparsity(): tf.Scalar {
-    return tf.tidy(() => {
-      const s = this.expectedSize();
-      return tf.scalar(1).sub(s.expected.div(s.full)) as tf.Scalar;
-    });
-  }
-
-  /** Clamps every ln α (after each optimiser step). */
-  clamp(): void {
-    this.hidden.clampLogAlpha();
-    for (const l of this.layers) {
-      l.heads?.clampLogAlpha();
-      l.ffn.clampLogAlpha();
-    }
-  }
-
   prune(model: CLIP, countShift = 0): CLIP {
     return pruneText(model, this.deterministic(countShift)).model;
-  }
-
-  dispose(): void {
-    this.remove();
-    this.hidden.dispose();
-    for (const l of this.layers) {
-      l.heads?.dispose();
-      l.ffn.dispose();
-    }
   }
 }
 

@@ -14,9 +14,8 @@
  * projection, although the hidden mask shrinks all but the stem's inner convs too.
  */
 import * as tf from '../../base/tf.js';
-import { MclipError } from '../../errors.js';
 import type { CLIP } from '../../base/model/clip.js';
-import type { HookHandle } from '../../base/nn/module.js';
+import { GateSet, maskTensor, type GateOptions, type Indicator } from './gate-set.js';
 import { HardConcreteGate } from './hard-concrete.js';
 import { sumSizes, transformerLayerGeometry, transformerLayerSize, type SizeTerm } from './expected-size.js';
 import { pruneViT } from './prune-vit.js';
@@ -28,35 +27,20 @@ interface BlockGates {
   ffn: HardConcreteGate;
 }
 
-export interface ViTGateOptions {
-  /** Seed of the mask samples (each forward's seed is derived from it and a counter). */
-  seed?: number;
-  /** Name prefix of the ln α variables (tf variable names are global). */
-  name?: string;
-  /** Initial ln α of every gate (default 10, TinyCLIP's; clamped to ln 100 after the first step). */
-  initLogAlpha?: number;
-}
+export type ViTGateOptions = GateOptions;
 
 let instances = 0;
 
-export class ViTGates implements TowerGates {
+export class ViTGates extends GateSet<ViTMaskSet, ViTMaskValues> implements TowerGates {
   readonly tower = 'image' as const;
   readonly hidden: HardConcreteGate;
   readonly blocks: BlockGates[];
-  private applied: AppliedViTMasks | null = null;
-  private hook: HookHandle | null = null;
-  private owned: tf.Tensor[] = [];
-  private draws = 0;
-  private readonly seed: number;
 
   /** Throws when `model`'s image tower is not a ViT. */
-  constructor(
-    private readonly model: CLIP,
-    opts: ViTGateOptions = {},
-  ) {
+  constructor(model: CLIP, opts: ViTGateOptions = {}) {
+    super(model, opts.seed ?? 0, 'ViT gates');
     const sizes = vitMaskSizes(model);
     const name = opts.name ?? `vit_gates_${instances++}`;
-    this.seed = opts.seed ?? 0;
     const init = opts.initLogAlpha;
     this.hidden = new HardConcreteGate(sizes.hidden, { name: `${name}_hidden`, initLogAlpha: init });
     this.blocks = sizes.blocks.map((b, i) => ({
@@ -65,47 +49,26 @@ export class ViTGates implements TowerGates {
     }));
   }
 
-  /** Every ln α variable (the `masks` parameter group). */
-  get logAlphas(): tf.Variable[] {
-    return [this.hidden, ...this.blocks.flatMap((b) => [b.heads, b.ffn])].map((g) => g.logAlpha);
+  protected gates(): HardConcreteGate[] {
+    return [this.hidden, ...this.blocks.flatMap((b) => [b.heads, b.ffn])];
   }
 
-  /** Installs the masks on the model (build the optimiser afterwards: the LayerNorms are replaced). */
-  install(): void {
-    if (this.applied) throw new MclipError('ViT gates: already installed');
-    this.applied = applyViTMasks(this.model, this.ownMasks(this.deterministicSet()));
-    this.hook = this.model.imageEncoder.registerForwardPreHook(() => {
-      this.applied!.setMasks(this.ownMasks(this.model.imageEncoder.training ? this.sampleSet() : this.deterministicSet()));
-    });
+  protected applyMasks(set: ViTMaskSet): AppliedViTMasks {
+    return applyViTMasks(this.model, set);
   }
 
-  /** Takes the masks off the model (the LayerNorms are plain again; rebuild any optimiser). */
-  remove(): void {
-    this.hook?.remove();
-    this.hook = null;
-    this.applied?.remove();
-    this.applied = null;
-    tf.dispose(this.owned);
-    this.owned = [];
+  protected maskTensors(set: ViTMaskSet): Array<tf.Tensor1D | undefined> {
+    return [set.hidden, ...set.blocks.flatMap((b) => [b?.heads, b?.ffn])];
   }
 
-  /** Keeps the masks the hooks read until the next draw (they outlive the step's tidy scopes), frees the previous ones. */
-  private ownMasks(set: ViTMaskSet): ViTMaskSet {
-    const ts = [set.hidden, ...set.blocks.flatMap((b) => [b?.heads, b?.ffn])].filter((t): t is tf.Tensor1D => t != null);
-    for (const t of ts) tf.keep(t);
-    tf.dispose(this.owned);
-    this.owned = ts;
-    return set;
+  protected sampleSet(): { set: ViTMaskSet } {
+    const s = (g: HardConcreteGate) => this.draw(g);
+    return { set: { hidden: s(this.hidden), blocks: this.blocks.map((b) => ({ heads: s(b.heads), ffn: s(b.ffn) })) } };
   }
 
-  private sampleSet(): ViTMaskSet {
-    const s = (g: HardConcreteGate) => g.sample(this.seed * 1_000_003 + this.draws++ * 7919) as tf.Tensor1D;
-    return { hidden: s(this.hidden), blocks: this.blocks.map((b) => ({ heads: s(b.heads), ffn: s(b.ffn) })) };
-  }
-
-  private deterministicSet(): ViTMaskSet {
+  protected deterministicSet(): ViTMaskSet {
     const v = this.deterministic();
-    const t = (a: Float32Array | undefined) => (a ? tf.tensor1d(a) : undefined);
+    const t = maskTensor;
     return { hidden: t(v.hidden), blocks: v.blocks.map((b) => (b ? { heads: t(b.heads), ffn: t(b.ffn) } : null)) };
   }
 
@@ -125,14 +88,8 @@ export class ViTGates implements TowerGates {
     });
   }
 
-  /** The prunable size of the model `prune(model, countShift)` gives (the size formulas at the 0/1 indicators of the deterministic masks). */
-  prunedSize(countShift = 0): number {
-    const v = this.deterministic(countShift);
-    return tf.tidy(() => {
-      const ind = (a: Float32Array | undefined) => (a ? tf.tensor1d(a.map((x) => (x !== 0 ? 1 : 0))) : undefined);
-      const s = this.sizeOf({ hidden: ind(v.hidden), blocks: v.blocks.map((b) => ({ heads: ind(b?.heads), ffn: ind(b?.ffn) })) });
-      return Math.round(s.expected.dataSync()[0]);
-    });
+  protected indicatorSize(v: ViTMaskValues, ind: Indicator): SizeTerm {
+    return this.sizeOf({ hidden: ind(v.hidden), blocks: v.blocks.map((b) => ({ heads: ind(b?.heads), ffn: ind(b?.ffn) })) });
   }
 
   /** The size formulas of the tower's blocks at per-unit keep probabilities (or indicators). */
@@ -145,35 +102,9 @@ export class ViTGates implements TowerGates {
     return sumSizes(parts);
   }
 
-  /** ŝ = 1 − E[N]/N₀. */
-  expectedSparsity(): tf.Scalar {
-    return tf.tidy(() => {
-      const s = this.expectedSize();
-      return tf.scalar(1).sub(s.expected.div(s.full)) as tf.Scalar;
-    });
-  }
-
-  /** Clamps every ln α (after each optimiser step). */
-  clamp(): void {
-    this.hidden.clampLogAlpha();
-    for (const b of this.blocks) {
-      b.heads.clampLogAlpha();
-      b.ffn.clampLogAlpha();
-    }
-  }
-
   /** `model` (this ViT's layout) pruned by the deterministic masks (counted with `countShift`): a new dense model; `model` is left as it is. */
   prune(model: CLIP, countShift = 0): CLIP {
     return pruneViT(model, this.deterministic(countShift)).model;
-  }
-
-  dispose(): void {
-    this.remove();
-    this.hidden.dispose();
-    for (const b of this.blocks) {
-      b.heads.dispose();
-      b.ffn.dispose();
-    }
   }
 }
 
