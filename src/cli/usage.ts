@@ -71,6 +71,12 @@ export function cleanYargsMessage(msg: string, rawArgs: readonly string[]): stri
     const names = req[1]!.split(/,\s*/).filter(Boolean).map((n) => `--${kebab(n)}`);
     return `missing required option${names.length > 1 ? 's' : ''} ${names.join(', ')}`;
   }
+  const inv = /^Invalid values:\s*Argument: ([^,]+), Given: (.*), Choices: (.*)$/s.exec(msg.trim());
+  if (inv) {
+    const unquote = (v: string) => v.trim().replace(/^"(.*)"$/s, '$1');
+    const choices = inv[3]!.split(/,\s*/).map(unquote);
+    return `--${kebab(inv[1]!.trim())}: expected one of ${choices.join(', ')}, got '${unquote(inv[2]!)}'`;
+  }
   const m = /^Unknown arguments?: (.*)$/s.exec(msg.trim());
   if (!m) return msg;
   const names = m[1]!.split(/,\s*/).filter(Boolean);

@@ -202,3 +202,20 @@ export function textMacsForTokens(records: readonly MacRecord[], tokens: ArrayLi
   for (const n of counts) s += sumMacs(rescaleMacs(records, { tokens: n, tokensKept }), 'text');
   return s / counts.length;
 }
+
+/**
+ * Mean text MACs of the model as it runs now (token-reduction hooks included) over token rows
+ * [n, contextLength]: each row is profiled on its own, so the records hold the token counts each
+ * layer really saw (exact where the reducers' shapes depend on the row, unlike a rescaled profile).
+ */
+export function measuredTextMacs(model: CLIP, tokens: ArrayLike<number>, contextLength: number): number {
+  const n = tokens.length / contextLength;
+  if (n === 0) return 0;
+  let s = 0;
+  for (let i = 0; i < n; i++) {
+    const row = Int32Array.from({ length: contextLength }, (_, j) => tokens[i * contextLength + j]);
+    const records = profileMacs(model, () => tf.tidy(() => model.encodeText(tf.tensor2d(row, [1, contextLength], 'int32'))));
+    s += sumMacs(records, 'text');
+  }
+  return s / n;
+}

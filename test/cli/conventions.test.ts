@@ -38,9 +38,9 @@ describe('CLI conventions', () => {
   });
 
   it('an unknown command is a usage error naming it (exit 2), also with --help', async ({ expect }) => {
-    for (const args of [['bogus'], ['run', '--help'], ['--quiet', 'run']]) {
+    for (const args of [['bogus'], ['frobnicate', '--help'], ['--quiet', 'frobnicate']]) {
       const r = await runMain(args);
-      expectOneLineError(expect, r, /^mclip: usage error: unknown command '(bogus|run)' \(commands: tokenize, vocab, .*\) \(see mclip --help\)$/, 2);
+      expectOneLineError(expect, r, /^mclip: usage error: unknown command '(bogus|frobnicate)' \(commands: tokenize, vocab, .*\) \(see mclip --help\)$/, 2);
     }
     const sub = await runMain(['vocab', 'bogus']);
     expectOneLineError(expect, sub, /unknown vocab subcommand 'bogus' \(expected train\) \(see mclip vocab --help\)$/, 2);

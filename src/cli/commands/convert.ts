@@ -1,4 +1,5 @@
 import type { Argv } from 'yargs';
+import { withOptions, type OptionTable } from '../options.js';
 import { statSync } from 'node:fs';
 import { basename, extname } from 'node:path';
 import { MclipError } from '../../errors.js';
@@ -98,22 +99,24 @@ export async function runConvert(args: ConvertArgs): Promise<void> {
   }
 }
 
+export const CONVERT_OPTIONS = {
+  to: { type: 'string', describe: `target format: ${CONVERT_TARGETS.join(' | ')} (required unless --attention)` },
+  out: { type: 'string', demandOption: true, describe: 'output file (.pt/.pth for --to pt, .safetensors for --to safetensors)' },
+  dtype: { type: 'string', describe: `cast every floating tensor: ${SAVE_DTYPES.join(' | ')} (default: keep; int64 stays int64)` },
+  attention: { type: 'string', describe: `switch every attention layer to this kernel (${SWITCH_KERNELS.join(' | ')}; b = −ln n recorded); writes safetensors` },
+  'qk-norm': { type: 'boolean', describe: 'with --attention: add QK-norm (LayerNorm on each head\'s q and k) to the text / ViT layers' },
+  'hybrid-norm': { type: 'boolean', describe: 'with --attention: add a LayerNorm on the attention output before the residual add (text / ViT layers)' },
+  'layer-scale': { type: 'number', describe: 'with --attention: LayerScale on the attention residual of the text / ViT layers, with this initial gain (e.g. 1e-4)' },
+  towers: { type: 'string', describe: 'with --attention: text | image | both (default both)' },
+  arch: { type: 'string', describe: 'with --attention: the architecture the checkpoint must fit (default: read off the shapes)' },
+} as const satisfies OptionTable;
+
 export function convertCommand(y: Argv): Argv {
   return y.command(
     'convert <checkpoint>',
     'rewrite a checkpoint as a PyTorch .pt (official keys; torch.load + load_state_dict take it) or as safetensors; or switch its attention (--attention sigmoid)',
     (a) =>
-      a
-        .positional('checkpoint', { type: 'string', demandOption: true, describe: 'official .pt, safetensors, or an mclip checkpoint' })
-        .option('to', { type: 'string', describe: `target format: ${CONVERT_TARGETS.join(' | ')} (required unless --attention)` })
-        .option('out', { type: 'string', demandOption: true, describe: 'output file (.pt/.pth for --to pt, .safetensors for --to safetensors)' })
-        .option('dtype', { type: 'string', describe: `cast every floating tensor: ${SAVE_DTYPES.join(' | ')} (default: keep; int64 stays int64)` })
-        .option('attention', { type: 'string', describe: `switch every attention layer to this kernel (${SWITCH_KERNELS.join(' | ')}; b = −ln n recorded); writes safetensors` })
-        .option('qk-norm', { type: 'boolean', describe: 'with --attention: add QK-norm (LayerNorm on each head\'s q and k) to the text / ViT layers' })
-        .option('hybrid-norm', { type: 'boolean', describe: 'with --attention: add a LayerNorm on the attention output before the residual add (text / ViT layers)' })
-        .option('layer-scale', { type: 'number', describe: 'with --attention: LayerScale on the attention residual of the text / ViT layers, with this initial gain (e.g. 1e-4)' })
-        .option('towers', { type: 'string', describe: 'with --attention: text | image | both (default both)' })
-        .option('arch', { type: 'string', describe: 'with --attention: the architecture the checkpoint must fit (default: read off the shapes)' }),
+      withOptions(a.positional('checkpoint', { type: 'string', demandOption: true, describe: 'official .pt, safetensors, or an mclip checkpoint' }), CONVERT_OPTIONS),
     (args) =>
       runConvert({
         checkpoint: String(args.checkpoint),

@@ -1,4 +1,5 @@
 import type { Argv } from 'yargs';
+import { withOptions, type OptionTable } from '../options.js';
 import cliProgress from 'cli-progress';
 import { MclipError } from '../../errors.js';
 import { buildEmojiDataset, parseRgb, type DatasetManifest } from '../../base/data/index.js';
@@ -62,6 +63,27 @@ function report(m: DatasetManifest, out: string): void {
   console.log(JSON.stringify({ out, samples: m.totalSamples, bytes: m.totalBytes, seconds: m.buildSeconds, splits: Object.fromEntries(Object.entries(m.splits).map(([s, st]) => [s, st.samples])) }));
 }
 
+export const DATA_EMOJI_OPTIONS = {
+  out: { type: 'string', demandOption: true, describe: 'output folder (gets train/, eval/, manifest.json)' },
+  vendors: { type: 'string', default: 'google,twitter,facebook', describe: 'comma-separated emoji-datasource vendors' },
+  'eval-vendor': { type: 'string', default: 'facebook', describe: 'vendor held out for eval/' },
+  size: { type: 'number', default: 64, describe: 'image side in pixels' },
+  background: { type: 'string', default: '255,255,255', describe: 'R,G,B background for transparent pixels' },
+  'samples-per-shard': { type: 'number', default: 1000, describe: 'samples per tar shard' },
+  limit: { type: 'number', describe: 'only the first N emoji (with their skin variants) per vendor' },
+  sample: { type: 'number', describe: 'only N emoji evenly spaced over the sort order (every category keeps its share), with their skin variants' },
+  only: { type: 'string', describe: 'only these emoji short names, comma-separated (e.g. grinning,wave)' },
+  force: { type: 'boolean', default: false, describe: 'replace shards already in the output folders' },
+} as const satisfies OptionTable;
+
+export const DATA_FASHION_MNIST_OPTIONS = {
+  out: { type: 'string', demandOption: true, describe: 'output folder (gets train/, eval/, manifest.json)' },
+  idx: { type: 'string', default: FASHION_MNIST_DEFAULT_DIR, describe: 'folder with {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]' },
+  'samples-per-shard': { type: 'number', default: 1000, describe: 'samples per tar shard' },
+  limit: { type: 'number', describe: 'only the first N images of each split' },
+  force: { type: 'boolean', default: false, describe: 'replace shards already in the output folders' },
+} as const satisfies OptionTable;
+
 export function dataCommand(y: Argv): Argv {
   return y.command('data', 'build image–text datasets as webdataset shards', (v) =>
     v
@@ -69,17 +91,7 @@ export function dataCommand(y: Argv): Argv {
         'emoji',
         'emoji images (npm emoji-datasource-*, emojibase-data) → train (some vendors) / eval (held-out vendor) shards',
         (a) =>
-          a
-            .option('out', { type: 'string', demandOption: true, describe: 'output folder (gets train/, eval/, manifest.json)' })
-            .option('vendors', { type: 'string', default: 'google,twitter,facebook', describe: 'comma-separated emoji-datasource vendors' })
-            .option('eval-vendor', { type: 'string', default: 'facebook', describe: 'vendor held out for eval/' })
-            .option('size', { type: 'number', default: 64, describe: 'image side in pixels' })
-            .option('background', { type: 'string', default: '255,255,255', describe: 'R,G,B background for transparent pixels' })
-            .option('samples-per-shard', { type: 'number', default: 1000, describe: 'samples per tar shard' })
-            .option('limit', { type: 'number', describe: 'only the first N emoji (with their skin variants) per vendor' })
-            .option('sample', { type: 'number', describe: 'only N emoji evenly spaced over the sort order (every category keeps its share), with their skin variants' })
-            .option('only', { type: 'string', describe: 'only these emoji short names, comma-separated (e.g. grinning,wave)' })
-            .option('force', { type: 'boolean', default: false, describe: 'replace shards already in the output folders' }) as unknown as Argv<DataEmojiArgs>,
+          withOptions(a, DATA_EMOJI_OPTIONS) as unknown as Argv<DataEmojiArgs>,
         async (args) => {
           checkCount('samples-per-shard', args['samples-per-shard'], 1);
           checkCount('limit', args.limit, 1);
@@ -114,12 +126,7 @@ export function dataCommand(y: Argv): Argv {
         'fashion-mnist',
         'Fashion-MNIST IDX files (Debian dataset-fashion-mnist) → train / eval shards',
         (a) =>
-          a
-            .option('out', { type: 'string', demandOption: true, describe: 'output folder (gets train/, eval/, manifest.json)' })
-            .option('idx', { type: 'string', default: FASHION_MNIST_DEFAULT_DIR, describe: 'folder with {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]' })
-            .option('samples-per-shard', { type: 'number', default: 1000, describe: 'samples per tar shard' })
-            .option('limit', { type: 'number', describe: 'only the first N images of each split' })
-            .option('force', { type: 'boolean', default: false, describe: 'replace shards already in the output folders' }) as unknown as Argv<DataFashionArgs>,
+          withOptions(a, DATA_FASHION_MNIST_OPTIONS) as unknown as Argv<DataFashionArgs>,
         async (args) => {
           checkCount('samples-per-shard', args['samples-per-shard'], 1);
           checkCount('limit', args.limit, 1);

@@ -25,6 +25,7 @@
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Argv } from 'yargs';
+import { withOptions, type OptionTable } from '../options.js';
 import * as tf from '../../base/tf.js';
 import { MclipError } from '../../errors.js';
 import type { CLIP } from '../../base/model/clip.js';
@@ -379,37 +380,36 @@ function readStages(path: string): string {
   }
 }
 
+export const DISTILL_OPTIONS = {
+  teacher: { type: 'string', describe: 'teacher checkpoint (run live, see --teacher-engine); not needed with --reinforced' },
+  'teacher-engine': { type: 'string', default: 'ort', choices: ENGINES, describe: "what runs the live teacher (ort | tfjs): ort = the checkpoint's verified ONNX export in onnxruntime-node (cached by checkpoint hash in $MCLIP_CACHE_DIR/onnx), falling back to tfjs with the reason; tfjs = the tfjs model" },
+  init: { type: 'string', demandOption: true, describe: 'student to prune (usually the teacher itself)' },
+  data: { type: 'string', demandOption: true, describe: 'shards folder (mclip data …, or mclip reinforce output with --reinforced)' },
+  split: { type: 'string', default: 'train' },
+  vocab: { type: 'string', describe: 'vocabulary folder (default $MCLIP_VOCAB)' },
+  reinforced: { type: 'boolean', default: false, describe: 'use the shards’ stored teacher embeddings instead of a live teacher' },
+  sparsity: { type: 'string', describe: 'target sparsity of each stage, increasing, e.g. 0.25,0.5,0.75 (fractions of the initial prunable parameters of the masked towers); 0: plain distillation, no masks' },
+  stages: { type: 'string', describe: 'JSON file of stages instead of --sparsity: [{"sparsity": 0.25, "steps": 300, "maskSteps": 180, "teacher": "original"|"previous"}, …]' },
+  towers: { type: 'string', default: 'both', describe: 'towers to mask: both (text,image), text or image; the others train along unmasked' },
+  'image-channels': { type: 'boolean', default: false, describe: 'also mask the MCi stage channels (coarse, coupled through the PatchEmbeds); default: heads and ConvFFN hidden channels only' },
+  'stage-steps': { type: 'number', default: 300, describe: 'steps per stage' },
+  'mask-fraction': { type: 'number', default: 0.6, describe: 'fraction of a stage spent learning masks (--prune-step = fraction × stage steps)' },
+  'warmup-fraction': { type: 'number', default: 0.5, describe: 'fraction of the mask steps over which the target ramps up (--sparsity-warmup)' },
+  batch: { type: 'number', default: 32 },
+  lr: { type: 'number', default: 1e-4, describe: 'peak lr of the model (TinyCLIP: 1e-4)' },
+  form: { type: 'string', default: 'two-sided', choices: ['two-sided', 'one-sided'], describe: 'sparsity Lagrangian: two-sided (paper; default, settles on short stages) or one-sided (TinyCLIP code)' },
+  distill: { type: 'string', default: 'affinity', choices: ['affinity', 'kd'], describe: 'affinity (TinyCLIP L_AM) or kd (MobileCLIP L_KD)' },
+  seed: { type: 'number', default: 0 },
+  limit: { type: 'number', describe: 'use only the first N samples of the split' },
+  out: { type: 'string', demandOption: true, describe: 'output folder: stage-K/model.safetensors and stages.jsonl' },
+} as const satisfies OptionTable;
+
 export function distillCommand(y: Argv): Argv {
   return y.command(
     'distill',
     'TinyCLIP automatic weight inheritance: learn masks toward each target sparsity, prune, distil (progressive stages; both towers)',
     (a) =>
-      a
-        .option('teacher', { type: 'string', describe: 'teacher checkpoint (run live, see --teacher-engine); not needed with --reinforced' })
-        .option('teacher-engine', {
-          type: 'string',
-          default: 'ort',
-          describe: "what runs the live teacher (ort | tfjs): ort = the checkpoint's verified ONNX export in onnxruntime-node (cached by checkpoint hash in $MCLIP_CACHE_DIR/onnx), falling back to tfjs with the reason; tfjs = the tfjs model",
-        })
-        .option('init', { type: 'string', demandOption: true, describe: 'student to prune (usually the teacher itself)' })
-        .option('data', { type: 'string', demandOption: true, describe: 'shards folder (mclip data …, or mclip reinforce output with --reinforced)' })
-        .option('split', { type: 'string', default: 'train' })
-        .option('vocab', { type: 'string', describe: 'vocabulary folder (default $MCLIP_VOCAB)' })
-        .option('reinforced', { type: 'boolean', default: false, describe: 'use the shards’ stored teacher embeddings instead of a live teacher' })
-        .option('sparsity', { type: 'string', describe: 'target sparsity of each stage, increasing, e.g. 0.25,0.5,0.75 (fractions of the initial prunable parameters of the masked towers); 0: plain distillation, no masks' })
-        .option('stages', { type: 'string', describe: 'JSON file of stages instead of --sparsity: [{"sparsity": 0.25, "steps": 300, "maskSteps": 180, "teacher": "original"|"previous"}, …]' })
-        .option('towers', { type: 'string', default: 'both', describe: 'towers to mask: both (text,image), text or image; the others train along unmasked' })
-        .option('image-channels', { type: 'boolean', default: false, describe: 'also mask the MCi stage channels (coarse, coupled through the PatchEmbeds); default: heads and ConvFFN hidden channels only' })
-        .option('stage-steps', { type: 'number', default: 300, describe: 'steps per stage' })
-        .option('mask-fraction', { type: 'number', default: 0.6, describe: 'fraction of a stage spent learning masks (--prune-step = fraction × stage steps)' })
-        .option('warmup-fraction', { type: 'number', default: 0.5, describe: 'fraction of the mask steps over which the target ramps up (--sparsity-warmup)' })
-        .option('batch', { type: 'number', default: 32 })
-        .option('lr', { type: 'number', default: 1e-4, describe: 'peak lr of the model (TinyCLIP: 1e-4)' })
-        .option('form', { type: 'string', default: 'two-sided', describe: 'sparsity Lagrangian: two-sided (paper; default, settles on short stages) or one-sided (TinyCLIP code)' })
-        .option('distill', { type: 'string', default: 'affinity', describe: 'affinity (TinyCLIP L_AM) or kd (MobileCLIP L_KD)' })
-        .option('seed', { type: 'number', default: 0 })
-        .option('limit', { type: 'number', describe: 'use only the first N samples of the split' })
-        .option('out', { type: 'string', demandOption: true, describe: 'output folder: stage-K/model.safetensors and stages.jsonl' }),
+      withOptions(a, DISTILL_OPTIONS),
     (args) =>
       runDistill({
         teacher: args.teacher,

@@ -1,4 +1,5 @@
 import type { Argv } from 'yargs';
+import { withOptions, type OptionTable } from '../options.js';
 import * as tf from '../../base/tf.js';
 import { MclipError } from '../../errors.js';
 import { readSafetensors, writeSafetensors } from '../../base/io/safetensors.js';
@@ -194,27 +195,26 @@ export async function runEmbed(args: EmbedArgs): Promise<void> {
   }
 }
 
+export const EMBED_OPTIONS = {
+  arch: { type: 'string', describe: 'architecture (mobileclip_s0, _s1, _s2, _b, mobileclip_tiny, …) for checkpoints without a config' },
+  checkpoint: { type: 'string', demandOption: true, describe: 'official .pt, safetensors, or an mclip checkpoint' },
+  fused: { type: 'boolean', default: false, describe: 'reparameterise before running (official inference path)' },
+  inputs: { type: 'string', describe: "safetensors with 'image' (N×3×H×W float32) and/or 'tokens' (N×77 int)" },
+  out: { type: 'string', describe: "safetensors to write 'image_features' / 'text_features' to" },
+  images: { type: 'string', array: true, describe: 'image files (printed as a similarity matrix)' },
+  texts: { type: 'string', array: true, describe: 'texts (printed as a similarity matrix)' },
+  vocab: { type: 'string', describe: 'tokenizer folder (else $MCLIP_VOCAB)' },
+  batch: { type: 'number', default: 16, describe: 'batch size' },
+  json: { type: 'boolean', default: false, describe: 'print JSON' },
+  'text-padding': { type: 'string', default: 'as-trained', describe: `text padding policy: ${TEXT_PADDINGS.join(' | ')} (truncate: exact for causal towers, approximate for S0–S2; see src/prune/padding.ts)` },
+} as const satisfies OptionTable;
+
 export function embedCommand(y: Argv): Argv {
   return y.command<EmbedArgs>(
     'embed',
     'image/text features of a checkpoint (as the official encode_image / encode_text)',
     (a) =>
-      a
-        .option('arch', { type: 'string', describe: 'architecture (mobileclip_s0, _s1, _s2, _b, mobileclip_tiny, …) for checkpoints without a config' })
-        .option('checkpoint', { type: 'string', demandOption: true, describe: 'official .pt, safetensors, or an mclip checkpoint' })
-        .option('fused', { type: 'boolean', default: false, describe: 'reparameterise before running (official inference path)' })
-        .option('inputs', { type: 'string', describe: "safetensors with 'image' (N×3×H×W float32) and/or 'tokens' (N×77 int)" })
-        .option('out', { type: 'string', describe: "safetensors to write 'image_features' / 'text_features' to" })
-        .option('images', { type: 'string', array: true, describe: 'image files (printed as a similarity matrix)' })
-        .option('texts', { type: 'string', array: true, describe: 'texts (printed as a similarity matrix)' })
-        .option('vocab', { type: 'string', describe: 'tokenizer folder (else $MCLIP_VOCAB)' })
-        .option('batch', { type: 'number', default: 16, describe: 'batch size' })
-        .option('json', { type: 'boolean', default: false, describe: 'print JSON' })
-        .option('text-padding', {
-          type: 'string',
-          default: 'as-trained',
-          describe: `text padding policy: ${TEXT_PADDINGS.join(' | ')} (truncate: exact for causal towers, approximate for S0–S2; see src/prune/padding.ts)`,
-        }) as unknown as Argv<EmbedArgs>,
+      withOptions(a, EMBED_OPTIONS) as unknown as Argv<EmbedArgs>,
     (args) => runEmbed(args),
   );
 }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync, renameSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { Argv } from 'yargs';
+import { withOptions, type OptionTable } from '../options.js';
 import * as tf from '../../base/tf.js';
 import { MclipError } from '../../errors.js';
 import { loadModel } from '../../base/model/checkpoint.js';
@@ -37,12 +38,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CLIP } from '../../base/model/clip.js';
+import type { HookHandle } from '../../base/nn/module.js';
 import { startBackend, type GlobalArgs } from '../run.js';
 import { startProgress, type Progress } from '../progress.js';
 import { UsageError } from '../usage.js';
+import { installTokenSettings, parseTokenArgs, textLayerCount, tokenFlags, tokensAsTrained, TOKEN_OPTIONS, type TokenArgs } from '../token-options.js';
+import { measuredTextMacs } from '../../eval/cost.js';
 import { formatShard, parseShard, shardItems, type ShardRange, type ShardSpec } from '../shard.js';
 
-export interface EvalArgs extends GlobalArgs {
+export interface EvalArgs extends GlobalArgs, TokenArgs {
   model: string[];
   data: string;
   split: string;
@@ -241,6 +245,9 @@ export function plotLatency(args: Pick<EvalArgs, 'ort'>): LatencyChoice {
   return { engine: args.ort ? 'ort' : 'tfjs', tower: 'sum', batch: 'b1' };
 }
 
+/** Captions (evenly spaced) whose text MACs are measured one by one for a token-reduced model. */
+const MEASURED_CAPTIONS = 200;
+
 /** The larger batch of the latency measurements. */
 const LATENCY_BATCH = 8;
 
@@ -249,6 +256,9 @@ export async function runEval(args: EvalArgs): Promise<void> {
   const shard = parseShard(args.shard);
   if (shard && !args.json) throw new UsageError(`--shard ${formatShard(shard)} needs --json PART.json (where this part's embeddings go; join the parts with mclip merge-results)`);
   if (shard && args.plot) throw new UsageError('--plot: not with --shard (the plot needs every sample: pass --plot to mclip merge-results)');
+  const tokenFlagsGiven = [args.textPadding, args.pruneLayers, args.keep, args.mergeLayers, args.merge].some((v) => v !== undefined);
+  parseTokenArgs(args, Number.MAX_SAFE_INTEGER); // the flags' form, before any data loads (the layer range: per model)
+  if (shard && tokenFlagsGiven) throw new UsageError('--text-padding / --prune-layers / --merge-layers: not with --shard (a part would measure MACs on its own captions only)');
   const engineChoice = args.engine ?? 'ort';
   if (!ENGINES.includes(engineChoice)) throw new UsageError(`--engine: expected one of ${ENGINES.join(', ')}, got '${String(engineChoice)}'`);
   if (args.model.length === 0) throw new MclipError('give at least one --model');
@@ -307,8 +317,17 @@ export async function runEval(args: EvalArgs): Promise<void> {
       const t0 = Date.now();
       progress.update(done, `${spec.name}: loading`);
       const { model } = await loadModel(spec.path, { arch: args.arch });
+      let tokenHooks: HookHandle | undefined;
       try {
         reparameterize(model);
+        // Token reduction (padding policy, pruning, merging) runs as hooks on the tfjs text tower:
+        // such a model is embedded and timed in tfjs (its ONNX export is the model as trained).
+        const tokens = parseTokenArgs(args, textLayerCount(model));
+        const reduced = !tokensAsTrained(tokens);
+        if (reduced) {
+          tokenHooks = installTokenSettings(model, tokens);
+          note(`mclip: ${spec.name}: text tokens ${tokenFlags(tokens).join(' ')}: embedded and timed in tfjs (hooks on the text tower); no ORT latency; text MACs measured on the captions`);
+        }
         if (tokenizer.vocabSize !== model.cfg.text.vocabSize) {
           throw new MclipError(`${spec.path}: text vocabulary ${model.cfg.text.vocabSize} ≠ tokenizer's ${tokenizer.vocabSize} (pass the model's --vocab)`);
         }
@@ -323,11 +342,11 @@ export async function runEval(args: EvalArgs): Promise<void> {
         const zeroShot = { images, labels, classNames, templates: args.templates };
         const retrieval = { images, captions, textToImage };
         if (engineChoice === 'ort') progress.update(done, `${spec.name}: ONNX engine (export + verify on the first run)`);
-        const opened = await openEngine(engineChoice, model, { checkpoint: spec.path, tfjsDescription });
+        const opened = await openEngine(reduced ? 'tfjs' : engineChoice, model, { checkpoint: spec.path, tfjsDescription });
         try {
           if (!args.quiet || opened.report.fallback) note(`mclip: ${spec.name}: ${opened.line}`);
           let ort: OrtLatency | undefined;
-          if (args.latency && args.ort) {
+          if (args.latency && args.ort && !reduced) {
             progress.update(done, `${spec.name}: ${opened.onnx ? '' : 'ONNX export + '}ORT latency`);
             ort = await measureOrt(model, args.latencyRuns, LATENCY_BATCH, opened.onnx);
           }
@@ -346,6 +365,7 @@ export async function runEval(args: EvalArgs): Promise<void> {
               advance(k, `${spec.name}: ${phase === 'latency' ? `tfjs latency` : `${phase} (${opened.engine.name})`}`);
             },
           });
+          if (reduced) ev.row.macs.textPresent = measuredTextMacs(model, tokenizer.tokenize(evenlySpaced(captions, MEASURED_CAPTIONS), model.cfg.text.contextLength), model.cfg.text.contextLength);
           const embedSeconds = ((e1 ?? performance.now()) - e0) / 1000;
           const samplesPerSecond = n / Math.max(embedSeconds, 1e-9);
           engines.push({ model: spec.name, ...opened.report, embedSeconds, samplesPerSecond });
@@ -358,6 +378,7 @@ export async function runEval(args: EvalArgs): Promise<void> {
           await opened.engine.dispose();
         }
       } finally {
+        tokenHooks?.remove();
         model.dispose();
       }
     }
@@ -468,36 +489,33 @@ async function embedPart(name: string, model: CLIP, tokenizer: ClipTokenizer, im
   }
 }
 
+export const EVAL_OPTIONS = {
+  model: { type: 'string', array: true, demandOption: true, describe: 'checkpoint (or NAME=PATH); the first is the baseline' },
+  data: { type: 'string', demandOption: true, describe: 'dataset folder (mclip data …)' },
+  split: { type: 'string', default: 'eval', describe: 'split folder inside --data' },
+  arch: { type: 'string', describe: 'architecture for checkpoints that carry no config' },
+  vocab: { type: 'string', describe: 'tokenizer folder (else $MCLIP_VOCAB)' },
+  label: { type: 'string', default: 'category', describe: 'label key used as the zero-shot class' },
+  templates: { type: 'string', default: 'emoji', describe: `prompt template set: ${TEMPLATE_CHOICES.join(' | ')}` },
+  limit: { type: 'number', describe: 'evaluate on the first N samples' },
+  sample: { type: 'number', describe: 'evaluate on N samples evenly spaced over the split (all categories kept in proportion)' },
+  batch: { type: 'number', default: 32, describe: 'batch size' },
+  latency: { type: 'boolean', default: true, describe: 'time each encoder (use --no-latency to skip)' },
+  'latency-runs': { type: 'number', default: 30, describe: 'timed runs per measurement' },
+  ort: { type: 'boolean', default: true, describe: 'also time the ONNX export (verified) in onnxruntime-node (--no-ort to skip)' },
+  engine: { type: 'string', default: 'ort', choices: ENGINES, describe: 'what embeds (ort | tfjs): ort = the checkpoint\'s verified ONNX export in onnxruntime-node (cached by checkpoint hash in $MCLIP_CACHE_DIR/onnx), falling back to tfjs with the reason; tfjs = the tfjs model' },
+  json: { type: 'string', describe: 'write the JSON report here' },
+  plot: { type: 'string', describe: 'write the accuracy-vs-latency SVG here' },
+  shard: { type: 'string', describe: 'i/N: embed only part i (0 ≤ i < N) of the samples, in whole --batch batches, and write them to --json as a part (latency: part 0 only); mclip merge-results joins the N parts into the unsharded report' },
+  ...TOKEN_OPTIONS,
+} as const satisfies OptionTable;
+
 export function evalCommand(y: Argv): Argv {
   return y.command<EvalArgs>(
     'eval',
     'zero-shot accuracy and retrieval against params, MACs and latency, one row per model',
     (a) =>
-      a
-        .option('model', { type: 'string', array: true, demandOption: true, describe: 'checkpoint (or NAME=PATH); the first is the baseline' })
-        .option('data', { type: 'string', demandOption: true, describe: 'dataset folder (mclip data …)' })
-        .option('split', { type: 'string', default: 'eval', describe: 'split folder inside --data' })
-        .option('arch', { type: 'string', describe: 'architecture for checkpoints that carry no config' })
-        .option('vocab', { type: 'string', describe: 'tokenizer folder (else $MCLIP_VOCAB)' })
-        .option('label', { type: 'string', default: 'category', describe: 'label key used as the zero-shot class' })
-        .option('templates', { type: 'string', default: 'emoji', describe: `prompt template set: ${TEMPLATE_CHOICES.join(' | ')}` })
-        .option('limit', { type: 'number', describe: 'evaluate on the first N samples' })
-        .option('sample', { type: 'number', describe: 'evaluate on N samples evenly spaced over the split (all categories kept in proportion)' })
-        .option('batch', { type: 'number', default: 32, describe: 'batch size' })
-        .option('latency', { type: 'boolean', default: true, describe: 'time each encoder (use --no-latency to skip)' })
-        .option('latency-runs', { type: 'number', default: 30, describe: 'timed runs per measurement' })
-        .option('ort', { type: 'boolean', default: true, describe: 'also time the ONNX export (verified) in onnxruntime-node (--no-ort to skip)' })
-        .option('engine', {
-          type: 'string',
-          default: 'ort',
-          describe: 'what embeds (ort | tfjs): ort = the checkpoint\'s verified ONNX export in onnxruntime-node (cached by checkpoint hash in $MCLIP_CACHE_DIR/onnx), falling back to tfjs with the reason; tfjs = the tfjs model',
-        })
-        .option('json', { type: 'string', describe: 'write the JSON report here' })
-        .option('plot', { type: 'string', describe: 'write the accuracy-vs-latency SVG here' })
-        .option('shard', {
-          type: 'string',
-          describe: 'i/N: embed only part i (0 ≤ i < N) of the samples, in whole --batch batches, and write them to --json as a part (latency: part 0 only); mclip merge-results joins the N parts into the unsharded report',
-        }) as unknown as Argv<EvalArgs>,
+      withOptions(a, EVAL_OPTIONS) as unknown as Argv<EvalArgs>,
     (args) => runEval(args),
   );
 }

@@ -1,4 +1,5 @@
 import type { Argv } from 'yargs';
+import { withOptions, type OptionTable } from '../options.js';
 import { MclipError } from '../../errors.js';
 import { loadModel } from '../../base/model/checkpoint.js';
 import { exportOnnx, ortLatency, MAX_OPSET, MIN_OPSET, TOWERS, type Tower } from '../../export/index.js';
@@ -50,21 +51,24 @@ export async function runExport(args: ExportArgs): Promise<void> {
   }
 }
 
+export const EXPORT_OPTIONS = {
+  checkpoint: { type: 'string', demandOption: true, describe: 'official .pt, safetensors, or an mclip checkpoint' },
+  arch: { type: 'string', describe: 'architecture for checkpoints without a config (mobileclip_s0, …)' },
+  out: { type: 'string', demandOption: true, describe: 'output .onnx file' },
+  tower: { type: 'string', default: 'both', choices: [...TOWERS], describe: "image: 'image'→'image_features'; text: 'tokens'→'text_features'; both: one model with both" },
+  opset: { type: 'number', default: MIN_OPSET, describe: `ONNX opset (${MIN_OPSET}–${MAX_OPSET}; ≥ 20 uses the Gelu op)` },
+  'image-size': { type: 'number', describe: "input H = W (default: the model's image size)" },
+  'tokens-dtype': { type: 'string', default: 'int64', choices: ['int64', 'int32'], describe: "element type of the 'tokens' input" },
+  verify: { type: 'boolean', default: true, describe: 'check onnxruntime-node against tfjs on random inputs (max rel. diff ≤ 1e-4)' },
+  latency: { type: 'boolean', default: false, describe: 'print onnxruntime-node latency (batch 1 and 8, 2 threads, median/p90 of 30 runs)' },
+} as const satisfies OptionTable;
+
 export function exportCommand(y: Argv): Argv {
   return y.command<ExportArgs>(
     'export',
     'write the fused inference graph as ONNX (verified with onnxruntime-node against the tfjs model)',
     (a) =>
-      a
-        .option('checkpoint', { type: 'string', demandOption: true, describe: 'official .pt, safetensors, or an mclip checkpoint' })
-        .option('arch', { type: 'string', describe: 'architecture for checkpoints without a config (mobileclip_s0, …)' })
-        .option('out', { type: 'string', demandOption: true, describe: 'output .onnx file' })
-        .option('tower', { type: 'string', default: 'both', choices: [...TOWERS], describe: "image: 'image'→'image_features'; text: 'tokens'→'text_features'; both: one model with both" })
-        .option('opset', { type: 'number', default: MIN_OPSET, describe: `ONNX opset (${MIN_OPSET}–${MAX_OPSET}; ≥ 20 uses the Gelu op)` })
-        .option('image-size', { type: 'number', describe: "input H = W (default: the model's image size)" })
-        .option('tokens-dtype', { type: 'string', default: 'int64', choices: ['int64', 'int32'], describe: "element type of the 'tokens' input" })
-        .option('verify', { type: 'boolean', default: true, describe: 'check onnxruntime-node against tfjs on random inputs (max rel. diff ≤ 1e-4)' })
-        .option('latency', { type: 'boolean', default: false, describe: 'print onnxruntime-node latency (batch 1 and 8, 2 threads, median/p90 of 30 runs)' }) as unknown as Argv<ExportArgs>,
+      withOptions(a, EXPORT_OPTIONS) as unknown as Argv<ExportArgs>,
     (args) => runExport(args),
   );
 }

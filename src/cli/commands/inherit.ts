@@ -1,4 +1,5 @@
 import type { Argv } from 'yargs';
+import { withOptions, type OptionTable } from '../options.js';
 import { basename } from 'node:path';
 import { MclipError } from '../../errors.js';
 import type { StateDict } from '../../base/io/tensor-data.js';
@@ -94,23 +95,26 @@ export async function runInherit(args: InheritArgs): Promise<void> {
   }
 }
 
+export const INHERIT_OPTIONS = {
+  from: { type: 'string', demandOption: true, describe: 'teacher: official .pt, safetensors, or an mclip checkpoint (fused or not)' },
+  out: { type: 'string', demandOption: true, describe: 'student .safetensors (config in the header; the teacher\'s dtypes)' },
+  arch: { type: 'string', describe: 'check the teacher against this architecture (default: read off its shapes)' },
+  'text-layers': { type: 'number', describe: 'text transformer layers (picked at stride ⌊L/N⌋; mct RepMixer blocks stay)' },
+  'text-width': { type: 'number', describe: 'text width (first channels; FFNs keep their ratio unless --text-ffn)' },
+  'text-heads': { type: 'number', describe: 'text heads (whole heads of the teacher\'s width: text width = heads × d_h)' },
+  'text-ffn': { type: 'number', describe: 'FFN width of every text transformer layer' },
+  'image-depths': { type: 'string', describe: 'MCi blocks per stage, a,b,c,d (picked at stride within each stage)' },
+  'image-widths': { type: 'string', describe: 'MCi widths per stage, a,b,c,d (first channels; each 2× the previous, as the teacher)' },
+  'image-ffn-ratio': { type: 'number', describe: 'MCi ConvFFN width = ⌊width × ratio⌋ (default: the teacher\'s ratio)' },
+  'vit-layers': { type: 'number', describe: 'ViT layers (picked at stride)' },
+} as const satisfies OptionTable;
+
 export function inheritCommand(y: Argv): Argv {
   return y.command(
     'inherit',
     'cut a smaller student out of a teacher checkpoint (TinyCLIP manual weight inheritance: strided layers, prefix widths)',
     (a) =>
-      a
-        .option('from', { type: 'string', demandOption: true, describe: 'teacher: official .pt, safetensors, or an mclip checkpoint (fused or not)' })
-        .option('out', { type: 'string', demandOption: true, describe: 'student .safetensors (config in the header; the teacher\'s dtypes)' })
-        .option('arch', { type: 'string', describe: 'check the teacher against this architecture (default: read off its shapes)' })
-        .option('text-layers', { type: 'number', describe: 'text transformer layers (picked at stride ⌊L/N⌋; mct RepMixer blocks stay)' })
-        .option('text-width', { type: 'number', describe: 'text width (first channels; FFNs keep their ratio unless --text-ffn)' })
-        .option('text-heads', { type: 'number', describe: 'text heads (whole heads of the teacher\'s width: text width = heads × d_h)' })
-        .option('text-ffn', { type: 'number', describe: 'FFN width of every text transformer layer' })
-        .option('image-depths', { type: 'string', describe: 'MCi blocks per stage, a,b,c,d (picked at stride within each stage)' })
-        .option('image-widths', { type: 'string', describe: 'MCi widths per stage, a,b,c,d (first channels; each 2× the previous, as the teacher)' })
-        .option('image-ffn-ratio', { type: 'number', describe: 'MCi ConvFFN width = ⌊width × ratio⌋ (default: the teacher\'s ratio)' })
-        .option('vit-layers', { type: 'number', describe: 'ViT layers (picked at stride)' }),
+      withOptions(a, INHERIT_OPTIONS),
     (args) =>
       runInherit({
         from: args.from,

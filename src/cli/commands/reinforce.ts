@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
+import { withOptions, type OptionTable } from '../options.js';
 import * as tf from '../../base/tf.js';
 import { MclipError } from '../../errors.js';
 import { atomicWriteJson, listShards, manifestSampleCount } from '../../base/data/index.js';
@@ -204,38 +205,28 @@ export async function runReinforce(args: ReinforceArgs): Promise<ReinforceSummar
   }
 }
 
+export const REINFORCE_OPTIONS = {
+  data: { type: 'string', demandOption: true, describe: 'image–text dataset folder (mclip data …)' },
+  split: { type: 'string', default: 'train', describe: "split folder inside --data ('' = --data itself)" },
+  teacher: { type: 'string', array: true, demandOption: true, describe: 'teacher (repeatable; embeddings concatenated in this order): a checkpoint (.safetensors/.pt, run fused) or an ONNX model with inputs image float32 [N,3,H,W] in [0,1] and tokens int64/int32 [N,77], outputs image_features and text_features (as mclip export --tower both)' },
+  'teacher-scale': { type: 'number', array: true, describe: 'teacher logit scale 1/τ stored with the embeddings: one for all or one per --teacher (default 100)' },
+  augs: { type: 'number', demandOption: true, describe: 'augmentations per image (n_aug)' },
+  out: { type: 'string', demandOption: true, describe: 'output shard folder (one shard per input shard; finished shards are skipped on rerun)' },
+  vocab: { type: 'string', describe: "tokenizer folder (else $MCLIP_VOCAB); must match the teachers' text vocabulary" },
+  'image-size': { type: 'number', default: 64, describe: "input size of ONNX teachers whose 'image' input has no static H×W" },
+  seed: { type: 'number', default: 0, describe: 'seed of the augmentation parameters (per sample: seed and key)' },
+  syn: { type: 'number', default: 5, describe: "synthetic captions per sample (the first N of the sample's alternative captions)" },
+  batch: { type: 'number', default: 32, describe: 'images per teacher forward' },
+  shard: { type: 'string', describe: 'i/N: reinforce only part i (0 ≤ i < N) of the input shards, a contiguous run of them (for N parallel jobs, each with its own --out; join them with mclip merge-results)' },
+  engine: { type: 'string', default: 'ort', choices: ENGINES, describe: "what runs checkpoint teachers (ort | tfjs): ort = their verified ONNX export in onnxruntime-node (cached by checkpoint hash in $MCLIP_CACHE_DIR/onnx), falling back to tfjs with the reason; tfjs = the tfjs model" },
+} as const satisfies OptionTable;
+
 export function reinforceCommand(y: Argv): Argv {
   return y.command<ReinforceArgs>(
     'reinforce',
     'dataset reinforcement: teacher embeddings of N stored augmentations per image and of the real + synthetic captions (DataCompDR-style shards, resumable)',
     (a) =>
-      a
-        .option('data', { type: 'string', demandOption: true, describe: 'image–text dataset folder (mclip data …)' })
-        .option('split', { type: 'string', default: 'train', describe: "split folder inside --data ('' = --data itself)" })
-        .option('teacher', {
-          type: 'string',
-          array: true,
-          demandOption: true,
-          describe:
-            'teacher (repeatable; embeddings concatenated in this order): a checkpoint (.safetensors/.pt, run fused) or an ONNX model with inputs image float32 [N,3,H,W] in [0,1] and tokens int64/int32 [N,77], outputs image_features and text_features (as mclip export --tower both)',
-        })
-        .option('teacher-scale', { type: 'number', array: true, describe: 'teacher logit scale 1/τ stored with the embeddings: one for all or one per --teacher (default 100)' })
-        .option('augs', { type: 'number', demandOption: true, describe: 'augmentations per image (n_aug)' })
-        .option('out', { type: 'string', demandOption: true, describe: 'output shard folder (one shard per input shard; finished shards are skipped on rerun)' })
-        .option('vocab', { type: 'string', describe: "tokenizer folder (else $MCLIP_VOCAB); must match the teachers' text vocabulary" })
-        .option('image-size', { type: 'number', default: 64, describe: "input size of ONNX teachers whose 'image' input has no static H×W" })
-        .option('seed', { type: 'number', default: 0, describe: 'seed of the augmentation parameters (per sample: seed and key)' })
-        .option('syn', { type: 'number', default: 5, describe: "synthetic captions per sample (the first N of the sample's alternative captions)" })
-        .option('batch', { type: 'number', default: 32, describe: 'images per teacher forward' })
-        .option('shard', {
-          type: 'string',
-          describe: 'i/N: reinforce only part i (0 ≤ i < N) of the input shards, a contiguous run of them (for N parallel jobs, each with its own --out; join them with mclip merge-results)',
-        })
-        .option('engine', {
-          type: 'string',
-          default: 'ort',
-          describe: "what runs checkpoint teachers (ort | tfjs): ort = their verified ONNX export in onnxruntime-node (cached by checkpoint hash in $MCLIP_CACHE_DIR/onnx), falling back to tfjs with the reason; tfjs = the tfjs model",
-        }) as unknown as Argv<ReinforceArgs>,
+      withOptions(a, REINFORCE_OPTIONS) as unknown as Argv<ReinforceArgs>,
     async (args) => {
       await runReinforce(args);
     },

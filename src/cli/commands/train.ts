@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Argv } from 'yargs';
+import { withOptions, type OptionTable } from '../options.js';
 import * as tf from '../../base/tf.js';
 import { MclipError } from '../../errors.js';
 import { CLIP } from '../../base/model/clip.js';
@@ -230,31 +231,34 @@ export function resolveWorkers(flag: number | undefined, batch: number): number 
   return Math.max(1, Math.min(n, batch));
 }
 
+export const TRAIN_OPTIONS = {
+  data: { type: 'string', demandOption: true, describe: 'dataset folder (mclip data …)' },
+  split: { type: 'string', default: 'train', describe: 'split folder inside --data' },
+  workers: { type: 'number', describe: `data-parallel ranks: this thread + worker threads (default $MCLIP_WORKERS, else the number of cores, but at least ${MIN_ROWS_PER_WORKER} rows of --batch per rank; at most --batch)` },
+  arch: { type: 'string', describe: `architecture of a new model (default ${DEFAULT_ARCH}); with --init, the architecture the checkpoint must fit` },
+  init: { type: 'string', describe: 'start from this checkpoint instead of a random model' },
+  vocab: { type: 'string', describe: 'tokenizer folder (else $MCLIP_VOCAB); sets the text vocabulary of a new model' },
+  out: { type: 'string', demandOption: true, describe: 'run folder: checkpoints/, metrics.jsonl, model.safetensors' },
+  steps: { type: 'number', default: 1000, describe: 'optimiser steps' },
+  batch: { type: 'number', default: 32, describe: 'batch size' },
+  lr: { type: 'number', default: 1e-3, describe: 'peak learning rate' },
+  warmup: { type: 'number', default: 0, describe: 'warm-up steps' },
+  wd: { type: 'number', default: 0.2, describe: 'AdamW weight decay (not on norms, biases, logit scale)' },
+  lambda: { type: 'number', default: 0, describe: 'distillation weight λ: L = (1−λ)·L_CLIP + λ·L_distill (needs reinforced shards; 0 = plain CLIP)' },
+  'save-every': { type: 'number', default: 100, describe: 'checkpoint every N steps' },
+  resume: { type: 'boolean', default: false, describe: 'continue from the latest checkpoint in --out' },
+  force: { type: 'boolean', default: false, describe: 'delete the run already in --out (checkpoints, metrics, model) and start over' },
+  seed: { type: 'number', default: 0, describe: 'seed of the init, data order and caption sampling' },
+  limit: { type: 'number', describe: 'use the first N samples' },
+  'stop-after': { type: 'number', describe: 'checkpoint and stop after this step (the schedule still spans --steps); continue with --resume' },
+} as const satisfies OptionTable;
+
 export function trainCommand(y: Argv): Argv {
   return y.command<TrainArgs>(
     'train',
     'CLIP training (AdamW, warm-up + cosine) on image–text shards, with atomic checkpoints and --resume',
     (a) =>
-      a
-        .option('data', { type: 'string', demandOption: true, describe: 'dataset folder (mclip data …)' })
-        .option('split', { type: 'string', default: 'train', describe: 'split folder inside --data' })
-        .option('workers', { type: 'number', describe: `data-parallel ranks: this thread + worker threads (default $MCLIP_WORKERS, else the number of cores, but at least ${MIN_ROWS_PER_WORKER} rows of --batch per rank; at most --batch)` })
-        .option('arch', { type: 'string', describe: `architecture of a new model (default ${DEFAULT_ARCH}); with --init, the architecture the checkpoint must fit` })
-        .option('init', { type: 'string', describe: 'start from this checkpoint instead of a random model' })
-        .option('vocab', { type: 'string', describe: 'tokenizer folder (else $MCLIP_VOCAB); sets the text vocabulary of a new model' })
-        .option('out', { type: 'string', demandOption: true, describe: 'run folder: checkpoints/, metrics.jsonl, model.safetensors' })
-        .option('steps', { type: 'number', default: 1000, describe: 'optimiser steps' })
-        .option('batch', { type: 'number', default: 32, describe: 'batch size' })
-        .option('lr', { type: 'number', default: 1e-3, describe: 'peak learning rate' })
-        .option('warmup', { type: 'number', default: 0, describe: 'warm-up steps' })
-        .option('wd', { type: 'number', default: 0.2, describe: 'AdamW weight decay (not on norms, biases, logit scale)' })
-        .option('lambda', { type: 'number', default: 0, describe: 'distillation weight λ: L = (1−λ)·L_CLIP + λ·L_distill (needs reinforced shards; 0 = plain CLIP)' })
-        .option('save-every', { type: 'number', default: 100, describe: 'checkpoint every N steps' })
-        .option('resume', { type: 'boolean', default: false, describe: 'continue from the latest checkpoint in --out' })
-        .option('force', { type: 'boolean', default: false, describe: 'delete the run already in --out (checkpoints, metrics, model) and start over' })
-        .option('seed', { type: 'number', default: 0, describe: 'seed of the init, data order and caption sampling' })
-        .option('limit', { type: 'number', describe: 'use the first N samples' })
-        .option('stop-after', { type: 'number', describe: 'checkpoint and stop after this step (the schedule still spans --steps); continue with --resume' }) as unknown as Argv<TrainArgs>,
+      withOptions(a, TRAIN_OPTIONS) as unknown as Argv<TrainArgs>,
     (args) => runTrain(args),
   );
 }
