@@ -12,6 +12,7 @@ import { inheritCommand } from './commands/inherit.js';
 import { distillCommand } from './commands/distill.js';
 import { convertCommand } from './commands/convert.js';
 import { mergeResultsCommand } from './commands/merge-results.js';
+import { runCommand } from './commands/run.js';
 // Plug-in attention kernels a checkpoint's config may name: registered (kernel, ONNX form, MACs) at import.
 import '../sigmoid-attn/index.js';
 import { reportError, setDebug } from './run.js';
@@ -31,6 +32,8 @@ const COMMANDS: readonly { name: string; subcommands: readonly string[]; registe
   { name: 'distill', subcommands: [], register: distillCommand },
   { name: 'convert', subcommands: [], register: convertCommand },
   { name: 'merge-results', subcommands: [], register: mergeResultsCommand },
+  // A recipe's stages are command lines of this same CLI, parsed and run in this process.
+  { name: 'run', subcommands: [], register: (y) => runCommand(y, (argv) => buildCli(argv).parseAsync().then(() => undefined)) },
 ];
 
 export const COMMAND_TABLE: CommandTable = Object.fromEntries(COMMANDS.map((c) => [c.name, c.subcommands]));

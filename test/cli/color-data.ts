@@ -26,19 +26,23 @@ export interface ColorDatasetOptions {
   captions: (name: string) => string[];
 }
 
-/** Writes `dir/<split>/` shards and `dir/manifest.json`: keys s0, s1, … in colour order, label `category` = the colour name. */
-export async function buildColorDataset(dir: string, o: ColorDatasetOptions): Promise<void> {
-  const b = new DatasetBuilder(dir, { splits: [o.split], samplesPerShard: o.samplesPerShard });
+/** Writes `dir/<split>/` shards (one split, or several: a list of options) and `dir/manifest.json`: keys s0, s1, … in colour order, label `category` = the colour name. */
+export async function buildColorDataset(dir: string, o: ColorDatasetOptions | readonly ColorDatasetOptions[]): Promise<void> {
+  const parts = Array.isArray(o) ? (o as readonly ColorDatasetOptions[]) : [o as ColorDatasetOptions];
+  const first = parts[0]!;
+  const b = new DatasetBuilder(dir, { splits: parts.map((p) => p.split), samplesPerShard: first.samplesPerShard });
   let k = 0;
-  for (const [name, { rgb, n }] of Object.entries(o.colors)) {
-    for (let i = 0; i < n; i++) {
-      const px = new Uint8Array(o.size * o.size * 3);
-      const c = o.shade(rgb, i);
-      for (let p = 0; p < o.size * o.size; p++) px.set(c, p * 3);
-      await b.add(o.split, `s${k++}`, { image: await rgbToPng(px, o.size, o.size), caption: `a ${name} square`, captions: o.captions(name), labels: { category: name } });
+  for (const p of parts) {
+    for (const [name, { rgb, n }] of Object.entries(p.colors)) {
+      for (let i = 0; i < n; i++) {
+        const px = new Uint8Array(p.size * p.size * 3);
+        const c = p.shade(rgb, i);
+        for (let q = 0; q < p.size * p.size; q++) px.set(c, q * 3);
+        await b.add(p.split, `s${k++}`, { image: await rgbToPng(px, p.size, p.size), caption: `a ${name} square`, captions: p.captions(name), labels: { category: name } });
+      }
     }
   }
-  await b.close({ name: 'colors', image: { width: o.size, height: o.size } });
+  await b.close({ name: 'colors', image: { width: first.size, height: first.size } });
 }
 
 /** A vocabulary (asked 600 ids) over `captions` plus filler words; written to `dir`; returns its real size. */
