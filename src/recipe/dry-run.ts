@@ -5,7 +5,6 @@
  * its input's parameters less the target share of the pruned towers' prunable parameters; MACs follow
  * the learnt masks). Builds models with random weights; runs nothing and writes nothing.
  */
-import { relative } from 'node:path';
 import * as tf from '../base/tf.js';
 import { initBackend } from '../base/backend/index.js';
 import { readCheckpointFile, configFromStateDict } from '../base/model/checkpoint.js';
@@ -15,7 +14,7 @@ import { modelCost } from '../eval/cost.js';
 import { planInheritance } from '../distill/inherit.js';
 import { jointPrunableSize } from '../distill/prune-stage.js';
 import { inheritSpecFromArgs } from '../cli/commands/inherit.js';
-import type { Plan, PlannedStage } from './plan.js';
+import { commandLine, type Plan, type PlannedStage } from './plan.js';
 
 interface Size {
   config: ClipConfig | null;
@@ -63,10 +62,9 @@ export async function describePlan(plan: Plan): Promise<string> {
   else base = { config: null, how: 'no checkpoint or arch' };
   sizes.set('model', base);
   lines.push(`model ${m.name}: ${m.checkpoint ?? `(${m.arch})`} — ${sizeLine(base)}`);
-  const relp = (a: string) => (a.startsWith(plan.root) ? relative(plan.root, a) : a);
   for (const st of plan.stages) {
     lines.push(`[${st.index + 1}] ${st.name} (${st.kind})${st.after.length ? ` after ${st.after.join(', ')}` : ''}`);
-    if (st.argv) lines.push(`    mclip ${st.argv.map(relp).join(' ')}`);
+    if (st.argv) lines.push(`    ${commandLine(st.argv, plan.root)}`);
     if (st.kind === 'eval') lines.push(`    compares ${st.compare!.map((c) => c.name + (c.ref.tokens.length ? ` (${c.ref.tokens.join(' ')})` : '')).join(', ')}`);
     if (st.kind === 'tokens') lines.push(`    evaluation applies: ${st.model!.tokens.join(' ') || '(nothing: as trained)'}`);
     if (!st.model) continue;

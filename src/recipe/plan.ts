@@ -118,6 +118,12 @@ export class Planner {
     });
   }
 
+  /** S resolved against the recipe's folder; a path that starts with an unset variable (a dry run) stays as written. */
+  private absolute(s: string): string {
+    if (isAbsolute(s) || (s.startsWith('${') && this.unresolvedIn(s))) return s;
+    return resolve(this.base, s);
+  }
+
   private unresolvedIn(s: string): boolean {
     return /\$\{[A-Za-z_]/.test(s);
   }
@@ -139,7 +145,7 @@ export class Planner {
       return { path: st.output, identity: `ref:${name}:${st.fingerprint}`, stage: name };
     }
     const s = this.interpolate(raw, path);
-    const abs = isAbsolute(s) ? s : resolve(this.base, s);
+    const abs = this.absolute(s);
     if (this.unresolvedIn(s)) return { path: abs, identity: `unresolved:${s}` };
     if (!existsSync(abs)) throw this.doc.error(path, `no such file or folder: ${abs}`);
     return { path: abs, identity: pathIdentity(abs) };
@@ -153,7 +159,7 @@ export class Planner {
     let identity = `arch:${m.arch ?? ''}`;
     if (m.checkpoint !== undefined) {
       const s = this.interpolate(m.checkpoint, ['model', 'checkpoint']);
-      path = isAbsolute(s) ? s : resolve(this.base, s);
+      path = this.absolute(s);
       if (this.unresolvedIn(s)) identity = `unresolved:${s}`;
       else if (!existsSync(path)) throw this.doc.error(['model', 'checkpoint'], `no such file: ${path}`);
       else identity = pathIdentity(path);
@@ -375,4 +381,10 @@ export class Planner {
 /** Plans a checked recipe. */
 export function planRecipe(doc: RecipeDocument, recipe: Recipe, opts: PlanOptions): Plan {
   return new Planner(doc, recipe, opts).plan();
+}
+
+/** ARGV as one shell line, with the paths inside ROOT relative to it (what the manifest and the dry run print). */
+export function commandLine(argv: readonly string[], root: string): string {
+  const quote = (a: string) => (a === '' ? "''" : /[\s'"$`\\]/.test(a) && !/^\$\{[A-Za-z_]\w*\}/.test(a) ? `'${a.replace(/'/g, `'\\''`)}'` : a);
+  return ['mclip', ...argv.map((a) => quote(a.startsWith(root + '/') ? relative(root, a) : a))].join(' ');
 }

@@ -13,12 +13,13 @@ import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, extname, join, relative, resolve } from 'node:path';
 import { version_core as tfjsVersion } from '@tensorflow/tfjs-core';
+import { createRequire } from 'node:module';
 import { MclipError } from '../errors.js';
 import { packageVersion } from '../cli/usage.js';
 import { renderScatterSvg, renderTable, writeReport, type EvalReport, type EvalRow } from '../eval/index.js';
 import { RecipeDocument } from './document.js';
 import { parseRecipe } from './schema.js';
-import { planRecipe, type Plan, type PlannedStage } from './plan.js';
+import { commandLine, planRecipe, type Plan, type PlannedStage } from './plan.js';
 import { describePlan } from './dry-run.js';
 
 /** Runs one mclip command line (the CLI's parser, in this process). */
@@ -59,7 +60,7 @@ interface Manifest {
   format: typeof MANIFEST_FORMAT;
   version: 1;
   recipe: { file: string; name: string; sha256: string };
-  versions: { mclip: string; node: string; tfjs: string };
+  versions: { mclip: string; node: string; tfjs: string; onnxruntime: string | null };
   backend: string;
   seed: number;
   createdAt: string;
@@ -159,7 +160,7 @@ export class RecipeRun {
       format: MANIFEST_FORMAT,
       version: 1,
       recipe: { file: resolve(this.doc.file), name: this.plan.recipe.name, sha256: createSha(text) },
-      versions: { mclip: packageVersion(), node: process.version, tfjs: tfjsVersion },
+      versions: { mclip: packageVersion(), node: process.version, tfjs: tfjsVersion, onnxruntime: onnxruntimeVersion() },
       backend: this.opts.backend ?? process.env.MCLIP_BACKEND ?? 'auto (the fastest that loads; each stage prints it)',
       seed: this.plan.recipe.seed,
       createdAt: exists ? ((JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest).createdAt ?? now) : now,
@@ -169,7 +170,7 @@ export class RecipeRun {
         kind: s.kind,
         fingerprint: s.fingerprint,
         status: 'pending',
-        command: s.argv ? `mclip ${s.argv.map((a) => rel(this.root, a)).join(' ')}` : null,
+        command: s.argv ? commandLine(s.argv, this.root) : null,
         inputs: [...s.after.map((a) => `@${a}`), ...(s.input?.path ? [s.input.path] : [])],
         output: rel(this.root, s.output),
       })),
@@ -258,6 +259,15 @@ export class RecipeRun {
       reports.push(JSON.parse(readFileSync(json, 'utf8')) as EvalReport);
     }
     return combineReports(st, reports, st.options.latency !== false);
+  }
+}
+
+/** The installed onnxruntime-node's version (null when it is not installed). */
+function onnxruntimeVersion(): string | null {
+  try {
+    return (createRequire(import.meta.url)('onnxruntime-node/package.json') as { version: string }).version;
+  } catch {
+    return null;
   }
 }
 

@@ -20,10 +20,14 @@ describe('mclip embed --text-padding', () => {
   afterAll(() => tmp.cleanup());
   const ckpt = join(tmp.dir, 'micro-base.safetensors');
   const mct = join(tmp.dir, 'micro-mct.safetensors');
+  const deep = join(tmp.dir, 'micro-base-2.safetensors');
   const inputs = join(tmp.dir, 'tokens.safetensors');
   beforeAll(async () => {
     await initBackend({ backend: 'wasm', quiet: true, gradients: false });
-    for (const [cfg, path] of [[microConfig('mobileclip_tiny_base'), ckpt], [microConfig('mobileclip_tiny'), mct]] as const) {
+    // Two text layers, so tokens reduced after layer 0 reach layer 1 (after the last layer they change nothing).
+    const twoLayers = microConfig('mobileclip_tiny_base');
+    twoLayers.text = { ...twoLayers.text, nTransformerLayers: 2 };
+    for (const [cfg, path] of [[microConfig('mobileclip_tiny_base'), ckpt], [microConfig('mobileclip_tiny'), mct], [twoLayers, deep]] as const) {
       const model = new CLIP(cfg, { seed: 2 });
       saveModel(model, path);
       model.dispose();
@@ -53,6 +57,25 @@ describe('mclip embed --text-padding', () => {
 
   it('an unknown policy is a usage error naming the choices', async ({ expect }) => {
     const r = await runMain(['embed', '--checkpoint', ckpt, '--inputs', inputs, '--out', join(tmp.dir, 'never.safetensors'), '--text-padding', 'trim']);
-    expectOneLineError(expect, r, /--text-padding: unknown policy 'trim' \(choices: as-trained, truncate, pads-first, merge-pads\) \(see mclip embed --help\)$/, 2);
+    expectOneLineError(expect, r, /--text-padding: expected one of as-trained, truncate, pads-first, merge-pads, got 'trim' \(see mclip embed --help\)$/, 2);
+  });
+
+  it('--prune-layers / --keep and --merge-layers / --merge reach the text tower; keep 1 and merge 0 change nothing', async () => {
+    const run = async (name: string, flags: string[]) => {
+      const out = join(tmp.dir, `out-${name}.safetensors`);
+      const r = await runMain(['embed', '--checkpoint', deep, '--inputs', inputs, '--out', out, ...flags]);
+      expect(r.status, show(r)).toBe(0);
+      const f = readSafetensors(out);
+      return { features: toFloat32(f.tensors.get('text_features')!), tokens: f.metadata.text_tokens };
+    };
+    const ref = await run('ref', []);
+    expect(ref.tokens).toBe('as-trained');
+    expect((await run('keep1', ['--prune-layers', '0', '--keep', '1'])).features).toEqual(ref.features);
+    expect((await run('merge0', ['--merge-layers', '0', '--merge', '0'])).features).toEqual(ref.features);
+    const pruned = await run('pruned', ['--text-padding', 'truncate', '--prune-layers', '0', '--keep', '0.5']);
+    expect(pruned.tokens).toBe('--text-padding truncate --prune-layers 0 --keep 0.5');
+    expect(relErr(ref.features, pruned.features)).toBeGreaterThan(1e-4);
+    const merged = await run('merged', ['--merge-layers', '0', '--merge', '2']);
+    expect(relErr(ref.features, merged.features)).toBeGreaterThan(1e-4);
   });
 });

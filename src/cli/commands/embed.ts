@@ -9,10 +9,9 @@ import { l2normalize, type CLIP } from '../../base/model/clip.js';
 import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
 import { preprocessImage } from '../../base/preprocess/index.js';
 import { startBackend, type GlobalArgs } from '../run.js';
-import { UsageError } from '../usage.js';
-import { applyTextPadding, isTextPadding, TEXT_PADDINGS } from '../../prune/padding.js';
+import { installTokenSettings, parseTokenArgs, textLayerCount, tokenFlags, TOKEN_OPTIONS, type TokenArgs } from '../token-options.js';
 
-export interface EmbedArgs extends GlobalArgs {
+export interface EmbedArgs extends GlobalArgs, TokenArgs {
   arch?: string;
   checkpoint: string;
   fused?: boolean;
@@ -23,8 +22,6 @@ export interface EmbedArgs extends GlobalArgs {
   vocab?: string;
   batch: number;
   json?: boolean;
-  /** Padding policy of the text tower (src/prune/padding.ts; default as-trained). */
-  textPadding?: string;
 }
 
 /** Image features of NCHW float32 pixels, batch by batch: [N, D]. */
@@ -110,15 +107,16 @@ export async function runEmbed(args: EmbedArgs): Promise<void> {
   if (!args.inputs && !haveFiles) throw new MclipError('give --inputs IN.safetensors --out OUT.safetensors, or --images/--texts');
   if (args.inputs && !args.out) throw new MclipError('--inputs needs --out OUT.safetensors');
   if (!Number.isInteger(args.batch) || args.batch < 1) throw new MclipError(`--batch must be a positive integer, got ${args.batch}`);
-  const padding = args.textPadding ?? 'as-trained';
-  if (!isTextPadding(padding)) throw new UsageError(`--text-padding: unknown policy '${padding}' (choices: ${TEXT_PADDINGS.join(', ')})`);
+  parseTokenArgs(args, Number.MAX_SAFE_INTEGER); // the token flags' form, before the model loads (the layer range: after)
   // Validate the input file before the (slow) model load.
   const inputs: StateDict | null = args.inputs ? readSafetensors(args.inputs).tensors : null;
   if (inputs && !inputs.has('image') && !inputs.has('tokens')) throw new MclipError(`${args.inputs}: holds neither 'image' nor 'tokens'`);
   await startBackend(args);
   const { model } = await loadModel(args.checkpoint, { arch: args.arch, fused: args.fused });
-  const paddingHooks = applyTextPadding(model.textEncoder, padding);
+  let tokenHooks: ReturnType<typeof installTokenSettings> | undefined;
   try {
+    const tokens = parseTokenArgs(args, textLayerCount(model));
+    tokenHooks = installTokenSettings(model, tokens);
     if (inputs && args.inputs && args.out) {
       const out: StateDict = new Map();
       const d = model.cfg.embedDim;
@@ -134,7 +132,7 @@ export async function runEmbed(args: EmbedArgs): Promise<void> {
         const f = embedTexts(model, ids, tok.shape, args.batch);
         out.set('text_features', { dtype: 'float32', shape: [tok.shape[0], d], data: f });
       }
-      writeSafetensors(args.out, out, { checkpoint: args.checkpoint, fused: String(Boolean(args.fused)), text_padding: padding });
+      writeSafetensors(args.out, out, { checkpoint: args.checkpoint, fused: String(Boolean(args.fused)), text_padding: tokens.padding, text_tokens: tokenFlags(tokens).join(' ') || 'as-trained' });
       console.error(`mclip: wrote ${[...out.keys()].join(', ')} to ${args.out}`);
     }
     if (haveFiles) {
@@ -190,7 +188,7 @@ export async function runEmbed(args: EmbedArgs): Promise<void> {
       txtFeat?.dispose();
     }
   } finally {
-    paddingHooks.remove();
+    tokenHooks?.remove();
     model.dispose();
   }
 }
@@ -206,7 +204,7 @@ export const EMBED_OPTIONS = {
   vocab: { type: 'string', describe: 'tokenizer folder (else $MCLIP_VOCAB)' },
   batch: { type: 'number', default: 16, describe: 'batch size' },
   json: { type: 'boolean', default: false, describe: 'print JSON' },
-  'text-padding': { type: 'string', default: 'as-trained', describe: `text padding policy: ${TEXT_PADDINGS.join(' | ')} (truncate: exact for causal towers, approximate for S0–S2; see src/prune/padding.ts)` },
+  ...TOKEN_OPTIONS,
 } as const satisfies OptionTable;
 
 export function embedCommand(y: Argv): Argv {
