@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import type { OptionTable } from '../cli/options.js';
+import { TOKEN_OPTIONS } from '../cli/token-options.js';
 import type { KeyPath, RecipeDocument } from './document.js';
 import { KINDS, type Product, type StageKind } from './kinds.js';
 import type { OptionValue, Recipe, RecipeStage } from './schema.js';
@@ -142,7 +143,8 @@ export class Planner {
         throw this.doc.error(path, later ? `@${name}: stage '${name}' comes later (stages run in order)` : `@${name}: no stage is named '${name}'`);
       }
       if (st.index >= before) throw this.doc.error(path, `@${name}: stage '${name}' comes later`);
-      return { path: st.output, identity: `ref:${name}:${st.fingerprint}`, stage: name };
+      // a model stage's ref is its checkpoint (for a tokens stage: the checkpoint it runs, not tokens.json)
+      return { path: st.model?.path ?? st.output, identity: `ref:${name}:${st.fingerprint}`, stage: name };
     }
     const s = this.interpolate(raw, path);
     const abs = this.absolute(s);
@@ -263,6 +265,18 @@ export class Planner {
       argv.push(`--${k}`, v);
       identity[k] = v;
     }
+    // A fine-tune trains with the token reducers its model runs with: its own token keys, else its input's.
+    let tuned: string[] | undefined;
+    if (st.kind === 'finetune') {
+      const own = Object.keys(TOKEN_OPTIONS).some((k) => resolvedOpts[k] !== undefined);
+      if (own) {
+        tuned = Object.keys(TOKEN_OPTIONS).flatMap((k) => (resolvedOpts[k] === undefined ? [] : [`--${k}`, String(resolvedOpts[k])]));
+      } else if (input?.tokens.length) {
+        tuned = input.tokens;
+        argv.push(...tuned);
+        identity.tokens = tuned;
+      }
+    }
 
     // Where the product goes, and the command line.
     let output: string;
@@ -314,7 +328,7 @@ export class Planner {
     }
     const fingerprint = stageFp({ command, after: [...after].sort().map((a) => this.done.get(a)!.fingerprint) });
     if (spec.produces === 'model') {
-      const tokens = st.kind === 'tokens' ? argv.splice(0) : input?.tokens ?? [];
+      const tokens = st.kind === 'tokens' ? argv.splice(0) : tuned ?? input?.tokens ?? [];
       model = { stage: st.name, path: st.kind === 'tokens' ? input!.path : output, tokens, fingerprint };
       if (st.kind === 'tokens') modelPath('tokens');
     }

@@ -68,6 +68,40 @@ describe('recipe schema', () => {
     expect(p2.stages[1]!.fingerprint, 'downstream of a change').not.toBe(plan.stages[1]!.fingerprint);
   });
 
+  test('a fine-tune after a tokens stage trains with its reducers; its own token keys win', () => {
+    const text = GOOD.replace('  - name: table', `  - name: pruned
+    kind: tokens
+    prune-layers: "0"
+    keep: 0.5
+  - name: tuned
+    kind: finetune
+    stage-steps: 4
+  - name: retuned
+    kind: finetune
+    from: small
+    merge-layers: "0"
+    merge: 2
+    stage-steps: 4
+  - name: table`);
+    const file = join(dir, 'tokens-ft.yaml');
+    writeFileSync(file, text);
+    const doc = RecipeDocument.read(file);
+    const plan = planRecipe(doc, parseRecipe(doc, 'tokens-ft'), { root: join(dir, 'run') });
+    const byName = new Map(plan.stages.map((s) => [s.name, s]));
+    const tuned = byName.get('tuned')!;
+    expect(tuned.argv!.join(' ')).toContain('--sparsity 0 --prune-layers 0 --keep 0.5');
+    expect(tuned.argv![tuned.argv!.indexOf('--init') + 1]).toBe(byName.get('small')!.output);
+    expect(tuned.model!.tokens).toEqual(['--prune-layers', '0', '--keep', '0.5']);
+    const retuned = byName.get('retuned')!;
+    expect(retuned.argv!.join(' ')).toContain('--merge-layers 0 --merge 2');
+    expect(retuned.argv!.join(' ')).not.toContain('--prune-layers');
+    expect(retuned.model!.tokens).toEqual(['--merge-layers', '0', '--merge', '2']);
+    const table = byName.get('table')!;
+    expect(table.compare!.map((c) => [c.name, c.ref.tokens.join(' ')])).toEqual([
+      ['baseline', ''], ['small', ''], ['pruned', '--prune-layers 0 --keep 0.5'], ['tuned', '--prune-layers 0 --keep 0.5'], ['retuned', '--merge-layers 0 --merge 2'],
+    ]);
+  });
+
   test('an unknown key: file, line and key path', async () => {
     await expectRefused('unknown', GOOD.replace('    stage-steps: 4', '    stage-steps: 4\n    stage-stepz: 5'), /unknown\.yaml:11: stages\[0\]\.stage-stepz: unknown key 'stage-stepz' for a distill stage \(it takes: name, kind, from, .*stage-steps/);
   });

@@ -19,6 +19,12 @@
  * Stages come from `--sparsity a,b,…` (each `--stage-steps` long, the original teacher) or from `--stages
  * FILE`: a JSON list of `{ "sparsity": s, "steps"?: n, "maskSteps"?: n, "teacher"?: "original" | "previous" }`.
  *
+ * With `--sparsity 0`, the token flags (`--text-padding`, `--prune-layers/--keep`, `--merge-layers/--merge`)
+ * fine-tune the student with those text-token reducers active on its text tower (gradients flow through
+ * the kept and merged tokens; the teacher runs unreduced), so it learns to work with fewer tokens. The saved
+ * model is the plain model; the flags are recorded in its metadata (`mclip.text_tokens`) and `mclip eval` /
+ * `mclip embed` take the same flags to run it reduced. Masked stages refuse them: pruning changes the layers.
+ *
  * The teacher's embedding width need not be the student's: affinity mimicking and MobileCLIP's KD compare
  * batch × batch similarity matrices, never features, so no projection is needed and none is refused.
  */
@@ -42,8 +48,9 @@ import { ENGINES, type EngineName, type ImageTextEncoder } from '../../eval/engi
 import { openEngine } from '../../eval/engine-ort.js';
 import { startBackend, type GlobalArgs } from '../run.js';
 import { UsageError } from '../usage.js';
+import { installTokenSettings, parseTokenArgs, textLayerCount, tokenFlags, tokensAsTrained, TOKEN_OPTIONS, type TokenArgs } from '../token-options.js';
 
-export interface DistillArgs extends GlobalArgs {
+export interface DistillArgs extends GlobalArgs, TokenArgs {
   teacher?: string;
   /** What runs the live teacher: 'ort' (default; tfjs with a printed reason when it cannot) or 'tfjs'. */
   teacherEngine?: string;
@@ -136,6 +143,15 @@ function checkArgs(a: DistillArgs): void {
   if ((a.sparsity == null) === (a.stages == null)) throw new UsageError('give the stages with either --sparsity a,b,… or --stages FILE');
   if (!a.reinforced && !a.teacher) throw new UsageError('--teacher is needed unless --reinforced (the shards’ stored teacher embeddings) is given');
   if (a.teacherEngine != null && !ENGINES.includes(a.teacherEngine as EngineName)) throw new UsageError(`--teacher-engine: expected one of ${ENGINES.join(', ')}, got '${a.teacherEngine}'`);
+  parseTokenArgs(a, Number.MAX_SAFE_INTEGER); // the token flags' form (the layer range: once the student is loaded)
+}
+
+/** The token flags were given: refused unless every stage is plain distillation. */
+function checkTokenStages(a: DistillArgs, stages: StageSpec[]): void {
+  const given = [a.textPadding, a.pruneLayers, a.keep, a.mergeLayers, a.merge].some((v) => v !== undefined);
+  if (given && stages.some((st) => st.sparsity > 0)) {
+    throw new UsageError('--text-padding / --prune-layers / --merge-layers: only with --sparsity 0 (a fine-tune of a fixed model; masked stages change the layers the reducers name)');
+  }
 }
 
 export type TeacherFeatures = Pick<TrainBatch, 'teacherImg' | 'teacherGt' | 'teacherSyn'>;
@@ -213,6 +229,7 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
     ? parseStagesFile(args.stages, readStages(args.stages), { steps: args.stageSteps, maskFraction: args.maskFraction })
     : parseSparsities(args.sparsity!).map((sp) => ({ sparsity: sp, steps: args.stageSteps, maskSteps: sp === 0 ? 0 : Math.max(1, Math.round(args.maskFraction * args.stageSteps)), teacher: 'original' as const }));
   if (args.reinforced && stages.some((st) => st.teacher === 'previous')) throw new UsageError('--reinforced: the stored embeddings are the original teacher’s; a stage with teacher "previous" needs a live --teacher');
+  checkTokenStages(args, stages);
   const engineChoice = (args.teacherEngine ?? 'ort') as EngineName;
   const backend = await startBackend(args, { gradients: true });
   const tfjsDescription = `tfjs ${backend.name}, ${backend.threads} thread${backend.threads === 1 ? '' : 's'}`;
@@ -224,6 +241,8 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
   let current: CLIP = init;
   try {
     if (init.cfg.text.vocabSize !== tokenizer.vocabSize) throw new MclipError(`${args.init}: text vocabulary ${init.cfg.text.vocabSize} ≠ the tokenizer's ${tokenizer.vocabSize} (--vocab)`);
+    const tokens = parseTokenArgs(args, textLayerCount(init));
+    const reduced = !tokensAsTrained(tokens);
     const initial = jointPrunableSize(init, towers);
     const size = init.cfg.image.imageSize;
     const loadOpts = { seed: args.seed, limit: args.limit };
@@ -254,7 +273,8 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
         `mclip: distill: ${stages.length} stage(s) to ${stages.map((t) => `${t.sparsity * 100}%`).join(' → ')} of ${initial} prunable parameters (${towers.join(' + ')}${towers.includes('image') ? (args.imageChannels ? ', image stage channels masked' : ', image heads and ConvFFNs masked, stage channels not (--image-channels)') : ''}); ` +
           `stage 1: ${st0.steps} steps, ${st0.maskSteps} of mask learning${args.stages ? '' : ` (--mask-fraction ${args.maskFraction})`}, target ramp ${warm0} steps (--warmup-fraction ${args.warmupFraction}), ` +
           `mask/multiplier lr ${st0.maskSteps > 0 ? defaultMaskLr(st0.maskSteps).toFixed(3) : '-'}, ${args.form} Lagrangian, pruned size calibrated to the target, ${args.distill === 'affinity' ? `affinity mimicking (teacher scale ${TINYCLIP_TEACHER_SCALE})` : 'MobileCLIP KD'}, ` +
-          `batch ${args.batch}, lr ${args.lr}; teacher: ${teacher ? `${args.teacher} (engine ${teacher.engine ? 'ort' : 'tfjs'})` : 'stored embeddings (--reinforced)'}`,
+          `batch ${args.batch}, lr ${args.lr}; teacher: ${teacher ? `${args.teacher} (engine ${teacher.engine ? 'ort' : 'tfjs'})` : 'stored embeddings (--reinforced)'}` +
+          (reduced ? `; the student's text tower trains with ${tokenFlags(tokens).join(' ')} (the teacher unreduced)` : ''),
       );
     }
     mkdirSync(args.out, { recursive: true });
@@ -308,29 +328,40 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
       let last: Record<string, number> = {};
       const warmup = Math.max(1, Math.round(args.warmupFraction * st.maskSteps));
       const every = Math.max(1, Math.floor(st.steps / 10));
-      const r = await runPruneStage(current, {
-        towers,
-        imageChannels: args.imageChannels,
-        target: st.sparsity,
-        reference: initial,
-        steps: st.steps,
-        maskSteps: st.maskSteps,
-        sparsityWarmup: warmup,
-        lr: args.lr,
-        form: args.form === 'one-sided' ? 'one-sided' : 'two-sided',
-        distill: args.distill === 'kd' ? 'kd' : 'affinity',
-        teachers,
-        batch: batchAt,
-        seed: args.seed + k,
-        onStep: (m) => {
-          last = m.losses;
-          if (!args.quiet && (m.step % every === 0 || m.step === st.maskSteps)) {
-            console.error(`mclip: stage ${k + 1} ${m.phase} step ${m.step}/${st.steps}: loss ${m.loss.toFixed(4)}${m.sparsity != null ? `, expected sparsity ${(m.sparsity * 100).toFixed(1)}% (target now ${((m.target ?? 0) * 100).toFixed(1)}%)` : ''}`);
-          }
-        },
-      });
+      const tokenHooks = reduced ? installTokenSettings(current, tokens) : null;
+      let r: Awaited<ReturnType<typeof runPruneStage>>;
+      try {
+        r = await runPruneStage(current, {
+          towers,
+          imageChannels: args.imageChannels,
+          target: st.sparsity,
+          reference: initial,
+          steps: st.steps,
+          maskSteps: st.maskSteps,
+          sparsityWarmup: warmup,
+          lr: args.lr,
+          form: args.form === 'one-sided' ? 'one-sided' : 'two-sided',
+          distill: args.distill === 'kd' ? 'kd' : 'affinity',
+          teachers,
+          batch: batchAt,
+          seed: args.seed + k,
+          onStep: (m) => {
+            last = m.losses;
+            if (!args.quiet && (m.step % every === 0 || m.step === st.maskSteps)) {
+              console.error(`mclip: stage ${k + 1} ${m.phase} step ${m.step}/${st.steps}: loss ${m.loss.toFixed(4)}${m.sparsity != null ? `, expected sparsity ${(m.sparsity * 100).toFixed(1)}% (target now ${((m.target ?? 0) * 100).toFixed(1)}%)` : ''}`);
+            }
+          },
+        });
+      } finally {
+        tokenHooks?.remove();
+      }
       mkdirSync(join(args.out, `stage-${k + 1}`), { recursive: true });
-      saveModel(r.model, file, { 'mclip.distill_stage': String(k + 1), 'mclip.distill_target': String(st.sparsity), 'mclip.distill_towers': towers.join(',') });
+      saveModel(r.model, file, {
+        'mclip.distill_stage': String(k + 1),
+        'mclip.distill_target': String(st.sparsity),
+        'mclip.distill_towers': towers.join(','),
+        ...(reduced ? { 'mclip.text_tokens': tokenFlags(tokens).join(' ') } : {}),
+      });
       const line: StageLine = {
         stage: k + 1,
         towers,
@@ -402,6 +433,8 @@ export const DISTILL_OPTIONS = {
   seed: { type: 'number', default: 0 },
   limit: { type: 'number', describe: 'use only the first N samples of the split' },
   out: { type: 'string', demandOption: true, describe: 'output folder: stage-K/model.safetensors and stages.jsonl' },
+  // with --sparsity 0: fine-tune the student with text-token reducers active (the teacher unreduced)
+  ...TOKEN_OPTIONS,
 } as const satisfies OptionTable;
 
 export function distillCommand(y: Argv): Argv {
@@ -433,6 +466,11 @@ export function distillCommand(y: Argv): Argv {
         seed: args.seed,
         limit: args.limit,
         out: args.out,
+        textPadding: args.textPadding,
+        pruneLayers: args.pruneLayers,
+        keep: args.keep,
+        mergeLayers: args.mergeLayers,
+        merge: args.merge,
         backend: typeof args.backend === 'string' ? args.backend : undefined,
         quiet: args.quiet === true,
         debug: args.debug === true,
