@@ -200,13 +200,7 @@ export class OnnxEmitter {
       kT = proj(1, 'k', [0, 2, 3, 1]);
     }
     const v = proj(2, 'v', [0, 2, 1, 3]);
-    let mask: string | null = null;
-    if (opts.causal) {
-      const n = opts.causal;
-      const data = new Float32Array(n * n);
-      for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) data[i * n + j] = -Infinity;
-      mask = this.g.initF32(`${name}.causal_mask`, data, [n, n]);
-    }
+    const mask = opts.causal ? this.causalMask(opts.causal, name) : null;
     let o = kernel(this, { q, kT, v, mask, heads, headDim: d, params: opts.kernelParams ?? {} }, name);
     o = this.g.transpose(o, [0, 2, 1, 3]);
     o = this.g.reshape(o, [0, -1, hd]);
@@ -232,11 +226,26 @@ export class OnnxEmitter {
     return layout;
   }
 
-  /** Sequence length for causal masks (set by the text/ViT tower emitters). */
+  /** Sequence length for causal masks (set by the text/ViT tower emitters); the longest one on a dynamic axis. */
   private currentSeqLen: number | null = null;
+  /** The run-time length [1] (int64) of a dynamic sequence axis (a `truncate` text graph), else null. */
+  private dynamicSeqLen: string | null = null;
   seqLen(name: string): number {
     if (this.currentSeqLen == null) throw new MclipError(`export: ${name}: causal attention outside a sequence of known length`);
     return this.currentSeqLen;
+  }
+
+  /**
+   * The additive causal mask of an n-token sequence (0 on and below the diagonal, −∞ above): an [n, n]
+   * constant; on a dynamic axis of length L ≤ n its top-left [L, L] corner (the same mask built for L).
+   */
+  causalMask(n: number, name: string): string {
+    const data = new Float32Array(n * n);
+    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) data[i * n + j] = -Infinity;
+    const mask = this.g.initF32(`${name}.causal_mask`, data, [n, n]);
+    if (!this.dynamicSeqLen) return mask;
+    const ends = this.g.node('Concat', [this.dynamicSeqLen, this.dynamicSeqLen], { axis: ai(0) });
+    return this.g.node('Slice', [mask, this.g.constI64([0, 0]), ends, this.g.constI64([0, 1])], {}, `${name}.causal_mask_sliced`);
   }
 
   // ---- towers --------------------------------------------------------------------------------
@@ -287,14 +296,23 @@ export class OnnxEmitter {
     return this.linear(ln, ownParam(model.child('classifier')!, 'proj'), null, `${name}.classifier`);
   }
 
-  /** Text tower: `tokens` [B, S] (int64 or int32) → [B, D]. */
-  textTower(t: TextTransformer, tokens: string, name = 'text'): string {
+  /**
+   * Text tower: `tokens` [B, S] (int64 or int32) → [B, D]. With `dynamicLength` the tokens are [B, L],
+   * L ≤ S (the `truncate` padding policy, ./text-padding.ts): positions P[0:L], the causal mask's [L, L]
+   * corner, the RepMixer convolutions zero-padded at the ends of the L slots, as the tfjs tower on a cut batch.
+   */
+  textTower(t: TextTransformer, tokens: string, name = 'text', opts: { dynamicLength?: boolean } = {}): string {
     const s = t.positionalEmbedding.numEmbeddings;
     const emb = t.embeddingLayer.weight;
     const [vocab, c] = emb.shape as [number, number];
     let x = this.g.node('Gather', [this.g.initF32(`${name}.embedding_layer.weight`, f32(emb), [vocab, c]), tokens], { axis: ai(0) }, `${name}.embed`);
     const table = t.positionalEmbedding.table(s);
-    x = this.g.node('Add', [x, this.g.initF32(`${name}.positional_embedding`, f32(table), [s, table.shape[1]])], {}, `${name}.embedding_dropout`);
+    let pos = this.g.initF32(`${name}.positional_embedding`, f32(table), [s, table.shape[1]]);
+    if (opts.dynamicLength) {
+      this.dynamicSeqLen = this.g.node('Shape', [tokens], { start: ai(1), end: ai(2) }, `${name}.seq_len`);
+      pos = this.g.node('Slice', [pos, this.g.constI64([0]), this.dynamicSeqLen, this.g.constI64([0])], {}, `${name}.positional_embedding_sliced`);
+    }
+    x = this.g.node('Add', [x, pos], {}, `${name}.embedding_dropout`);
     if (s !== t.positionalEmbedding.numEmbeddings) table.dispose();
     this.currentSeqLen = s;
     const ids = this.g.node('Cast', [tokens], { to: ai(6) }); // int32 (ArgMax has no int64 CPU kernel)
@@ -336,6 +354,7 @@ export class OnnxEmitter {
       }
     }
     this.currentSeqLen = null;
+    this.dynamicSeqLen = null;
     // EOT pooling (first argmax of each token row) before the row-wise final LayerNorm.
     pooled ??= pool(x, seqFirst, `${name}.pooled`);
     const ln = this.layerNorm(t.finalLayerNorm, pooled, `${name}.final_layer_norm`);

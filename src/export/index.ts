@@ -3,7 +3,8 @@
  *
  * Graph interface (PyTorch conventions, dynamic batch axis `batch`):
  *  - `image`  float32 [batch, 3, H, W] NCHW, values in [0, 1]  → `image_features` float32 [batch, D]
- *  - `tokens` int64 [batch, S] (int32 with `tokensDtype: 'int32'`) → `text_features` float32 [batch, D]
+ *  - `tokens` int64 [batch, S] (int32 with `tokensDtype: 'int32'`) → `text_features` float32 [batch, D];
+ *    with `textPadding: 'truncate'` [batch, seq], seq ≤ S (rows cut by `truncateTokenRows`, ./text-padding.ts)
  * Features are the un-normalised `encode_image` / `encode_text` outputs (as `mclip embed`).
  * `tower: 'both'` writes ONE model holding both inputs and both outputs (two independent
  * sub-graphs; onnxruntime runs only the part a requested output needs, see `ortLatency`).
@@ -18,9 +19,20 @@ import { GraphBuilder } from './graph.js';
 import { OnnxEmitter, towerOutputDim } from './emit.js';
 import { DataType, encodeModel, irVersionForOpset } from './onnx-proto.js';
 import { verifyOnnx, type VerifyReport } from './verify.js';
+import { EXPORT_TEXT_PADDINGS, TEXT_PADDING_KEY, isExportTextPadding, type ExportTextPadding } from './text-padding.js';
 
 export { verifyOnnx, ortLatency, extractTower, randomImages, randomTokens, type VerifyReport, type LatencyResult, type LatencyOptions } from './verify.js';
 export { decodeModel } from './onnx-proto.js';
+export {
+  EXPORT_TEXT_PADDINGS,
+  TEXT_PADDING_KEY,
+  isExportTextPadding,
+  textPaddingOf,
+  truncateTokenRows,
+  truncatedLength,
+  eotIndices,
+  type ExportTextPadding,
+} from './text-padding.js';
 export {
   registerEmitter,
   registerChannelFirstEmitter,
@@ -50,6 +62,11 @@ export interface BuildOnnxOptions {
   imageSize?: number | [number, number];
   /** Element type of the `tokens` input (default int64, as PyTorch exports). */
   tokensDtype?: 'int64' | 'int32';
+  /**
+   * Padding policy of the text graph (./text-padding.ts; default `as-trained`, tokens [batch, S]);
+   * `truncate`: tokens [batch, seq], seq ≤ S, recorded in the metadata as `mclip.text_padding`.
+   */
+  textPadding?: ExportTextPadding;
 }
 
 export interface ResolvedOptions {
@@ -57,6 +74,7 @@ export interface ResolvedOptions {
   opset: number;
   imageSize: [number, number];
   tokensDtype: 'int64' | 'int32';
+  textPadding: ExportTextPadding;
 }
 
 export function resolveOptions(model: CLIP, opts: BuildOnnxOptions = {}): ResolvedOptions {
@@ -69,7 +87,10 @@ export function resolveOptions(model: CLIP, opts: BuildOnnxOptions = {}): Resolv
   if (!imageSize.every((v) => Number.isInteger(v) && v > 0)) throw new MclipError(`image size must be positive integers, got ${imageSize.join('×')}`);
   const tokensDtype = opts.tokensDtype ?? 'int64';
   if (tokensDtype !== 'int64' && tokensDtype !== 'int32') throw new MclipError(`tokens dtype must be int64 or int32, got '${String(tokensDtype)}'`);
-  return { tower, opset, imageSize, tokensDtype };
+  const textPadding = opts.textPadding ?? 'as-trained';
+  if (!isExportTextPadding(textPadding)) throw new MclipError(`text padding must be one of ${EXPORT_TEXT_PADDINGS.join(', ')}, got '${String(textPadding)}'`);
+  if (textPadding !== 'as-trained' && tower === 'image') throw new MclipError(`text padding '${textPadding}' needs the text tower (--tower text or both)`);
+  return { tower, opset, imageSize, tokensDtype, textPadding };
 }
 
 /**
@@ -88,8 +109,12 @@ export function buildOnnx(model: CLIP, opts: BuildOnnxOptions = {}): Uint8Array 
   }
   if (o.tower !== 'image') {
     const s = model.textEncoder.positionalEmbedding.numEmbeddings;
-    g.addInput('tokens', o.tokensDtype === 'int64' ? DataType.INT64 : DataType.INT32, ['batch', s], 'token ids (SOT … EOT, zero padded); pooled at the first argmax');
-    const y = tf.tidy(() => em.textTower(model.textEncoder, 'tokens'));
+    const dynamic = o.textPadding === 'truncate';
+    const doc = dynamic
+      ? `token ids (SOT … EOT, zero padded), seq ≤ ${s}: a batch cut to its longest row (+ spare pads), positions 0…seq−1; pooled at the first argmax`
+      : 'token ids (SOT … EOT, zero padded); pooled at the first argmax';
+    g.addInput('tokens', o.tokensDtype === 'int64' ? DataType.INT64 : DataType.INT32, ['batch', dynamic ? 'seq' : s], doc);
+    const y = tf.tidy(() => em.textTower(model.textEncoder, 'tokens', 'text', { dynamicLength: dynamic }));
     g.addOutput(y, 'text_features', DataType.FLOAT, ['batch', towerOutputDim(model.textEncoder)], 'encode_text (not normalised)');
   }
   return encodeModel({
@@ -105,6 +130,7 @@ export function buildOnnx(model: CLIP, opts: BuildOnnxOptions = {}): Uint8Array 
       { key: 'mclip.image_size', value: o.imageSize.join('x') },
       { key: 'mclip.context_length', value: String(model.textEncoder.positionalEmbedding.numEmbeddings) },
       { key: 'mclip.vocab_size', value: String(model.textEncoder.embeddingLayer.weight.shape[0]) },
+      ...(o.textPadding !== 'as-trained' && o.tower !== 'image' ? [{ key: TEXT_PADDING_KEY, value: o.textPadding }] : []),
     ],
   });
 }
@@ -124,6 +150,7 @@ export interface ExportReport {
   bytes: number;
   tower: Tower;
   opset: number;
+  textPadding: ExportTextPadding;
   verify: VerifyReport | null;
 }
 
@@ -144,5 +171,5 @@ export async function exportOnnx(model: CLIP, path: string, opts: ExportOnnxOpti
   } catch (e) {
     throw new MclipError(`${path}: cannot write the ONNX file (${(e as Error).message})`);
   }
-  return { path, bytes: bytes.length, tower: o.tower, opset: o.opset, verify };
+  return { path, bytes: bytes.length, tower: o.tower, opset: o.opset, textPadding: o.textPadding, verify };
 }

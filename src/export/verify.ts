@@ -80,13 +80,41 @@ export interface VerifyReport {
   batch: number;
 }
 
+/** Rows [n, l] zero padded to [n, s]. */
+function padRows(ids: Int32Array, n: number, l: number, s: number): Int32Array {
+  const out = new Int32Array(n * s);
+  for (let b = 0; b < n; b++) out.set(ids.subarray(b * l, b * l + l), b * s);
+  return out;
+}
+
+/**
+ * The tfjs reference of a `truncate` graph fed rows of length l: the tower on the full s-slot rows with its
+ * hidden states cut to the first l slots right after the embeddings (what `src/prune/truncate.ts` does with
+ * l = the batch's longest row + spare pads); pooling reads the EOT index of the full rows, which is < l.
+ */
+function encodeTextCut(model: CLIP, ids: Int32Array, n: number, s: number, l: number): Float32Array {
+  const h = model.textEncoder.positionalEmbedding.registerForwardHook((_m, _x, y) => y.slice([0, 0, 0], [-1, l, -1]));
+  try {
+    return tf.tidy(() => model.encodeText(tf.tensor2d(ids, [n, s], 'int32')).dataSync() as Float32Array);
+  } finally {
+    h.remove();
+  }
+}
+
+/** The shorter length a `truncate` graph is verified at besides the full context (about half of it). */
+export function shortVerifyLength(contextLength: number): number {
+  return Math.max(2, Math.ceil(contextLength / 2));
+}
+
 function tokensTensor(o: OrtModule, ids: Int32Array, dims: number[], dtype: 'int64' | 'int32'): Ort.Tensor {
   return dtype === 'int64' ? new o.Tensor('int64', BigInt64Array.from(ids, (v) => BigInt(v)), dims) : new o.Tensor('int32', ids, dims);
 }
 
 /**
  * Runs the ONNX model (bytes or a path) in onnxruntime-node and the tfjs model on the same random
- * inputs; throws an MclipError naming the first output over the tolerance.
+ * inputs; throws an MclipError naming the first output over the tolerance. A text graph with a dynamic
+ * sequence axis (`truncate`, ./text-padding.ts) is checked at the full context length and, as
+ * `text_features[seq L]`, on rows of a shorter length L against the tfjs tower cut to L slots.
  */
 export async function verifyOnnx(model: CLIP, onnx: Uint8Array | string, opts: VerifyOptions): Promise<VerifyReport> {
   const o = await ort();
@@ -107,7 +135,16 @@ export async function verifyOnnx(model: CLIP, onnx: Uint8Array | string, opts: V
       feeds.tokens = tokensTensor(o, ids, [n, s], opts.tokensDtype);
       refs.text_features = tf.tidy(() => model.encodeText(tf.tensor2d(ids, [n, s], 'int32')).dataSync() as Float32Array);
     }
-    const out = await session.run(feeds);
+    const out: Record<string, Ort.Tensor> = { ...(await session.run(feeds)) };
+    const tok = session.inputMetadata.find((m) => m.name === 'tokens');
+    if (opts.tower !== 'image' && tok?.isTensor && typeof tok.shape[1] !== 'number') {
+      const s = model.textEncoder.positionalEmbedding.numEmbeddings;
+      const l = shortVerifyLength(s);
+      const short = randomTokens(n, l, model.textEncoder.embeddingLayer.weight.shape[0], opts.seed + 1);
+      const key = `text_features[seq ${l}]`;
+      refs[key] = encodeTextCut(model, padRows(short, n, l, s), n, s, l);
+      out[key] = (await session.run({ ...feeds, tokens: tokensTensor(o, short, [n, l], opts.tokensDtype) }, ['text_features'])).text_features;
+    }
     const report: VerifyReport = { relDiff: {}, tolerance: opts.tolerance, batch: n };
     for (const [name, ref] of Object.entries(refs)) {
       const got = out[name];
@@ -134,6 +171,8 @@ export interface LatencyOptions {
   /** intraOpNumThreads (default 2). */
   threads?: number;
   seed?: number;
+  /** Token row length on a dynamic sequence axis (a `truncate` text graph; default the context length). */
+  seqLen?: number;
 }
 
 export interface LatencyResult {
@@ -182,6 +221,18 @@ export function extractTower(bytes: Uint8Array, tower: 'image' | 'text'): Uint8A
   });
 }
 
+/** The token row length to time: the static width, or on a dynamic axis `seqLen` (default the context length). */
+function tokenRowLength(dim: number | string, meta: Record<string, string>, seqLen: number | undefined, file: string): number {
+  if (typeof dim === 'number') {
+    if (seqLen !== undefined && seqLen !== dim) throw new MclipError(`${file}: token rows are fixed at ${dim}; a row length of ${seqLen} needs a 'truncate' export`);
+    return dim;
+  }
+  const ctx = Number(meta['mclip.context_length']);
+  const l = seqLen ?? ctx;
+  if (!Number.isInteger(l) || l < 2 || (Number.isInteger(ctx) && l > ctx)) throw new MclipError(`${file}: token row length must be an integer in [2, ${ctx}], got ${l}`);
+  return l;
+}
+
 /**
  * onnxruntime-node latency of one tower of an exported model (a file from `exportOnnx`; for a
  * `both` model the tower's sub-graph is extracted first, see `extractTower`). Inputs are random
@@ -217,6 +268,7 @@ export async function ortLatency(onnxPath: string, tower: 'image' | 'text', opts
     const feeds: Record<string, Ort.Tensor> = {};
     for (const m of inputs) {
       const dims = m.shape.map((d, i) => (i === 0 ? batch : Number(d)));
+      if (m.name === 'tokens') dims[1] = tokenRowLength(m.shape[1], meta, opts.seqLen, onnxPath);
       if (m.name === 'image') feeds.image = new o.Tensor('float32', randomImages(batch, [dims[2], dims[3]], opts.seed ?? 0), dims);
       else if (m.name === 'tokens') {
         const vocab = Number(meta['mclip.vocab_size'] ?? 49408);

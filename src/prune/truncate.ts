@@ -3,13 +3,10 @@ import { MclipError } from '../errors.js';
 import type { HookHandle } from '../base/nn/module.js';
 import type { TextTransformer } from '../base/model/text-transformer.js';
 import { TEXT_TOKENS } from '../base/model/text-context.js';
+import { truncatedLength } from '../export/text-padding.js';
 
-/** Length a batch is cut to: its longest real sequence (SOT … EOT) plus `spare` pads, at most `contextLength`. */
-export function truncatedLength(eot: ArrayLike<number>, contextLength: number, spare = 0): number {
-  let longest = 0;
-  for (let i = 0; i < eot.length; i++) longest = Math.max(longest, eot[i] + 1);
-  return Math.min(contextLength, longest + spare);
-}
+/** The rule is shared with the ONNX side (a `truncate` export is fed rows cut by it: `truncateTokenRows`). */
+export { truncatedLength };
 
 /**
  * The `truncate` padding policy (methods.md §4.5 P1): each batch is cut to its longest real sequence
@@ -23,6 +20,9 @@ export function truncatedLength(eot: ArrayLike<number>, contextLength: number, s
  * Approximate for the non-causal `mct` / S0–S2 towers, which were trained with the pads as live tokens
  * (attended to, and mixed in by the RepMixer convolutions); there the result also depends on the longest
  * caption of the batch, since a short caption keeps that many pads.
+ *
+ * The ONNX form is an export option (`exportOnnx(model, path, { textPadding: 'truncate' })`, `mclip export
+ * --text-padding truncate`): tokens [batch, seq], fed the rows `truncateTokenRows` cuts (src/export/text-padding.ts).
  */
 export function truncatePadding(tower: TextTransformer, opts: { spare?: number } = {}): HookHandle {
   const spare = opts.spare ?? 0;

@@ -2,7 +2,7 @@ import type { Argv } from 'yargs';
 import { withOptions, type OptionTable } from '../options.js';
 import { MclipError } from '../../errors.js';
 import { loadModel } from '../../base/model/checkpoint.js';
-import { exportOnnx, ortLatency, MAX_OPSET, MIN_OPSET, TOWERS, type Tower } from '../../export/index.js';
+import { EXPORT_TEXT_PADDINGS, exportOnnx, isExportTextPadding, ortLatency, MAX_OPSET, MIN_OPSET, TOWERS, type Tower } from '../../export/index.js';
 import { startBackend, type GlobalArgs } from '../run.js';
 
 export interface ExportArgs extends GlobalArgs {
@@ -13,6 +13,7 @@ export interface ExportArgs extends GlobalArgs {
   opset: number;
   imageSize?: number;
   tokensDtype: string;
+  textPadding?: string;
   verify: boolean;
   latency: boolean;
 }
@@ -23,6 +24,9 @@ export async function runExport(args: ExportArgs): Promise<void> {
     throw new MclipError(`--opset must be an integer in [${MIN_OPSET}, ${MAX_OPSET}], got ${args.opset}`);
   }
   if (args.tokensDtype !== 'int64' && args.tokensDtype !== 'int32') throw new MclipError(`--tokens-dtype must be int64 or int32, got '${args.tokensDtype}'`);
+  const textPadding = args.textPadding ?? 'as-trained';
+  if (!isExportTextPadding(textPadding)) throw new MclipError(`--text-padding must be one of ${EXPORT_TEXT_PADDINGS.join(', ')}, got '${textPadding}'`);
+  if (textPadding !== 'as-trained' && args.tower === 'image') throw new MclipError(`--text-padding ${textPadding} needs the text tower (--tower text or both)`);
   if (!args.out.toLowerCase().endsWith('.onnx')) throw new MclipError(`--out must name a .onnx file, got '${args.out}'`);
   await startBackend(args);
   const { model } = await loadModel(args.checkpoint, { arch: args.arch, fused: true });
@@ -32,11 +36,13 @@ export async function runExport(args: ExportArgs): Promise<void> {
       opset: args.opset,
       imageSize: args.imageSize,
       tokensDtype: args.tokensDtype,
+      textPadding,
       verify: args.verify,
     });
     const mb = (r.bytes / 2 ** 20).toFixed(1);
     const diffs = r.verify ? Object.entries(r.verify.relDiff).map(([k, v]) => `${k} ${v.toExponential(2)}`).join(', ') : 'not verified';
-    if (!args.quiet) console.error(`mclip: wrote ${r.path} (${mb} MiB, ${r.tower}, opset ${r.opset}); onnxruntime vs tfjs max rel. diff: ${diffs}`);
+    const seq = r.textPadding === 'truncate' ? ', text padding truncate: tokens [batch, seq ≤ context length]' : '';
+    if (!args.quiet) console.error(`mclip: wrote ${r.path} (${mb} MiB, ${r.tower}, opset ${r.opset}${seq}); onnxruntime vs tfjs max rel. diff: ${diffs}`);
     if (args.latency) {
       const towers = r.tower === 'both' ? (['image', 'text'] as const) : [r.tower];
       for (const t of towers) {
@@ -59,6 +65,12 @@ export const EXPORT_OPTIONS = {
   opset: { type: 'number', default: MIN_OPSET, describe: `ONNX opset (${MIN_OPSET}–${MAX_OPSET}; ≥ 20 uses the Gelu op)` },
   'image-size': { type: 'number', describe: "input H = W (default: the model's image size)" },
   'tokens-dtype': { type: 'string', default: 'int64', choices: ['int64', 'int32'], describe: "element type of the 'tokens' input" },
+  'text-padding': {
+    type: 'string',
+    default: 'as-trained',
+    choices: [...EXPORT_TEXT_PADDINGS],
+    describe: "as-trained: tokens [batch, context length]; truncate: tokens [batch, seq ≤ context length], a batch cut to its longest row (+ spare pads; exact for causal towers, approximate for mct), recorded as mclip.text_padding",
+  },
   verify: { type: 'boolean', default: true, describe: 'check onnxruntime-node against tfjs on random inputs (max rel. diff ≤ 1e-4)' },
   latency: { type: 'boolean', default: false, describe: 'print onnxruntime-node latency (batch 1 and 8, 2 threads, median/p90 of 30 runs)' },
 } as const satisfies OptionTable;
