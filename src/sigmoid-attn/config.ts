@@ -8,11 +8,11 @@ export interface SigmoidOptions {
   text?: boolean;
   /** The MCi attention stages or the ViT-B layers (default true). */
   image?: boolean;
-  /** QK-norm (LayerNorm on each head's q and k) on the switched text / ViT layers (default false). */
+  /** QK-norm (LayerNorm on each head's q and k) on the switched text / ViT layers and MCi attention stages (default false). */
   qkNorm?: boolean;
-  /** Hybrid-norm (LayerNorm on the attention output before the residual add) on the switched text / ViT layers (default false). */
+  /** Hybrid-norm (LayerNorm on the attention output before the residual add) on the switched text / ViT layers and MCi attention stages (default false). */
   hybridNorm?: boolean;
-  /** LayerScale on the attention residual of the switched text / ViT layers, with this initial gain (e.g. 1e-4); default none. */
+  /** LayerScale on the attention residual of the switched text / ViT layers, with this initial gain (e.g. 1e-4); default none. MCi attention blocks have their own (layer_scale_1) and keep it. */
   layerScale?: number;
 }
 
@@ -26,6 +26,11 @@ function stabilisers(opts: SigmoidOptions): { qkNorm?: true; attnOutNorm?: true;
     ...(opts.hybridNorm ? { attnOutNorm: true } : {}),
     ...(opts.layerScale !== undefined ? { attnLayerScale: opts.layerScale } : {}),
   };
+}
+
+/** The stabiliser fields of a switched MCi attention stage: QK-norm and hybrid-norm (its LayerScale γ₁ is already there). */
+function mciStabilisers(opts: SigmoidOptions): { qkNorm?: true; attnOutNorm?: true } {
+  return { ...(opts.qkNorm ? { qkNorm: true } : {}), ...(opts.hybridNorm ? { attnOutNorm: true } : {}) };
 }
 
 /** Keys per query of the text layers: the context length (pads are real keys in S0–S2; methods.md §5). */
@@ -52,7 +57,7 @@ function sigmoidParams(n: number): Record<string, number> {
 
 function imageWithSigmoid(image: ImageConfig, opts: SigmoidOptions): ImageConfig {
   if (image.kind === 'mci') {
-    const stages = mciStages(image).map((s, i) => (s.mixer === 'attention' ? { ...s, attention: SIGMOID_KERNEL, attentionParams: sigmoidParams(mciKeys(image.imageSize, i)) } : s));
+    const stages = mciStages(image).map((s, i) => (s.mixer === 'attention' ? { ...s, attention: SIGMOID_KERNEL, attentionParams: sigmoidParams(mciKeys(image.imageSize, i)), ...mciStabilisers(opts) } : s));
     return { ...image, stages };
   }
   const n = vitKeys(image.imageSize);
@@ -62,7 +67,7 @@ function imageWithSigmoid(image: ImageConfig, opts: SigmoidOptions): ImageConfig
 /**
  * `cfg` with sigmoid attention in the chosen towers: every attention layer's kernel 'sigmoid' with its bias
  * b = −ln n recorded (`attentionParams.bias`; n from the config's context length / image size), in the
- * per-layer form, with the stabilisers asked for on the text / ViT transformer layers. Without stabilisers
+ * per-layer form, with the stabilisers asked for on the text / ViT transformer layers and the MCi attention stages. Without stabilisers
  * every weight shape is unchanged, so a softmax checkpoint's weights fit as they are.
  */
 export function withSigmoidAttention(cfg: ClipConfig, opts: SigmoidOptions = {}): ClipConfig {

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/base/backend/index.js';
 import { CLIP } from '../../src/base/model/clip.js';
 import { loadModel, saveModel } from '../../src/base/model/checkpoint.js';
-import { textLayers } from '../../src/base/model/configs.js';
+import { mciStages, textLayers } from '../../src/base/model/configs.js';
 import { MultiHeadAttention } from '../../src/base/layers/multi-head-attention.js';
 import { MHSA } from '../../src/base/layers/mhsa.js';
 import { SIGMOID_KERNEL, sigmoidBias } from '../../src/sigmoid-attn/index.js';
@@ -37,17 +37,25 @@ describe('mclip convert --attention sigmoid', () => {
     const layers = textLayers(after.config.text).filter((l) => l.mixer === 'attention');
     expect(layers.length).toBeGreaterThan(0);
     for (const l of layers) expect(l).toMatchObject({ attention: SIGMOID_KERNEL, qkNorm: true, attnOutNorm: true, attnLayerScale: 1e-4, attentionParams: { bias: sigmoidBias(16) } });
+    if (after.config.image.kind !== 'mci') throw new Error('expected an MCi image tower');
+    const stage = mciStages(after.config.image).find((st) => st.mixer === 'attention');
+    expect(stage).toMatchObject({ attention: SIGMOID_KERNEL, qkNorm: true, attnOutNorm: true, attentionParams: { bias: 0 } }); // 32 px: stage 4 is 1×1, b = −ln 1
     const mods = [...after.model.namedModules()].filter(([, m]) => m instanceof MHSA || m instanceof MultiHeadAttention);
     expect(mods.every(([, m]) => (m as MHSA | MultiHeadAttention).kernelName === SIGMOID_KERNEL)).toBe(true);
     const old = new Map(before.model.namedParams());
+    const added: string[] = [];
     for (const [name, p] of after.model.namedParams()) {
       const o = old.get(name);
       if (!o) {
-        expect(name).toMatch(/((q_norm|k_norm|pre_norm_mha\.2)\.(weight|bias)|pre_norm_mha\.3\.gamma)$/);
+        added.push(name);
+        expect(name).toMatch(/((q_norm|k_norm|pre_norm_mha\.2|attn_out_norm)\.(weight|bias)|pre_norm_mha\.3\.gamma)$/);
         continue;
       }
       expect(Array.from(p.variable.dataSync()), name).toEqual(Array.from(o.variable.dataSync()));
     }
+    expect(added.filter((n) => n.startsWith('image_encoder.')).sort()).toEqual(
+      ['attn_out_norm.bias', 'attn_out_norm.weight', 'token_mixer.k_norm.bias', 'token_mixer.k_norm.weight', 'token_mixer.q_norm.bias', 'token_mixer.q_norm.weight'].map((n) => `image_encoder.model.network.7.0.${n}`),
+    );
     before.model.dispose();
     after.model.dispose();
   });

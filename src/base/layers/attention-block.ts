@@ -6,6 +6,7 @@ import { BatchNorm2d } from './batch-norm.js';
 import { MHSA } from './mhsa.js';
 import type { AttentionParams } from '../nn/attention.js';
 import { ConvFFN } from './conv-ffn.js';
+import { LayerNorm } from './layer-norm.js';
 
 export interface AttentionBlockOptions {
   /** ConvFFN hidden width = ⌊dim·mlpRatio⌋ unless `hidden` is given. */
@@ -18,11 +19,18 @@ export interface AttentionBlockOptions {
   kernel?: string;
   /** Parameters of the kernel (default none). */
   kernelParams?: AttentionParams;
+  /** LayerNorm on each head's q and k in the MHSA (`token_mixer.{q,k}_norm`; default false). */
+  qkNorm?: boolean;
+  /** LayerNorm over the channels of the MHSA output before γ₁ and the residual add (`attn_out_norm`, hybrid-norm; default false). */
+  attnOutNorm?: boolean;
   layerScaleInit?: number;
   init?: Initializer;
 }
 
-/** MCi AttentionBlock: x += γ₁ ⊙ MHSA(BN(x)); x += γ₂ ⊙ ConvFFN(x) (the pre-norm is BatchNorm). */
+/**
+ * MCi AttentionBlock: x += γ₁ ⊙ MHSA(BN(x)); x += γ₂ ⊙ ConvFFN(x) (the pre-norm is BatchNorm). With
+ * `attnOutNorm` (hybrid-norm), x += γ₁ ⊙ LN(MHSA(BN(x))), the LayerNorm over the channels at `attn_out_norm`.
+ */
 export class AttentionBlock extends Module {
   constructor(dim: number, opts: AttentionBlockOptions) {
     super();
@@ -32,7 +40,8 @@ export class AttentionBlock extends Module {
     this.addParam('layer_scale_1', full([dim], ls), { torchShape: [dim, 1, 1], noDecay: false });
     this.addParam('layer_scale_2', full([dim], ls), { torchShape: [dim, 1, 1], noDecay: false });
     this.addModule('norm', new BatchNorm2d(dim));
-    this.addModule('token_mixer', new MHSA(dim, opts.headDim ?? 32, init, { heads: opts.heads, kernel: opts.kernel, kernelParams: opts.kernelParams }));
+    this.addModule('token_mixer', new MHSA(dim, opts.headDim ?? 32, init, { heads: opts.heads, kernel: opts.kernel, kernelParams: opts.kernelParams, qkNorm: opts.qkNorm }));
+    if (opts.attnOutNorm) this.addModule('attn_out_norm', new LayerNorm(dim));
     this.addModule('convffn', new ConvFFN(dim, hidden, dim, [7, 7], init));
   }
 
@@ -44,6 +53,11 @@ export class AttentionBlock extends Module {
     return this.childAs('token_mixer', MHSA);
   }
 
+  /** Hybrid-norm: the LayerNorm on the attention output (`attn_out_norm`), or null. */
+  get attnOutNorm(): LayerNorm | null {
+    return this.optionalChildAs('attn_out_norm', LayerNorm);
+  }
+
   get convffn(): ConvFFN {
     return this.childAs('convffn', ConvFFN);
   }
@@ -52,7 +66,9 @@ export class AttentionBlock extends Module {
     return tf.tidy(() => {
       const g1 = this.param('layer_scale_1');
       const g2 = this.param('layer_scale_2');
-      const y = x.add(this.sub('token_mixer').call(this.sub('norm').call(x, ctx), ctx).mul(g1));
+      let a = this.sub('token_mixer').call(this.sub('norm').call(x, ctx), ctx);
+      if (this.attnOutNorm) a = this.sub('attn_out_norm').call(a, ctx);
+      const y = x.add(a.mul(g1));
       return y.add(this.convffn.scaledForward(y, g2 as tf.Tensor1D, ctx));
     });
   }

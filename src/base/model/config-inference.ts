@@ -215,6 +215,9 @@ interface BlockShape {
   ffnDim: number;
   inner?: number;
   kernel?: number;
+  /** Attention blocks: QK-norm and hybrid-norm present (their weights are). */
+  qkNorm?: boolean;
+  attnOutNorm?: boolean;
 }
 
 function inferMci(s: Shapes, base: MciConfig | null): MciConfig {
@@ -247,7 +250,7 @@ function inferMci(s: Shapes, base: MciConfig | null): MciConfig {
       const fc1 = s.need(`${q}convffn.fc1.weight`, 4);
       const qkv = s.get(`${q}token_mixer.qkv.weight`);
       if (qkv) {
-        blocks.push({ mixer: 'attention', width: fc1[1], ffnDim: fc1[0], inner: qkv[0] / 3 });
+        blocks.push({ mixer: 'attention', width: fc1[1], ffnDim: fc1[0], inner: qkv[0] / 3, qkNorm: s.has(`${q}token_mixer.q_norm.weight`), attnOutNorm: s.has(`${q}attn_out_norm.weight`) });
       } else {
         const k = s.need([`${q}token_mixer.mixer.rbr_conv.0.conv.weight`, `${q}token_mixer.reparam_conv.weight`], 4);
         blocks.push({ mixer: 'repmixer', width: fc1[1], ffnDim: fc1[0], kernel: k[2] });
@@ -260,6 +263,7 @@ function inferMci(s: Shapes, base: MciConfig | null): MciConfig {
       if (b.mixer !== b0.mixer) s.fail(`MCi stage ${i + 1} mixes RepMixer and attention blocks, which a config cannot describe`);
       if (b.width !== b0.width) s.fail(`MCi stage ${i + 1} has blocks of widths ${b0.width} and ${b.width}`);
       if (b.inner !== b0.inner) s.fail(`MCi stage ${i + 1} has attention inner widths ${b0.inner} and ${b.inner}; a stage has one`);
+      if (b.qkNorm !== b0.qkNorm || b.attnOutNorm !== b0.attnOutNorm) s.fail(`MCi stage ${i + 1} has attention blocks with and without QK-norm or hybrid-norm; a stage has one form`);
       if (b.kernel !== undefined) {
         repKernel ??= b.kernel;
         if (b.kernel !== repKernel) s.fail(`MCi RepMixer kernels ${repKernel} and ${b.kernel}; a config has one`);
@@ -281,6 +285,8 @@ function inferMci(s: Shapes, base: MciConfig | null): MciConfig {
       stage.headDim = h.headDim;
       if (bs?.mixer === 'attention' && bs.attention !== undefined) stage.attention = bs.attention;
       if (bs?.mixer === 'attention' && bs.attentionParams !== undefined) stage.attentionParams = { ...bs.attentionParams };
+      if (b0.qkNorm) stage.qkNorm = true;
+      if (b0.attnOutNorm) stage.attnOutNorm = true;
     }
     stages.push(stage);
     pendingPe = false;

@@ -36,6 +36,10 @@ export interface MciStageConfig {
   attention?: string;
   /** Attention stages: numeric parameters of that kernel (e.g. sigmoid attention's `bias`); default none. */
   attentionParams?: Record<string, number>;
+  /** Attention stages: LayerNorm on each head's q and k (`token_mixer.{q,k}_norm`, over the head width); default false. */
+  qkNorm?: boolean;
+  /** Attention stages: LayerNorm over the channels of the MHSA output before γ₁ and the residual add (`attn_out_norm`, hybrid-norm); default false. */
+  attnOutNorm?: boolean;
   /** ConvFFN hidden width of each block (length = depth). */
   ffnDims: number[];
   /** RepCPE before the stage. */

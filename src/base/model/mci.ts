@@ -63,7 +63,7 @@ export class FastViT extends Module {
       for (let j = 0; j < s.depth; j++) {
         if (s.mixer === 'attention') {
           stage.push(
-            new AttentionBlock(s.width, { hidden: s.ffnDims[j], headDim: s.headDim ?? 32, heads: s.heads, kernel: s.attention, kernelParams: s.attentionParams, layerScaleInit: cfg.layerScaleInit, init }),
+            new AttentionBlock(s.width, { hidden: s.ffnDims[j], headDim: s.headDim ?? 32, heads: s.heads, kernel: s.attention, kernelParams: s.attentionParams, qkNorm: s.qkNorm, attnOutNorm: s.attnOutNorm, layerScaleInit: cfg.layerScaleInit, init }),
           );
         } else {
           stage.push(

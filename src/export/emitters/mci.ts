@@ -13,7 +13,7 @@ import { AttentionBlock } from '../../base/layers/attention-block.js';
 import { GlobalPool2D } from '../../base/model/mci.js';
 import type { OnnxEmitter } from '../emit.js';
 import { registerChannelFirstEmitter, registerEmitter, type ConvLayout } from '../registry.js';
-import { ownParam } from '../weights.js';
+import { f32, ownParam } from '../weights.js';
 
 function notFused(name: string): MclipError {
   return new MclipError(`export: ${name} is not reparameterised; fuse the model first (reparameterize)`);
@@ -72,21 +72,32 @@ registerChannelFirstEmitter(ConvFFN, (em, m, x, name, layout) => convFfn(em, m, 
 registerChannelFirstEmitter(SEBlock, (em, m, x, name, layout) => em.squeezeExcite(m.reduce, m.expand, x, name, layout));
 registerChannelFirstEmitter(SqueezeExcite, (em, m, x, name, layout) => em.squeezeExcite(m.fc1, m.fc2, x, name, layout));
 
-/** x + γ₁ ⊙ MHSA(BN(x)); x + γ₂ ⊙ ConvFFN(x), on NCHW maps (BN folded into qkv, γ into the projections). */
+/**
+ * x + γ₁ ⊙ MHSA(BN(x)); x + γ₂ ⊙ ConvFFN(x), on NCHW maps (BN folded into qkv, γ into the projections).
+ * QK-norm: LayerNorms on each head's q and k (the emitter's attention). Hybrid-norm: x + γ₁ ⊙ LN(MHSA(BN(x))),
+ * the LayerNorm over the channels of the [B, N, C] tokens and γ₁ a Mul after it.
+ */
 registerEmitter(AttentionBlock, (em, m, x, name) => {
   const mh = m.tokenMixer;
   const c = m.norm.numFeatures;
   const shape = em.g.node('Shape', [x], {}, `${name}.shape`);
   const tokens = em.g.transpose(em.g.reshape(x, [0, c, -1]), [0, 2, 1], `${name}.tokens`);
   const { scale, shift } = m.norm.affine();
+  const outNorm = m.attnOutNorm;
+  const gamma = ownParam(m, 'layer_scale_1');
   try {
-    const o = em.attention(tokens, mh.qkv.weight, mh.qkv.bias, mh.numHeads, mh.proj.weight, mh.proj.bias, `${name}.token_mixer`, {
+    let o = em.attention(tokens, mh.qkv.weight, mh.qkv.bias, mh.numHeads, mh.proj.weight, mh.proj.bias, `${name}.token_mixer`, {
       kernel: mh.kernelName,
       kernelParams: mh.kernelParams,
+      qkNorm: mh.qkNorm,
       preScale: scale,
       preShift: shift,
-      outScale: ownParam(m, 'layer_scale_1'),
+      outScale: outNorm ? null : gamma,
     });
+    if (outNorm) {
+      o = em.layerNorm(outNorm, o, `${name}.attn_out_norm`);
+      o = em.g.node('Mul', [o, em.g.initF32(`${name}.layer_scale_1`, f32(gamma), [c])], {}, `${name}.attn_scaled`);
+    }
     // Back to NCHW; the residual needs the projection width to equal C, so x's shape fits.
     const back = em.g.reshape(em.g.transpose(o, [0, 2, 1]), shape);
     const y = em.g.node('Add', [x, back], {}, `${name}.mha_residual`);
