@@ -6,6 +6,7 @@
 import type * as Ort from 'onnxruntime-node';
 import type { CLIP } from '../base/model/clip.js';
 import { MclipError } from '../errors.js';
+import { truncateTokenRows } from '../export/index.js';
 import { checkPixels, nhwcToNchw, TfjsEngine, type EngineName, type ImageLayout, type ImageTextEncoder } from './engine.js';
 import { cachedOnnx, dropOnnxEntry, OnnxCacheError, type OnnxCacheEntry, type OnnxCacheOptions } from './onnx-cache.js';
 
@@ -45,6 +46,8 @@ export interface OrtEngineOptions {
   threads?: number;
   /** onnxruntime-node itself (default: loadOrt()). */
   ort?: OrtModule;
+  /** Width of the token rows `encodeTexts` receives; needed when the text graph's sequence axis is dynamic. */
+  contextLength?: number;
 }
 
 /** Both towers of an exported model in onnxruntime-node (CPU); owns its sessions. */
@@ -61,11 +64,16 @@ export class OrtEngine implements ImageTextEncoder {
     readonly imageSize: [number, number],
     readonly contextLength: number,
     private readonly tokensType: 'int64' | 'int32',
+    /** The text graph takes rows cut to the batch's longest (`truncate`, a dynamic sequence axis). */
+    readonly truncatesText: boolean,
     readonly threads: number,
     readonly description: string,
   ) {}
 
-  /** Opens the image and text tower files (`image` → `image_features`, `tokens` → `text_features`, static H×W and S). */
+  /**
+   * Opens the image and text tower files (`image` → `image_features`, `tokens` → `text_features`, static H×W;
+   * static S, or a dynamic sequence axis — a `truncate` export — with `opts.contextLength` the rows' width).
+   */
   static async open(files: { image: string; text: string }, opts: OrtEngineOptions = {}): Promise<OrtEngine> {
     const ort = opts.ort ?? (await loadOrt());
     const threads = opts.threads ?? ORT_THREADS;
@@ -90,10 +98,15 @@ export class OrtEngine implements ImageTextEncoder {
       if (im.type !== 'float32' || im.shape.length !== 4) throw new MclipError(`${files.image}: input 'image' is ${im.type} [${im.shape.join(', ')}], expected float32 [N, 3, H, W]`);
       if (tok.type !== 'int64' && tok.type !== 'int32') throw new MclipError(`${files.text}: input 'tokens' is ${tok.type}, expected int64 or int32`);
       const size: [number, number] = [staticDim(im.shape, 2, files.image, 'the image height'), staticDim(im.shape, 3, files.image, 'the image width')];
-      const ctx = staticDim(tok.shape, 1, files.text, 'the token row width');
+      const truncates = typeof tok.shape[1] === 'string';
+      const width = opts.contextLength;
+      if (truncates && !(width !== undefined && Number.isInteger(width) && width > 0)) {
+        throw new MclipError(`${files.text}: the token axis is dynamic ('truncate' export); the engine needs the context length`);
+      }
+      const ctx = truncates && width !== undefined ? width : staticDim(tok.shape, 1, files.text, 'the token row width');
       const v = ort.env.versions?.node ?? ort.env.versions?.common;
-      const description = `onnxruntime-node${v ? ` ${v}` : ''} CPU, ${threads} thread${threads === 1 ? '' : 's'}`;
-      return new OrtEngine(ort, image, text, size, ctx, tok.type, threads, description);
+      const description = `onnxruntime-node${v ? ` ${v}` : ''} CPU, ${threads} thread${threads === 1 ? '' : 's'}${truncates ? ', text truncated per batch' : ''}`;
+      return new OrtEngine(ort, image, text, size, ctx, tok.type, truncates, threads, description);
     } catch (e) {
       for (const s of sessions) await s.release();
       throw e;
@@ -126,8 +139,10 @@ export class OrtEngine implements ImageTextEncoder {
   async encodeTexts(tokens: Int32Array, n: number): Promise<Float32Array> {
     const s = this.contextLength;
     if (tokens.length !== n * s) throw new Error(`expected ${n}×${s} token ids, got ${tokens.length}`);
-    const dims = [n, s];
-    const t = this.tokensType === 'int64' ? new this.ort.Tensor('int64', BigInt64Array.from(tokens, (v) => BigInt(v)), dims) : new this.ort.Tensor('int32', tokens, dims);
+    // A `truncate` graph gets the batch cut to its longest row (exact for causal towers).
+    const cut = this.truncatesText ? truncateTokenRows(tokens, n, s) : { ids: tokens, length: s };
+    const dims = [n, cut.length];
+    const t = this.tokensType === 'int64' ? new this.ort.Tensor('int64', BigInt64Array.from(cut.ids, (v) => BigInt(v)), dims) : new this.ort.Tensor('int32', cut.ids, dims);
     return this.run(this.text, { tokens: t }, 'text_features', n);
   }
 
@@ -205,14 +220,14 @@ export async function openEngine(choice: EngineName, model: CLIP, opts: OpenEngi
   }
   let engine: OrtEngine;
   try {
-    engine = await OrtEngine.open(entry, { ort, threads: opts.threads });
+    engine = await OrtEngine.open(entry, { ort, threads: opts.threads, contextLength: model.cfg.text.contextLength });
   } catch (e) {
     if (!entry.hit) return tfjsOpened(model, choice, opts, firstLine(e));
     // a damaged cache entry: rebuild it once
     dropOnnxEntry(entry);
     try {
       entry = await cachedOnnx(model, opts.checkpoint, opts);
-      engine = await OrtEngine.open(entry, { ort, threads: opts.threads });
+      engine = await OrtEngine.open(entry, { ort, threads: opts.threads, contextLength: model.cfg.text.contextLength });
     } catch (e2) {
       return tfjsOpened(model, choice, opts, firstLine(e2));
     }

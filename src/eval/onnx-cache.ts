@@ -6,7 +6,7 @@
  * Layout: `<cache>/onnx/<arch>-<key>/{image.onnx, text.onnx, entry.json}` with `<cache>` mclip's
  * cache folder (`cacheDir`: $MCLIP_CACHE_DIR, else $XDG_CACHE_HOME/mclip, else ~/.cache/mclip).
  * The key is the sha256 of the checkpoint file's bytes, the model config and the export options
- * (opset, image size, tokens dtype, cache format). An entry is built in a temporary folder and
+ * (opset, image size, tokens dtype, the text padding policy when not `as-trained`, cache format). An entry is built in a temporary folder and
  * renamed into place, so a folder under its final name is complete.
  */
 import { closeSync, existsSync, mkdirSync, openSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { cacheDir } from '../base/backend/native-notice.js';
 import type { CLIP } from '../base/model/clip.js';
 import { MclipError } from '../errors.js';
-import { exportOnnx, resolveOptions, type VerifyReport } from '../export/index.js';
+import { exportOnnx, resolveOptions, type ExportTextPadding, type VerifyReport } from '../export/index.js';
 
 /** Bumped when the layout or the meaning of an entry changes. */
 export const ONNX_CACHE_FORMAT = 1;
@@ -59,6 +59,8 @@ export interface OnnxCacheOptions {
   opset?: number;
   /** Element type of the `tokens` input (default int64). */
   tokensDtype?: 'int64' | 'int32';
+  /** Padding policy of the text tower's graph (default `as-trained`; `truncate`: tokens [batch, seq ≤ S]). */
+  textPadding?: ExportTextPadding;
 }
 
 export interface OnnxCacheEntry {
@@ -80,8 +82,10 @@ export interface OnnxCacheEntry {
 
 /** The key material of a model loaded from a checkpoint with these bytes. */
 export function onnxCacheKey(checkpointSha256: string, model: CLIP, opts: OnnxCacheOptions = {}): { key: string; name: string; material: Record<string, unknown> } {
-  const o = resolveOptions(model, { tower: 'both', opset: opts.opset, tokensDtype: opts.tokensDtype });
-  const material = { format: ONNX_CACHE_FORMAT, checkpoint: checkpointSha256, config: model.cfg, opset: o.opset, imageSize: o.imageSize, tokensDtype: o.tokensDtype, tolerance: ONNX_CACHE_TOLERANCE };
+  const o = resolveOptions(model, { tower: 'both', opset: opts.opset, tokensDtype: opts.tokensDtype, textPadding: opts.textPadding });
+  // The policy enters the key only when not as-trained, so the keys of the as-trained entries stay as they were.
+  const padding = o.textPadding === 'as-trained' ? {} : { textPadding: o.textPadding };
+  const material = { format: ONNX_CACHE_FORMAT, checkpoint: checkpointSha256, config: model.cfg, opset: o.opset, imageSize: o.imageSize, tokensDtype: o.tokensDtype, ...padding, tolerance: ONNX_CACHE_TOLERANCE };
   const key = createHash('sha256').update(JSON.stringify(material)).digest('hex');
   const arch = model.cfg.name.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 64) || 'model';
   return { key, name: `${arch}-${key.slice(0, 24)}`, material };
@@ -118,7 +122,7 @@ export async function cachedOnnx(model: CLIP, checkpoint: string, opts: OnnxCach
   try {
     const common = { opset: opts.opset, tokensDtype: opts.tokensDtype, tolerance: ONNX_CACHE_TOLERANCE, verify: true };
     const image = await exportOnnx(model, join(tmp, 'image.onnx'), { ...common, tower: 'image' });
-    const text = await exportOnnx(model, join(tmp, 'text.onnx'), { ...common, tower: 'text' });
+    const text = await exportOnnx(model, join(tmp, 'text.onnx'), { ...common, tower: 'text', textPadding: opts.textPadding });
     if (!image.verify || !text.verify) throw new MclipError('ONNX export: verification did not run');
     const verify = { image: image.verify, text: text.verify };
     writeFileSync(join(tmp, 'entry.json'), JSON.stringify({ ...material, checkpointPath: checkpoint, createdAt: new Date().toISOString(), verify }, null, 2) + '\n');

@@ -1,6 +1,6 @@
 /**
  * `mclip eval` with the token flags (issue 12): the model is embedded in tfjs with the reducers
- * installed, truncation is exact on a causal tower, pruning lowers the measured text MACs of the
+ * installed (`truncate` alone in onnxruntime, from its dynamic-length export), truncation is exact on a causal tower, pruning lowers the measured text MACs of the
  * split's captions, and the flags are refused with --shard.
  */
 import { readFileSync } from 'node:fs';
@@ -30,8 +30,12 @@ describe('mclip eval: token flags', () => {
     const base = (await evalRow('base', [])).report.rows[0]!;
     const trunc = await evalRow('trunc', ['--text-padding', 'truncate']);
     const t = trunc.report.rows[0]!;
-    expect(trunc.stderr).toMatch(/trunc: text tokens --text-padding truncate: embedded and timed in tfjs/);
-    expect((trunc.report.meta.engines as { engine: string; requested: string }[])[0]).toMatchObject({ engine: 'tfjs' });
+    // truncate alone has an ONNX form: embedded in onnxruntime from the 'truncate' export
+    expect(trunc.stderr).toMatch(/trunc: text tokens --text-padding truncate: embedded in onnxruntime \(the 'truncate' export, each batch cut to its longest caption\); timed in tfjs/);
+    expect((trunc.report.meta.engines as { engine: string; requested: string }[])[0]).toMatchObject({ engine: 'ort' });
+    const tfjs = await evalRow('trunc-tfjs', ['--text-padding', 'truncate', '--engine', 'tfjs']);
+    expect(tfjs.stderr).toMatch(/trunc-tfjs: text tokens --text-padding truncate: embedded and timed in tfjs/);
+    expect(tfjs.report.rows[0]!.zeroShot).toEqual(base.zeroShot);
     expect(t.zeroShot).toEqual(base.zeroShot);
     expect(t.retrieval).toEqual(base.retrieval);
     // truncation runs the present tokens only: what the rescaled profile of the full row assumes

@@ -321,10 +321,14 @@ export async function runEval(args: EvalArgs): Promise<void> {
       try {
         reparameterize(model);
         // Token reduction (padding policy, pruning, merging) runs as hooks on the tfjs text tower:
-        // such a model is embedded and timed in tfjs (its ONNX export is the model as trained).
+        // such a model is embedded and timed in tfjs (its ONNX export is the model as trained). The
+        // `truncate` policy alone has an ONNX form (tokens [batch, seq]): with --engine ort it embeds there,
+        // each batch cut to its longest caption as the hooks do; the hooks (installed after the export, which
+        // verifies against the plain tower) give the tfjs fallback, the tfjs latency and the text MACs.
         const tokens = parseTokenArgs(args, textLayerCount(model));
         const reduced = !tokensAsTrained(tokens);
-        if (reduced) {
+        const ortTruncate = engineChoice === 'ort' && tokens.padding === 'truncate' && tokensAsTrained({ ...tokens, padding: 'as-trained' });
+        if (reduced && !ortTruncate) {
           tokenHooks = installTokenSettings(model, tokens);
           note(`mclip: ${spec.name}: text tokens ${tokenFlags(tokens).join(' ')}: embedded and timed in tfjs (hooks on the text tower); no ORT latency; text MACs measured on the captions`);
         }
@@ -342,8 +346,12 @@ export async function runEval(args: EvalArgs): Promise<void> {
         const zeroShot = { images, labels, classNames, templates: args.templates };
         const retrieval = { images, captions, textToImage };
         if (engineChoice === 'ort') progress.update(done, `${spec.name}: ONNX engine (export + verify on the first run)`);
-        const opened = await openEngine(reduced ? 'tfjs' : engineChoice, model, { checkpoint: spec.path, tfjsDescription });
+        const opened = await openEngine(reduced && !ortTruncate ? 'tfjs' : engineChoice, model, { checkpoint: spec.path, tfjsDescription, ...(ortTruncate ? { textPadding: 'truncate' as const } : {}) });
         try {
+          if (ortTruncate) {
+            tokenHooks = installTokenSettings(model, tokens);
+            note(`mclip: ${spec.name}: text tokens ${tokenFlags(tokens).join(' ')}: embedded in ${opened.engine.name === 'ort' ? "onnxruntime (the 'truncate' export, each batch cut to its longest caption)" : 'tfjs (hooks on the text tower)'}; timed in tfjs; no ORT latency; text MACs measured on the captions`);
+          }
           if (!args.quiet || opened.report.fallback) note(`mclip: ${spec.name}: ${opened.line}`);
           let ort: OrtLatency | undefined;
           if (args.latency && args.ort && !reduced) {
