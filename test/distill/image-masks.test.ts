@@ -17,6 +17,7 @@ import { applyImageMasks, imageMaskSizes, imageMaskValues, type ImageMaskSet, ty
 import { imageCoupling, pruneImage } from '../../src/distill/masks/prune-image.js';
 import { microConfig, unevenMicroConfig } from '../micro-config.js';
 import { relErr as relErrOf } from '../model/helpers.js';
+import { expectMaskGradients, maskVariables } from './mask-helpers.js';
 
 /** Non-trivial BN statistics and affines, and layer scales, so every sliced and folded tensor matters. */
 function randomise(model: CLIP): void {
@@ -303,28 +304,10 @@ describe('TinyCLIP image masks', () => {
     model.train();
     const x = images();
     const values = microMasks(0, Float32Array.of(0.7, 0, 1, 0.5));
-    const vars: tf.Variable[] = [];
-    const v = (a: Float32Array | undefined): tf.Variable<tf.Rank.R1> | undefined => {
-      if (!a) return undefined;
-      const init = tf.tensor1d(a);
-      const t = tf.variable(init, true);
-      init.dispose(); // a variable copies its initial value
-      vars.push(t);
-      return t;
-    };
+    const { make: v, vars } = maskVariables();
     const set: ImageMaskSet = { stages: values.stages.map((s) => ({ channels: v(s.channels), blocks: s.blocks.map((b) => b && { heads: v(b.heads), ffn: v(b.ffn) }) })) };
     const handle = applyImageMasks(model, set);
-    const r = tf.randomNormal([2, cfg.embedDim], 0, 1, 'float32', 9);
-    const { value, grads } = tf.variableGrads(() => model.encodeImage(x).mul(r).sum() as tf.Scalar, vars);
-    expect(Number.isFinite(value.dataSync()[0])).toBe(true);
-    expect(Object.keys(grads)).toHaveLength(vars.length);
-    for (const t of vars) {
-      const g = grads[t.name].dataSync();
-      expect(g.length).toBe(t.size);
-      expect(g.every((e) => Number.isFinite(e))).toBe(true);
-      expect(g.some((e) => e !== 0)).toBe(true);
-    }
-    tf.dispose([value, r, ...Object.values(grads)]);
+    expectMaskGradients(() => model.encodeImage(x), vars, [2, cfg.embedDim]);
     handle.remove();
     model.dispose();
     tf.dispose(vars);

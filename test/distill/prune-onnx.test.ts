@@ -10,14 +10,10 @@
  * parameter counts are checked against a fresh model of the architecture worked out here from the masks
  * (plus the SE hidden units a pruned SE keeps from its source, see prune-image.ts).
  */
-import { afterAll, beforeAll, expect, test } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { expect, test } from 'vitest';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import * as tf from '../../src/base/tf.js';
-import { initBackend } from '../../src/base/backend/index.js';
-import { loadModel } from '../../src/base/model/checkpoint.js';
 import { CLIP } from '../../src/base/model/clip.js';
 import { mciStages, textLayers, type ClipConfig, type MciStageConfig, type TextLayerConfig } from '../../src/base/model/configs.js';
 import { expectedShapes } from '../../src/base/model/state-dict.js';
@@ -30,6 +26,7 @@ import { pruneImage } from '../../src/distill/masks/prune-image.js';
 import { exportOnnx } from '../../src/export/index.js';
 import { fixture, describeFixtures } from '../paths.js';
 import { imageNHWC, readFixture, relErr, tokensTensor } from '../model/helpers.js';
+import { s0Fixture } from '../export/helpers.js';
 
 const TOL = 1e-4;
 
@@ -122,22 +119,10 @@ const setTensors = (t: TextMaskSet, i: ImageMaskSet): tf.Tensor[] =>
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 
 describeFixtures('pruned MobileCLIP-S0 fixture (text + image masks) → ONNX', () => {
-  let dir: string;
-  let source: CLIP;
-
-  beforeAll(async () => {
-    await initBackend({ backend: 'wasm', quiet: true, gradients: false });
-    dir = mkdtempSync(join(tmpdir(), 'mclip-prune-onnx-'));
-    source = (await loadModel(fixture('mobileclip_s0', 'model_fp16.pt'), { arch: 'mobileclip_s0' })).model;
-    source.eval();
-  });
-  afterAll(() => {
-    source?.dispose();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  const s0 = s0Fixture('mclip-prune-onnx-', { fused: false });
 
   test('pruned to about half on both towers: expected widths and parameter counts; ONNX (onnxruntime) == tfjs ≤ 1e-4', async () => {
-    const cfg = source.cfg;
+    const cfg = s0.model.cfg;
     const tm = textMasks(cfg, 11);
     const im = imageMasks(cfg, 12);
     // The masks keep about half of each unit type, some of them at fractional values.
@@ -149,7 +134,7 @@ describeFixtures('pruned MobileCLIP-S0 fixture (text + image masks) → ONNX', (
       expect(z.some((v) => v > 0 && v < 1)).toBe(true);
     }
 
-    const t = pruneText(source, tm);
+    const t = pruneText(s0.model, tm);
     let pruned: CLIP;
     try {
       pruned = pruneImage(t.model, im).model;
@@ -166,7 +151,7 @@ describeFixtures('pruned MobileCLIP-S0 fixture (text + image masks) → ONNX', (
       // expected architecture has them; the SEs keep their source's hidden units (prune-image.ts).
       const gotShapes = expectedShapes(pruned);
       const wantShapes = expectedShapes(want);
-      const srcShapes = expectedShapes(source);
+      const srcShapes = expectedShapes(s0.model);
       expect([...gotShapes.keys()].sort()).toEqual([...wantShapes.keys()].sort());
       let seDelta = 0;
       for (const [k, s] of gotShapes) {
@@ -187,7 +172,7 @@ describeFixtures('pruned MobileCLIP-S0 fixture (text + image masks) → ONNX', (
       expect(pruned.imageEncoder.numParams()).toBe(want.imageEncoder.numParams() + seDelta);
       // About half the width on both sides of most matrices: well under half the parameters (the S0 text
       // tower's 1024-row token table shrinks only with the hidden width).
-      const [pt, pi, st, si] = [pruned.textEncoder.numParams(), pruned.imageEncoder.numParams(), source.textEncoder.numParams(), source.imageEncoder.numParams()];
+      const [pt, pi, st, si] = [pruned.textEncoder.numParams(), pruned.imageEncoder.numParams(), s0.model.textEncoder.numParams(), s0.model.imageEncoder.numParams()];
       console.log(`pruned S0: text ${st} → ${pt} params (${(pt / st).toFixed(3)}), image ${si} → ${pi} (${(pi / si).toFixed(3)})`);
       expect(pt / st).toBeLessThan(0.3);
       expect(pi / si).toBeLessThan(0.3);
@@ -199,11 +184,11 @@ describeFixtures('pruned MobileCLIP-S0 fixture (text + image masks) → ONNX', (
       // The pruned model is the masked source model (the fractional values folded, methods.md §3.7 step 2).
       const ts = textSet(tm);
       const is = imageSet(im);
-      const ht = applyTextMasks(source, ts);
-      const hi = applyImageMasks(source, is);
+      const ht = applyTextMasks(s0.model, ts);
+      const hi = applyImageMasks(s0.model, is);
       try {
-        const mi = tf.tidy(() => Float32Array.from(source.encodeImage(images).dataSync() as Float32Array));
-        const mt = tf.tidy(() => Float32Array.from(source.encodeText(tokens).dataSync() as Float32Array));
+        const mi = tf.tidy(() => Float32Array.from(s0.model.encodeImage(images).dataSync() as Float32Array));
+        const mt = tf.tidy(() => Float32Array.from(s0.model.encodeText(tokens).dataSync() as Float32Array));
         expect(relErr(mi, refImage), 'image: masked vs pruned').toBeLessThanOrEqual(TOL);
         expect(relErr(mt, refText), 'text: masked vs pruned').toBeLessThanOrEqual(TOL);
         console.log(`pruned S0: masked vs pruned tfjs: image ${relErr(mi, refImage).toExponential(2)}, text ${relErr(mt, refText).toExponential(2)}`);
@@ -213,7 +198,7 @@ describeFixtures('pruned MobileCLIP-S0 fixture (text + image masks) → ONNX', (
         tf.dispose(setTensors(ts, is));
       }
 
-      const path = join(dir, 's0_pruned.onnx');
+      const path = join(s0.dir, 's0_pruned.onnx');
       const r = await exportOnnx(pruned, path, { tower: 'both', verifyBatch: 1 });
       expect(r.verify!.relDiff.image_features).toBeLessThanOrEqual(TOL);
       expect(r.verify!.relDiff.text_features).toBeLessThanOrEqual(TOL);

@@ -19,6 +19,7 @@ import { applyTextMasks, textMaskSizes, textMaskValues, type TextMaskSet, type T
 import { pruneText } from '../../src/distill/masks/prune-text.js';
 import { microConfig, microTokenRows } from '../micro-config.js';
 import { relErr as relErrOf } from '../model/helpers.js';
+import { expectMaskGradients, expectMasksRemoved, maskVariables } from './mask-helpers.js';
 
 const tokens = microTokenRows;
 
@@ -173,14 +174,7 @@ describe('TinyCLIP text masks', () => {
         pruned.model.dispose();
       }
 
-      handle.remove();
-      handle.remove(); // idempotent
-      expect(model.hasHooks()).toBe(false);
-      const plainNorm = (p: string): boolean => {
-        const m = model.get(p);
-        return m instanceof LayerNorm && !(m instanceof MaskedLayerNorm);
-      };
-      expect(norms.every(plainNorm)).toBe(true);
+      expectMasksRemoved(model, handle, norms);
       expect(text(model, toks)).toEqual(ref);
 
       model.dispose();
@@ -266,28 +260,10 @@ describe('TinyCLIP text masks', () => {
       model.train();
       const toks = tokens();
       const values = base === 'mobileclip_tiny' ? CASES[0].masks(cfg) : CASES[2].masks(cfg);
-      const vars: tf.Variable[] = [];
-      const v = (a: Float32Array | undefined): tf.Variable<tf.Rank.R1> | undefined => {
-        if (!a) return undefined;
-        const init = tf.tensor1d(a);
-        const t = tf.variable(init, true);
-        init.dispose(); // a variable copies its initial value
-        vars.push(t);
-        return t;
-      };
+      const { make: v, vars } = maskVariables();
       const set: TextMaskSet = { hidden: v(values.hidden), layers: values.layers.map((l) => l && { heads: v(l.heads), ffn: v(l.ffn) }) };
       const handle = applyTextMasks(model, set);
-      const r = tf.randomNormal([4, cfg.embedDim], 0, 1, 'float32', 9);
-      const { value, grads } = tf.variableGrads(() => model.encodeText(toks).mul(r).sum() as tf.Scalar, vars);
-      expect(Number.isFinite(value.dataSync()[0])).toBe(true);
-      expect(Object.keys(grads)).toHaveLength(vars.length);
-      for (const x of vars) {
-        const g = grads[x.name].dataSync();
-        expect(g.length).toBe(x.size);
-        expect(g.every((e) => Number.isFinite(e))).toBe(true);
-        expect(g.some((e) => e !== 0)).toBe(true);
-      }
-      tf.dispose([value, r, ...Object.values(grads)]);
+      expectMaskGradients(() => model.encodeText(toks), vars, [4, cfg.embedDim]);
       handle.remove();
       model.dispose();
       tf.dispose(vars);

@@ -22,6 +22,7 @@ import { vitStemWidth } from '../../src/base/model/vit.js';
 import { ViTGates, vitPrunableSize } from '../../src/distill/masks/vit-gates.js';
 import { microConfig } from '../micro-config.js';
 import { relErr as relErrOf } from '../model/helpers.js';
+import { expectMaskGradients, expectMasksRemoved } from './mask-helpers.js';
 
 /** The causal `base` micro text tower with a ViT image tower `image` (embedding 64). */
 function vitConfig(image: Omit<VitConfig, 'kind' | 'name'>, name = 'vit_micro'): ClipConfig {
@@ -232,14 +233,7 @@ describe('TinyCLIP ViT masks', () => {
         pruned.model.dispose();
       }
 
-      handle.remove();
-      handle.remove(); // idempotent
-      expect(model.hasHooks()).toBe(false);
-      const plainNorm = (p: string): boolean => {
-        const m = model.get(p);
-        return m instanceof LayerNorm && !(m instanceof MaskedLayerNorm);
-      };
-      expect(norms.every(plainNorm)).toBe(true);
+      expectMasksRemoved(model, handle, norms);
       expect(embed(model, x)).toEqual(ref);
 
       model.dispose();
@@ -365,15 +359,7 @@ describe('TinyCLIP ViT masks', () => {
     expect(gates.logAlphas).toHaveLength(1 + 2 * blocks.length);
     gates.install();
     model.train();
-    const r = tf.randomNormal([2, cfg.embedDim], 0, 1, 'float32', 9);
-    const { value, grads } = tf.variableGrads(() => model.encodeImage(x).mul(r).sum() as tf.Scalar, gates.logAlphas);
-    expect(Number.isFinite(value.dataSync()[0])).toBe(true);
-    for (const la of gates.logAlphas) {
-      const g = grads[la.name].dataSync();
-      expect(g.every((v) => Number.isFinite(v))).toBe(true);
-      expect(g.some((v) => v !== 0)).toBe(true);
-    }
-    tf.dispose([value, r, ...Object.values(grads)]);
+    expectMaskGradients(() => model.encodeImage(x), gates.logAlphas, [2, cfg.embedDim], { every: false });
 
     // Spread ln α, then eval mode: the deterministic masks, and pruning by them gives the same embeddings.
     let seed = 40;

@@ -1,5 +1,13 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import * as tf from '../../src/base/tf.js';
 import type { Module } from '../../src/base/nn/module.js';
+import { initBackend } from '../../src/base/backend/index.js';
+import { loadModel } from '../../src/base/model/checkpoint.js';
+import type { CLIP } from '../../src/base/model/clip.js';
+import { fixture } from '../paths.js';
 
 /** Deterministic uniform [0, 1). */
 export function rand(seed: number): () => number {
@@ -30,4 +38,36 @@ export function perturb(model: Module, seed = 1): void {
     else if (/(bn|rbr_skip|norm)\.bias$/.test(name) && p.variable.rank === 1) v = u(-0.2, 0.2);
     if (v) p.variable.assign(tf.tensor(v, p.variable.shape));
   }
+}
+
+/**
+ * The S0 fixture model (fixture `mobileclip_s0/model_fp16.pt`) and a temporary folder for one suite: loaded
+ * in `beforeAll` (wasm, no gradients; `fused`: the inference form, else the train form in eval mode),
+ * disposed with the folder in `afterAll`. Call it inside a `describeFixtures` block; read `.model` / `.dir` in tests.
+ */
+export function s0Fixture(prefix: string, opts: { fused: boolean }): { readonly model: CLIP; readonly dir: string } {
+  let model: CLIP | undefined;
+  let dir: string | undefined;
+  beforeAll(async () => {
+    await initBackend({ backend: 'wasm', quiet: true, gradients: false });
+    dir = mkdtempSync(join(tmpdir(), prefix));
+    model = (await loadModel(fixture('mobileclip_s0', 'model_fp16.pt'), { arch: 'mobileclip_s0', fused: opts.fused })).model;
+    if (!opts.fused) model.eval();
+  });
+  afterAll(() => {
+    model?.dispose();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+  const need = <T>(v: T | undefined, what: string): T => {
+    if (v === undefined) throw new Error(`s0Fixture: ${what} is read before beforeAll ran`);
+    return v;
+  };
+  return {
+    get model() {
+      return need(model, 'the model');
+    },
+    get dir() {
+      return need(dir, 'the folder');
+    },
+  };
 }

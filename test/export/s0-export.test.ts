@@ -1,33 +1,18 @@
-import { afterAll, beforeAll, expect, test } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { expect, test } from 'vitest';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { initBackend } from '../../src/base/backend/index.js';
-import { loadModel } from '../../src/base/model/checkpoint.js';
-import type { CLIP } from '../../src/base/model/clip.js';
 import { toFloat32 } from '../../src/base/io/tensor-data.js';
 import { exportOnnx } from '../../src/export/index.js';
 import { fixture, describeFixtures } from '../paths.js';
 import { readFixture, relErr } from '../model/helpers.js';
+import { s0Fixture } from './helpers.js';
 
 describeFixtures('ONNX export: MobileCLIP-S0 fixture (fused)', () => {
-  let dir: string;
-  let model: CLIP;
-
-  beforeAll(async () => {
-    await initBackend({ backend: 'wasm', quiet: true, gradients: false });
-    dir = mkdtempSync(join(tmpdir(), 'mclip-export-s0-'));
-    model = (await loadModel(fixture('mobileclip_s0', 'model_fp16.pt'), { arch: 'mobileclip_s0', fused: true })).model;
-  });
-  afterAll(() => {
-    model?.dispose();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const s0 = s0Fixture('mclip-export-s0-', { fused: true });
 
   test('both towers: verified against tfjs, and onnxruntime matches the fixture references', async () => {
-    const path = join(dir, 's0.onnx');
-    const r = await exportOnnx(model, path, { tower: 'both', verifyBatch: 1 });
+    const path = join(s0.dir, 's0.onnx');
+    const r = await exportOnnx(s0.model, path, { tower: 'both', verifyBatch: 1 });
     expect(r.verify!.relDiff.image_features).toBeLessThanOrEqual(1e-4);
     expect(r.verify!.relDiff.text_features).toBeLessThanOrEqual(1e-4);
     const inputs = readFixture('mobileclip_s0', 'inputs.safetensors');
