@@ -10,6 +10,11 @@ import { expectedShapes, exportStateDict, loadStateDict, stripPrefix } from './s
 import { diffStateDict, type StateDictDiff } from '../io/state-dict-check.js';
 import { reparameterize } from './reparameterize.js';
 import { configFromStateDict } from './config-inference.js';
+import { checkpointLayout, type CheckpointLayout } from './open-clip/layout.js';
+import { adaptToOpenClip, configFromOpenClip } from './open-clip/config.js';
+import { fromOpenClipStateDict } from './open-clip/state-dict.js';
+import type { TextPrefix } from './open-clip/keys.js';
+import type { SaveDType } from '../io/torch-writer.js';
 
 export { configFromStateDict } from './config-inference.js';
 
@@ -35,6 +40,10 @@ export interface LoadedModel {
   /** The checkpoint itself was in fused (inference) form. */
   storedFused: boolean;
   source: string;
+  /** The file's key layout: ours / ml-mobileclip's, or open_clip's (`saveOpenClip` writes it back). */
+  layout: CheckpointLayout;
+  /** The dtype of the file's floating tensors when they all share float32 or float16 (to save back bit-exactly). */
+  floatDType: SaveDType | null;
 }
 
 /** Reads any supported checkpoint file into a state dict plus the config stored with it (if any). */
@@ -87,10 +96,37 @@ function adaptNamedConfig(base: ClipConfig, sd: StateDict, source: string): Clip
   return cfg;
 }
 
-/** Builds a model from a checkpoint (official `.pt`/safetensors, or ours) and loads its weights. */
+/** The one float dtype of `sd` when it is float32 or float16, else null. */
+function floatDTypeOf(sd: StateDict): SaveDType | null {
+  const seen = new Set<string>();
+  for (const t of sd.values()) if (t.dtype === 'float32' || t.dtype === 'float16' || t.dtype === 'bfloat16' || t.dtype === 'float64') seen.add(t.dtype);
+  const [only] = [...seen];
+  return seen.size === 1 && (only === 'float32' || only === 'float16') ? only : null;
+}
+
+/** An open_clip-layout checkpoint: the architecture from its keys (or `--arch`), the weights renamed into ours. */
+function loadOpenClip(sd: StateDict, textPrefix: TextPrefix, path: string, opts: LoadModelOptions): LoadedModel {
+  const config = opts.arch ? adaptToOpenClip(getConfig(opts.arch), sd, textPrefix, path) : configFromOpenClip(sd, textPrefix, path);
+  let storedFused = false;
+  for (const k of sd.keys()) if (k.includes('.reparam_conv.')) storedFused = true;
+  const model = new CLIP(config, { inferenceMode: storedFused });
+  try {
+    loadStateDict(model, fromOpenClipStateDict(model, config, sd, textPrefix, path), path);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  model.eval();
+  if (opts.fused && !storedFused) reparameterize(model);
+  return { model, config, storedFused, source: path, layout: { kind: 'open_clip', textPrefix }, floatDType: floatDTypeOf(sd) };
+}
+
+/** Builds a model from a checkpoint (ours, ml-mobileclip's or open_clip's; `.pt`/`.bin`/safetensors) and loads its weights. */
 export async function loadModel(path: string, opts: LoadModelOptions = {}): Promise<LoadedModel> {
   const { sd: raw, config: stored } = await readCheckpointFile(path);
   const sd = stripPrefix(raw, 'module.');
+  const layout = checkpointLayout(sd, path);
+  if (layout.kind === 'open_clip') return loadOpenClip(sd, layout.textPrefix, path, opts);
   // --arch: the named architecture, checked against the file below. Otherwise every width and depth comes
   // from the tensor shapes, with the stored config (if any) for what shapes do not tell.
   const config = opts.arch ? adaptNamedConfig(getConfig(opts.arch), sd, path) : configFromStateDict(stored, sd, path);
@@ -111,7 +147,7 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
   }
   model.eval();
   if (opts.fused && !storedFused) reparameterize(model);
-  return { model, config, storedFused, source: path };
+  return { model, config, storedFused, source: path, layout, floatDType: floatDTypeOf(sd) };
 }
 
 /** A short message for a checkpoint that does not fit the `--arch` given: says so first, counts, one example. */

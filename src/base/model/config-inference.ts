@@ -318,6 +318,7 @@ function inferMci(s: Shapes, base: MciConfig | null): MciConfig {
   };
   const seRd = s.get(`${IMG}conv_exp.se.reduce.weight`);
   if (seRd && seRd[0] !== seBlockWidth(exp)) m.convExpSeWidth = seRd[0];
+  if (s.has(`${IMG}head.bias`)) m.headBias = true;
   return compactMci(m);
 }
 

@@ -1,4 +1,5 @@
 import { MclipError } from '../../errors.js';
+import { MOBILECLIP2_CONFIGS } from './configs-mobileclip2.js';
 
 /**
  * One attention + FFN layer (text transformer encoders, ViT-B layers). The attention's inner width
@@ -72,6 +73,8 @@ export interface MciConfig {
   /** Hidden width of conv_exp's SE when it is not the default ⌊C/16⌋ (a pruned model). */
   convExpSeWidth?: number;
   layerScaleInit: number;
+  /** The head's linear map has a bias (timm's `ClassifierHead.fc`: open_clip-layout checkpoints); default false. */
+  headBias?: boolean;
   /**
    * Per-stage form (pruned or inherited models). When present it is the truth and `layers`,
    * `embedDims`, `mlpRatio`, `headDim`, `posEmbs`, `seDownsamples` are only the shorthand it came from.
@@ -179,6 +182,7 @@ export const CONFIGS: Record<string, ClipConfig> = {
     image: mci('mci_tiny', [1, 1, 2, 1], [16, 32, 64, 128], 64),
     text: text('base', 2, true, { vocabSize: 4096, dim: 128, nHeads: 4 }),
   },
+  ...MOBILECLIP2_CONFIGS,
 };
 
 export function archNames(): string[] {

@@ -9,15 +9,21 @@ import { PatchEmbed } from '../layers/patch-embed.js';
 import { RepCPE } from '../layers/rep-cpe.js';
 import { mciStages, type MciConfig } from './configs.js';
 
-/** GlobalPool2D head: spatial mean, then `x @ proj` (proj [in, out], no bias). */
+/** GlobalPool2D head: spatial mean, then `x @ proj` (proj [in, out]; `+ bias` [out] when built with one, timm's head). */
 export class GlobalPool2D extends Module {
-  constructor(inDim: number, outDim: number, init: Initializer) {
+  constructor(inDim: number, outDim: number, init: Initializer, opts: { bias?: boolean } = {}) {
     super();
     this.addParam('proj', init.normal([inDim, outDim], inDim ** -0.5), { noDecay: false });
+    if (opts.bias) this.addParam('bias', tf.zeros([outDim]));
   }
 
   get proj(): tf.Variable {
     return this.param('proj');
+  }
+
+  /** The bias added after the projection, or null (ml-mobileclip's head has none). */
+  get bias(): tf.Variable | null {
+    return this.ownParams.get('bias')?.variable ?? null;
   }
 
   /** The pooled features [B, C] (hooked as `head.pool` in the fixtures). */
@@ -26,7 +32,11 @@ export class GlobalPool2D extends Module {
   }
 
   forward(x: tf.Tensor): tf.Tensor {
-    return tf.tidy(() => tf.matMul(this.pool(x) as tf.Tensor2D, this.proj as tf.Tensor2D));
+    return tf.tidy(() => {
+      const y = tf.matMul(this.pool(x) as tf.Tensor2D, this.proj as tf.Tensor2D);
+      const b = this.bias;
+      return b ? y.add(b) : y;
+    });
   }
 }
 
@@ -81,7 +91,7 @@ export class FastViT extends Module {
     const last = stages[stages.length - 1].width;
     const exp = Math.floor(last * cfg.clsRatio);
     this.addModule('conv_exp', new MobileOneBlock(last, exp, 3, { stride: 1, padding: [1, 1], groups: last, useSe: true, seWidth: cfg.convExpSeWidth, inferenceMode: inf, init }));
-    this.addModule('head', new GlobalPool2D(exp, projectionDim, init));
+    this.addModule('head', new GlobalPool2D(exp, projectionDim, init, { bias: cfg.headBias }));
   }
 
   get patchEmbed(): Sequential {

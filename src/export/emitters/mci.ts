@@ -108,8 +108,8 @@ registerEmitter(AttentionBlock, (em, m, x, name) => {
   }
 });
 
-/** Global average pool, then `x @ proj`. */
+/** Global average pool, then `x @ proj` (+ bias, timm's head). */
 registerEmitter(GlobalPool2D, (em, m, x, name) => {
   const pooled = em.g.reduceMean(x, [2, 3], false, `${name}.pool`);
-  return em.linear(pooled, m.proj, null, `${name}.proj`);
+  return em.linear(pooled, m.proj, m.bias, `${name}.proj`);
 });

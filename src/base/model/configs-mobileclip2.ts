@@ -1,0 +1,47 @@
+/**
+ * MobileCLIP2 (and open_clip's MobileCLIP v1) named configs, as open_clip builds them
+ * (`open_clip/model_configs/MobileCLIP2-*.json`): a timm image trunk whose classifier head (with bias) is the
+ * projection, and open_clip's 12-layer `TextTransformer` (non-causal except B, argmax pooling, `text_projection`).
+ */
+import type { ClipConfig, MciConfig, TextConfig } from './configs.js';
+
+/** timm `fastvit_mci0…2`: four stages, RepMixer ×3 then attention, SE in the last two downsamplers. */
+function fastvitMci(name: string, layers: number[], embedDims: number[]): MciConfig {
+  return {
+    kind: 'mci',
+    name,
+    imageSize: 256,
+    layers,
+    embedDims,
+    mlpRatio: 3,
+    headDim: 32,
+    posEmbs: [false, false, false, true],
+    seDownsamples: [false, false, true, true],
+    repmixerKernel: 3,
+    downPatchSize: 7,
+    downStride: 2,
+    clsRatio: 2,
+    layerScaleInit: 1e-5,
+    headBias: true,
+  };
+}
+
+/** open_clip `TextTransformer`: 12 pre-LN layers, 64-wide heads, FFN ×4. */
+function openClipText(width: number, causal: boolean): TextConfig {
+  return {
+    modelName: 'base',
+    contextLength: 77,
+    vocabSize: 49408,
+    dim: width,
+    nTransformerLayers: 12,
+    nHeads: width / 64,
+    ffnMultiplier: 4,
+    causalMasking: causal,
+    repmixerKernel: 11,
+  };
+}
+
+export const MOBILECLIP2_CONFIGS: Record<string, ClipConfig> = {
+  mobileclip2_s0: { name: 'mobileclip2_s0', embedDim: 512, image: fastvitMci('fastvit_mci0', [2, 6, 10, 2], [64, 128, 256, 512]), text: openClipText(512, false) },
+  mobileclip2_s2: { name: 'mobileclip2_s2', embedDim: 512, image: fastvitMci('fastvit_mci2', [4, 12, 24, 4], [80, 160, 320, 640]), text: openClipText(512, false) },
+};

@@ -1,0 +1,247 @@
+/**
+ * The architecture of an open_clip-layout MobileCLIP(2) checkpoint, read off its keys and shapes: the timm
+ * FastViT-MCi trunk (stage depths and widths, RepMixer or attention per stage, ConvFFN widths, RepCPE and SE
+ * presence, the kernels, the final-conv widening, the head) and the open_clip text tower (vocabulary, context,
+ * width, depth, FFN widths, projection). What shapes cannot tell — head counts, causal masking, image size —
+ * comes from the named config (`configs-mobileclip2.ts`) whose trunk has exactly these shapes, else the
+ * official defaults (64-wide text heads, 32-wide MCi heads, non-causal text, 256 px). A trunk of another kind
+ * is a one-line error naming it.
+ */
+import { isDeepStrictEqual } from 'node:util';
+import { MclipError } from '../../../errors.js';
+import type { StateDict } from '../../io/tensor-data.js';
+import { seBlockWidth, squeezeExciteWidth } from '../../layers/squeeze-excite.js';
+import { CONFIGS, mciStages, type ClipConfig, type MciConfig, type MciStageConfig, type TextConfig, type TextLayerConfig } from '../configs.js';
+import { chooseHeads, compactMci, compactText, MCI_HEAD_DIM, TEXT_HEAD_DIM } from '../config-inference.js';
+import { OC_IMAGE, type TextPrefix } from './keys.js';
+
+class Keys {
+  constructor(
+    private readonly sd: StateDict,
+    readonly source: string,
+  ) {}
+
+  get(key: string): number[] | undefined {
+    return this.sd.get(key)?.shape;
+  }
+
+  has(key: string): boolean {
+    return this.sd.has(key);
+  }
+
+  need(keys: string | string[], rank: number): number[] {
+    const list = typeof keys === 'string' ? [keys] : keys;
+    for (const k of list) {
+      const s = this.get(k);
+      if (s === undefined) continue;
+      if (s.length !== rank) this.fail(`'${k}' has shape [${s.join(', ')}], expected rank ${rank}`);
+      return s;
+    }
+    return this.fail(`no '${list[0]}'${list.length > 1 ? ` (nor ${list.slice(1).map((k) => `'${k}'`).join(', ')})` : ''}`);
+  }
+
+  indices(prefix: string): number[] {
+    const out = new Set<number>();
+    for (const k of this.sd.keys()) {
+      if (!k.startsWith(prefix)) continue;
+      const m = /^(\d+)\./.exec(k.slice(prefix.length));
+      if (m) out.add(Number(m[1]));
+    }
+    return [...out].sort((a, b) => a - b);
+  }
+
+  any(prefix: string): boolean {
+    for (const k of this.sd.keys()) if (k.startsWith(prefix)) return true;
+    return false;
+  }
+
+  /** The first key under `prefix`, if any. */
+  firstKey(prefix: string): string | undefined {
+    for (const k of this.sd.keys()) if (k.startsWith(prefix)) return k;
+    return undefined;
+  }
+
+  fail(msg: string): never {
+    throw new MclipError(`${this.source}: ${msg}`);
+  }
+}
+
+/** A name for the trunk found, for the unsupported-architecture message. */
+function trunkName(k: Keys): string {
+  if (k.any(`${OC_IMAGE}blocks.`) && k.has(`${OC_IMAGE}patch_embed.proj.weight`)) return 'a timm VisionTransformer (patch_embed.proj, blocks.*)';
+  if (k.any(`${OC_IMAGE}blocks.`)) return 'a timm VisionTransformer-like trunk (blocks.*)';
+  if (k.any('visual.transformer.resblocks.')) return "open_clip's own VisionTransformer (visual.transformer.resblocks.*)";
+  if (k.any('visual.layer1.')) return 'a ModifiedResNet (visual.layer1.*)';
+  const key = k.firstKey('visual.');
+  return key ? `an unknown trunk ('${key}', …)` : 'no trunk';
+}
+
+function inferTrunk(k: Keys, base: MciConfig | null): MciConfig {
+  const T = OC_IMAGE;
+  if (!k.any(`${T}stages.`) || !k.any(`${T}stem.`)) {
+    k.fail(`open_clip checkpoint with an unsupported image trunk: ${trunkName(k)}; supported: timm FastViT-MCi ('visual.trunk.stem.*', 'visual.trunk.stages.*')`);
+  }
+  const baseStages = base ? mciStages(base) : [];
+  const stages: MciStageConfig[] = [];
+  let repKernel: number | undefined;
+  let downKernel: number | undefined;
+  for (const i of k.indices(`${T}stages.`)) {
+    if (i !== stages.length) k.fail(`FastViT stage ${stages.length} is missing (found visual.trunk.stages.${i})`);
+    const p = `${T}stages.${i}.`;
+    const hasDown = k.any(`${p}downsample.`);
+    if (i === 0 && hasDown) k.fail(`'${p}downsample' before the first stage is not supported (its width is the stem's)`);
+    if (i > 0 && !hasDown) k.fail(`FastViT stage ${i} has no downsample; every stage after the first needs one`);
+    let seDownsample = false;
+    let seWidth: number | undefined;
+    if (hasDown) {
+      const lk = k.need([`${p}downsample.proj.0.large_conv.conv.weight`, `${p}downsample.proj.0.reparam_conv.weight`], 4);
+      downKernel ??= lk[2];
+      const se = k.get(`${p}downsample.proj.0.se.fc1.weight`);
+      seDownsample = se !== undefined;
+      seWidth = se?.[0];
+    }
+    const posEmb = k.has(`${p}pos_emb.pos_enc.weight`) || k.has(`${p}pos_emb.reparam_conv.weight`);
+    const blocks = k.indices(`${p}blocks.`);
+    if (blocks.length === 0) k.fail(`FastViT stage ${i} has no blocks`);
+    const ffnDims: number[] = [];
+    let mixer: 'repmixer' | 'attention' | undefined;
+    let width = 0;
+    let inner: number | undefined;
+    blocks.forEach((j, n) => {
+      const q = `${p}blocks.${j}.`;
+      if (j !== n) k.fail(`block ${n} of FastViT stage ${i} is missing`);
+      const fc1 = k.need(`${q}mlp.fc1.weight`, 4);
+      const qkv = k.get(`${q}token_mixer.qkv.weight`);
+      const m = qkv ? 'attention' : 'repmixer';
+      if (mixer !== undefined && m !== mixer) k.fail(`FastViT stage ${i} mixes RepMixer and attention blocks`);
+      mixer = m;
+      if (n > 0 && fc1[1] !== width) k.fail(`FastViT stage ${i} has blocks of widths ${width} and ${fc1[1]}`);
+      width = fc1[1];
+      ffnDims.push(fc1[0]);
+      if (qkv) {
+        if (!k.has(`${q}norm.running_mean`)) k.fail(`'${q}norm' is not a BatchNorm2d (a LayerNorm2d attention norm, as fastvit_mci3/4, is not supported yet)`);
+        inner = qkv[0] / 3;
+      } else {
+        const kk = k.need([`${q}token_mixer.mixer.conv_kxk.0.conv.weight`, `${q}token_mixer.reparam_conv.weight`], 4);
+        repKernel ??= kk[2];
+        if (kk[2] !== repKernel) k.fail(`FastViT RepMixer kernels ${repKernel} and ${kk[2]}; a config has one`);
+      }
+    });
+    const stage: MciStageConfig = { depth: blocks.length, width, mixer: mixer ?? 'repmixer', ffnDims, posEmb, seDownsample };
+    if (seDownsample && seWidth !== undefined && seWidth !== squeezeExciteWidth(width)) stage.seWidth = seWidth;
+    if (inner !== undefined) {
+      const bs = baseStages[i];
+      const h = chooseHeads(inner, bs?.mixer === 'attention' ? bs.heads : undefined, MCI_HEAD_DIM);
+      stage.heads = h.heads;
+      stage.headDim = h.headDim;
+    }
+    stages.push(stage);
+  }
+  if (k.has(`${T}stem.0.conv_kxk.0.conv.weight`) && !k.has(`${T}stem.0.conv_scale.conv.weight`)) {
+    k.fail("the stem has no scale branch ('visual.trunk.stem.0.conv_scale', as fastvit_mci3/4): not supported yet");
+  }
+  const last = stages[stages.length - 1];
+  const exp = k.need([`${T}final_conv.conv_kxk.0.conv.weight`, `${T}final_conv.reparam_conv.weight`], 4)[0];
+  const attn = stages.find((s) => s.mixer === 'attention');
+  const m: MciConfig = {
+    kind: 'mci',
+    name: base?.name ?? 'fastvit_mci_custom',
+    imageSize: base?.imageSize ?? 256,
+    layers: stages.map((s) => s.depth),
+    embedDims: stages.map((s) => s.width),
+    mlpRatio: stages[0].ffnDims[0] / stages[0].width,
+    headDim: attn?.headDim ?? MCI_HEAD_DIM,
+    posEmbs: stages.map((s) => s.posEmb),
+    seDownsamples: stages.map((s) => s.seDownsample),
+    repmixerKernel: repKernel ?? 3,
+    downPatchSize: downKernel ?? 7,
+    downStride: base?.downStride ?? 2,
+    clsRatio: exp / last.width,
+    layerScaleInit: base?.layerScaleInit ?? 1e-5,
+    stages,
+  };
+  const se = k.get(`${T}final_conv.se.fc1.weight`);
+  if (se && se[0] !== seBlockWidth(exp)) m.convExpSeWidth = se[0];
+  const fc = k.need(`${T}head.fc.weight`, 2);
+  if (fc[1] !== exp) k.fail(`'${T}head.fc.weight' reads ${fc[1]} features but the final conv gives ${exp}`);
+  if (k.has(`${T}head.fc.bias`)) m.headBias = true;
+  return compactMci(m);
+}
+
+function inferText(k: Keys, prefix: TextPrefix, base: TextConfig | null, causalDefault: boolean): TextConfig {
+  const [vocabSize, dim] = k.need(`${prefix}token_embedding.weight`, 2);
+  const contextLength = k.need(`${prefix}positional_embedding`, 2)[0];
+  const layers: TextLayerConfig[] = [];
+  for (const i of k.indices(`${prefix}transformer.resblocks.`)) {
+    const p = `${prefix}transformer.resblocks.${i}.`;
+    if (i !== layers.length) k.fail(`text layer ${layers.length} is missing (found ${p})`);
+    const qkv = k.need(`${p}attn.in_proj_weight`, 2);
+    const inner = qkv[0] / 3;
+    const ffnDim = k.need(`${p}mlp.c_fc.weight`, 2)[0];
+    const h = chooseHeads(inner, base?.nHeads, TEXT_HEAD_DIM);
+    layers.push({ mixer: 'attention', heads: h.heads, headDim: h.headDim, ffnDim });
+  }
+  if (layers.length === 0) k.fail(`no text layers under '${prefix}transformer.resblocks.'`);
+  const first = layers[0];
+  const t: TextConfig = {
+    modelName: 'base',
+    contextLength,
+    vocabSize,
+    dim,
+    nTransformerLayers: layers.length,
+    nHeads: first.mixer === 'attention' ? first.heads : dim / TEXT_HEAD_DIM,
+    ffnMultiplier: first.ffnDim / dim,
+    causalMasking: base ? base.causalMasking : causalDefault,
+    repmixerKernel: 11,
+    layers,
+  };
+  return compactText(t);
+}
+
+/** Our config without vocabulary, context and text depth: what identifies a named config's trunk and widths. */
+function trunkOf(c: ClipConfig): unknown {
+  const image = c.image.kind === 'mci' ? { ...compactMci(c.image), name: '', imageSize: 0 } : c.image;
+  return { embedDim: c.embedDim, image, textDim: c.text.dim };
+}
+
+function inferWith(k: Keys, prefix: TextPrefix, base: ClipConfig | null): ClipConfig {
+  const image = inferTrunk(k, base?.image.kind === 'mci' ? base.image : null);
+  const text = inferText(k, prefix, base?.text ?? null, false);
+  const proj = k.need(`${prefix}text_projection`, 2);
+  if (proj[0] !== text.dim) k.fail(`'${prefix}text_projection' has ${proj[0]} rows but the text width is ${text.dim}`);
+  const embedDim = proj[1];
+  const head = k.need(`${OC_IMAGE}head.fc.weight`, 2);
+  if (head[0] !== embedDim) k.fail(`the image head maps to ${head[0]} features but the text projection to ${embedDim}`);
+  return { name: base?.name ?? 'open_clip_custom', embedDim, image, text };
+}
+
+/**
+ * The config of an open_clip-layout state dict. A named config whose trunk and widths match lends what shapes
+ * do not tell (heads, masking, image size); the name is kept only when the text depth and vocabulary match too.
+ */
+export function configFromOpenClip(sd: StateDict, prefix: TextPrefix, source: string): ClipConfig {
+  const k = new Keys(sd, source);
+  const guess = inferWith(k, prefix, null);
+  for (const c of Object.values(CONFIGS)) {
+    if (c.image.kind !== 'mci' || !c.image.headBias) continue;
+    if (!isDeepStrictEqual(trunkOf(c), trunkOf(guess))) continue;
+    const r = inferWith(k, prefix, c);
+    const same = r.text.nTransformerLayers === c.text.nTransformerLayers && r.text.vocabSize === c.text.vocabSize && r.text.layers === undefined;
+    return same ? r : { ...r, name: `${c.name}_custom` };
+  }
+  return guess;
+}
+
+/**
+ * A named config (`--arch`) adjusted to the shapes a named architecture leaves free in an open_clip checkpoint:
+ * vocabulary, context and projection width. Everything else must then fit (checked by the key mapping).
+ */
+export function adaptToOpenClip(base: ClipConfig, sd: StateDict, prefix: TextPrefix, source: string): ClipConfig {
+  const k = new Keys(sd, source);
+  const cfg = structuredClone(base);
+  const [vocab] = k.need(`${prefix}token_embedding.weight`, 2);
+  cfg.text.vocabSize = vocab;
+  cfg.text.contextLength = k.need(`${prefix}positional_embedding`, 2)[0];
+  cfg.embedDim = k.need(`${prefix}text_projection`, 2)[1];
+  return cfg;
+}
