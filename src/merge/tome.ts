@@ -30,6 +30,15 @@ export type MatchKind = 0 | 1 | 2;
  * highest best similarity merge into their partners. Returns the new tokens as groups of current indices,
  * ordered by their largest index (original order), or null when the row has fewer than `r` allowed pairs.
  */
+/** How many tokens of one row can merge: the A tokens (even indices, not protected) with an allowed B partner. */
+export function mergeablePairs(kinds: ArrayLike<number>, n: number): number {
+  const bKinds = new Set<number>();
+  for (let b = 1; b < n; b += 2) if (kinds[b] !== 0) bKinds.add(kinds[b]);
+  let count = 0;
+  for (let a = 0; a < n; a += 2) if (kinds[a] !== 0 && bKinds.has(kinds[a])) count++;
+  return count;
+}
+
 export function bipartiteGroups(sim: ArrayLike<number>, kinds: ArrayLike<number>, n: number, r: number): number[][] | null {
   const best: Array<{ a: number; b: number; m: number }> = [];
   for (let a = 0; a < n; a += 2) {
@@ -71,7 +80,10 @@ export function bipartiteGroups(sim: ArrayLike<number>, kinds: ArrayLike<number>
  * Order: unlike ToMe's [unmerged A, B] layout, the new tokens are sorted by their largest source position,
  * so the sequence stays in original order and a causal mask keeps allowed(q, k) ⇔ origPos(k) ≤ origPos(q).
  * Each row is matched on its own, so a caption gives the same output in any batch of the same sequence
- * length; a row with fewer allowed pairs than `merge` is an error (batches must stay rectangular). Only
+ * length — unless the batch caps the count: every row merges the same number of tokens (batches stay
+ * rectangular), at most what its row with the fewest allowed pairs can merge (a short caption beside pads
+ * has few content pairs), as ToMe caps r at half the tokens. When the cap binds, a caption in a batch merges
+ * fewer tokens than the same caption alone would. Only
  * transformer layers merge; `mct` needs `convBlockPolicy`. A merge count of 0 installs nothing.
  */
 export function tokenMerging(tower: TextTransformer, opts: TokenMergeOptions): HookHandle {
@@ -99,20 +111,17 @@ function merge(y: tf.Tensor, ctx: ForwardContext, r: number): tf.Tensor | undefi
   if (!state || !keys) return undefined;
   const [b, n] = y.shape as [number, number];
   const host = hostState(state, b, n);
-  let protectedMax = 0;
   const kinds = new Uint8Array(b * n);
   for (let row = 0; row < b; row++) {
     const eotPos = host.positions[row * n + host.eot[row]];
-    let p = 0;
     for (let i = 0; i < n; i++) {
       const at = row * n + i;
       const prot = i === host.eot[row] || host.positions[at] === 0 || host.sizes[at] <= 0;
       kinds[at] = prot ? 0 : host.positions[at] > eotPos ? 2 : 1;
-      p += prot ? 1 : 0;
     }
-    protectedMax = Math.max(protectedMax, p);
   }
-  const rEff = Math.min(r, Math.floor((n - protectedMax) / 2));
+  let rEff = r;
+  for (let row = 0; row < b; row++) rEff = Math.min(rEff, mergeablePairs(kinds.subarray(row * n, (row + 1) * n), n));
   if (rEff <= 0) return undefined;
   const sim = tf.tidy(() => {
     const m = keys.div(keys.norm('euclidean', -1, true).add(1e-12));

@@ -8,7 +8,9 @@ import * as tf from '../../src/base/tf.js';
 import { initBackend } from '../../src/base/backend/index.js';
 import type { TextTransformer } from '../../src/base/model/text-transformer.js';
 import { applyTokenReduction } from '../../src/prune/reduction.js';
-import { bipartiteGroups, tokenMerging, type MatchKind, type TokenMergeOptions } from '../../src/merge/tome.js';
+import { bipartiteGroups, mergeablePairs, tokenMerging, type MatchKind, type TokenMergeOptions } from '../../src/merge/tome.js';
+import { truncatePadding } from '../../src/prune/truncate.js';
+import { hookGroup } from '../../src/prune/hook-group.js';
 import { relErr } from '../model/helpers.js';
 import { MIXED, S, finalView, perCaption, projectRows, runWith, tokens, towerCache } from '../prune/reduce-helpers.js';
 
@@ -33,6 +35,9 @@ describe('ToMe token merging', () => {
     expect(bipartiteGroups(sim, kinds, n, 1)).toEqual([[0], [1], [2, 3], [4], [5]]);
     expect(bipartiteGroups(sim, kinds, n, 2)).toEqual([[0], [1], [2, 3], [4, 5]]);
     expect(bipartiteGroups(sim, kinds, n, 3)).toBeNull();
+    expect(mergeablePairs(kinds, n)).toBe(2); // A = {2 content, 4 pad}: each has a partner of its kind in B = {1, 3 content; 5 pad}
+    expect(mergeablePairs([0, 1, 1, 0], 4)).toBe(1);
+    expect(mergeablePairs([0, 1, 0, 2], 4)).toBe(0);
     expect(() => tokenMerging(tower('causal'), { layers: [{ layer: 0, merge: 1.5 }] })).toThrow(/non-negative integer/);
     expect(() => tokenMerging(tower('mct'), { layers: [{ layer: 4, merge: 2 }] })).toThrow(/transformer layers only; text layer 4 is a RepMixerBlock/);
   });
@@ -103,6 +108,23 @@ describe('ToMe token merging', () => {
       pos.assign(saved);
       saved.dispose();
       ids.dispose();
+    }
+  });
+
+  it('a batch merges at most what its row with the fewest allowed pairs can: short captions after truncate', () => {
+    // Truncated to 4 slots: [SOT c c EOT] has one content pair, [SOT c EOT pad] none; r = 4 is capped to 0.
+    const both = (r: number) => (t: TextTransformer) => hookGroup([truncatePadding(t), tokenMerging(t, { layers: [{ layer: 0, merge: r }] })]);
+    const t = tower('causal');
+    for (const [eot, n] of [[[3, 2], 4], [[3], 3], [[9], 6]] as const) {
+      const ids = tokens([...eot]);
+      try {
+        const v = finalView(t, ids, both(4));
+        // [9] alone: 10 slots, A = {2, 4, 6, 8} content → 4 merges; [3] alone: 1; [3, 2]: 0
+        expect(v.n, `eot ${eot.join(',')}`).toBe(n);
+        v.features.dispose();
+      } finally {
+        ids.dispose();
+      }
     }
   });
 
