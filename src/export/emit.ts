@@ -293,7 +293,7 @@ export class OnnxEmitter {
     // CLS row first, then the (row-wise) final LayerNorm: same values, 1/(N+1) of the work.
     const row = this.g.node('Gather', [y, this.g.constI64([0], [])], { axis: ai(1) });
     const ln = this.module(model.child('post_transformer_norm')!, row, `${name}.post_transformer_norm`, 'tokens');
-    return this.linear(ln, ownParam(model.child('classifier')!, 'proj'), null, `${name}.classifier`);
+    return this.linear(ln, ownParam(model.child('classifier')!, 'proj'), model.classifier.bias, `${name}.classifier`);
   }
 
   /**

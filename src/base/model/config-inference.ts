@@ -377,6 +377,8 @@ function inferVit(s: Shapes, base: VitConfig | null): VitConfig {
   };
   const stem = s.get(`${IMG}patch_emb.0.block.conv.weight`);
   if (stem && stem[0] !== vitStemWidth(embedDim)) v.stemDim = stem[0];
+  if (s.has(`${IMG}classifier.bias`)) v.headBias = true;
+  if (base?.stemNoPadding) v.stemNoPadding = true;
   return compactVit(v);
 }
 

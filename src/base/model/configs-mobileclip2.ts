@@ -3,7 +3,7 @@
  * (`open_clip/model_configs/MobileCLIP2-*.json`): a timm image trunk whose classifier head (with bias) is the
  * projection, and open_clip's 12-layer `TextTransformer` (non-causal except B, argmax pooling, `text_projection`).
  */
-import type { ClipConfig, MciConfig, TextConfig } from './configs.js';
+import type { ClipConfig, MciConfig, TextConfig, VitConfig } from './configs.js';
 
 /** timm `fastvit_mci0…2`: four stages, RepMixer ×3 then attention, SE in the last two downsamplers. */
 function fastvitMci(name: string, layers: number[], embedDims: number[]): MciConfig {
@@ -41,7 +41,11 @@ function openClipText(width: number, causal: boolean): TextConfig {
   };
 }
 
+/** timm `vit_base_mci_224`: ViT-B/16 behind MobileCLIP's conv stem (unpadded), CLS pooling, head with bias. */
+const VIT_BASE_MCI: VitConfig = { kind: 'vit', name: 'vit_base_mci_224', imageSize: 224, embedDim: 768, layers: 12, heads: 12, posGrid: 14, stemNoPadding: true, headBias: true };
+
 export const MOBILECLIP2_CONFIGS: Record<string, ClipConfig> = {
   mobileclip2_s0: { name: 'mobileclip2_s0', embedDim: 512, image: fastvitMci('fastvit_mci0', [2, 6, 10, 2], [64, 128, 256, 512]), text: openClipText(512, false) },
   mobileclip2_s2: { name: 'mobileclip2_s2', embedDim: 512, image: fastvitMci('fastvit_mci2', [4, 12, 24, 4], [80, 160, 320, 640]), text: openClipText(512, false) },
+  mobileclip2_b: { name: 'mobileclip2_b', embedDim: 512, image: VIT_BASE_MCI, text: openClipText(512, true) },
 };

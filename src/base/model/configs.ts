@@ -96,6 +96,10 @@ export interface VitConfig {
   blocks?: TransformerLayerConfig[];
   /** Inner width of the conv stem when it is not the default max(32, ⌊embedDim/4⌋) (a pruned model). */
   stemDim?: number;
+  /** timm's ConvStem (`vit_base_mci_224`, open_clip's MobileCLIP-B): no padding in the stem's convs (ml-mobileclip pads the 4×4 one by 1); default false. */
+  stemNoPadding?: boolean;
+  /** The classifier has a bias (timm's `head`: open_clip-layout checkpoints); default false. */
+  headBias?: boolean;
 }
 
 export type ImageConfig = MciConfig | VitConfig;

@@ -12,9 +12,9 @@ import { vitBlocks, type VitConfig } from './configs.js';
 
 /** ConvNormAct of ml-cvnets: `block.{conv,norm,act}` (padding ⌊(k−1)/2⌋). */
 export class ConvNormAct extends Module {
-  constructor(inC: number, outC: number, k: number, stride: number, opts: { bias: boolean; norm: boolean; act: boolean; init: Initializer }) {
+  constructor(inC: number, outC: number, k: number, stride: number, opts: { bias: boolean; norm: boolean; act: boolean; init: Initializer; padding?: number }) {
     super();
-    const p = Math.floor((k - 1) / 2);
+    const p = opts.padding ?? Math.floor((k - 1) / 2);
     const block = new Sequential();
     // Named children conv / norm / act, as the official nn.Sequential built with add_module.
     block.append('conv', new Conv2d(inC, outC, k, { stride, padding: [p, p], bias: opts.bias, init: opts.init }));
@@ -32,19 +32,29 @@ export class ConvNormAct extends Module {
   }
 }
 
-/** SimpleImageProjectionHead: `x @ proj` (proj [in, out]). */
+/** SimpleImageProjectionHead: `x @ proj` (proj [in, out]; `+ bias` when built with one, timm's head). */
 export class ProjectionHead extends Module {
-  constructor(inDim: number, outDim: number, init: Initializer) {
+  constructor(inDim: number, outDim: number, init: Initializer, opts: { bias?: boolean } = {}) {
     super();
     this.addParam('proj', init.normal([inDim, outDim], inDim ** -0.5), { noDecay: false });
+    if (opts.bias) this.addParam('bias', zeros([outDim]));
   }
 
   get proj(): tf.Variable {
     return this.param('proj');
   }
 
+  /** The bias added after the projection, or null (ml-mobileclip's head has none). */
+  get bias(): tf.Variable | null {
+    return this.ownParams.get('bias')?.variable ?? null;
+  }
+
   forward(x: tf.Tensor): tf.Tensor {
-    return tf.matMul(x as tf.Tensor2D, this.proj as tf.Tensor2D);
+    return tf.tidy(() => {
+      const y = tf.matMul(x as tf.Tensor2D, this.proj as tf.Tensor2D);
+      const b = this.bias;
+      return b ? y.add(b) : y;
+    });
   }
 }
 
@@ -71,7 +81,7 @@ export class VisionTransformer extends Module {
     this.addModule(
       'patch_emb',
       new Sequential([
-        new ConvNormAct(3, stem, 4, 4, { bias: false, norm: true, act: true, init }),
+        new ConvNormAct(3, stem, 4, 4, { bias: false, norm: true, act: true, init, padding: cfg.stemNoPadding ? 0 : undefined }),
         new ConvNormAct(stem, stem, 2, 2, { bias: false, norm: true, act: true, init }),
         new ConvNormAct(stem, e, 2, 2, { bias: true, norm: false, act: false, init }),
       ]),
@@ -80,7 +90,7 @@ export class VisionTransformer extends Module {
     for (const l of vitBlocks(cfg)) layers.push(new TransformerEncoder(e, l.heads, l.ffnDim, init, { headDim: l.headDim, kernel: l.attention, kernelParams: l.attentionParams, qkNorm: l.qkNorm, attnOutNorm: l.attnOutNorm, attnLayerScale: l.attnLayerScale }));
     this.addModule('transformer', layers);
     this.addModule('post_transformer_norm', new LayerNorm(e));
-    this.addModule('classifier', new ProjectionHead(e, projectionDim, init));
+    this.addModule('classifier', new ProjectionHead(e, projectionDim, init, { bias: cfg.headBias }));
     this.addModule('pos_embed', new PositionalEmbedding(cfg.posGrid * cfg.posGrid, e, init));
   }
 

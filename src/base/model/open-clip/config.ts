@@ -11,8 +11,9 @@ import { isDeepStrictEqual } from 'node:util';
 import { MclipError } from '../../../errors.js';
 import type { StateDict } from '../../io/tensor-data.js';
 import { seBlockWidth, squeezeExciteWidth } from '../../layers/squeeze-excite.js';
-import { CONFIGS, mciStages, type ClipConfig, type MciConfig, type MciStageConfig, type TextConfig, type TextLayerConfig } from '../configs.js';
-import { chooseHeads, compactMci, compactText, MCI_HEAD_DIM, TEXT_HEAD_DIM } from '../config-inference.js';
+import { CONFIGS, mciStages, vitBlocks, type ClipConfig, type ImageConfig, type MciConfig, type MciStageConfig, type TextConfig, type TextLayerConfig, type TransformerLayerConfig, type VitConfig } from '../configs.js';
+import { chooseHeads, compactMci, compactText, compactVit, MCI_HEAD_DIM, TEXT_HEAD_DIM, VIT_HEAD_DIM } from '../config-inference.js';
+import { vitStemWidth } from '../vit.js';
 import { OC_IMAGE, type TextPrefix } from './keys.js';
 
 class Keys {
@@ -76,11 +77,52 @@ function trunkName(k: Keys): string {
   return key ? `an unknown trunk ('${key}', …)` : 'no trunk';
 }
 
+function unsupported(k: Keys): string {
+  return `open_clip checkpoint with an unsupported image trunk: ${trunkName(k)}; supported: timm FastViT-MCi ('visual.trunk.stem.*', 'visual.trunk.stages.*') and timm ViT-MCi ('visual.trunk.patch_embed.backbone.*', 'visual.trunk.blocks.*')`;
+}
+
+/** timm `vit_base_mci_224`: the MobileCLIP conv stem, pre-LN blocks, final norm, CLS pooling, head with bias. */
+function inferVitTrunk(k: Keys, base: VitConfig | null): VitConfig {
+  const T = OC_IMAGE;
+  const embedDim = k.need(`${T}cls_token`, 3)[2];
+  const pos = k.need(`${T}pos_embed`, 3);
+  const posGrid = Math.round(Math.sqrt(pos[1]));
+  if (posGrid * posGrid !== pos[1]) k.fail(`'${T}pos_embed' holds ${pos[1]} positions, not a square grid of patches (a table with a CLS row is not the MobileCLIP ViT)`);
+  const baseBlocks = base ? vitBlocks(base) : [];
+  const blocks: TransformerLayerConfig[] = [];
+  for (const i of k.indices(`${T}blocks.`)) {
+    if (i !== blocks.length) k.fail(`ViT block ${blocks.length} is missing (found ${T}blocks.${i})`);
+    const p = `${T}blocks.${i}.`;
+    const inner = k.need(`${p}attn.qkv.weight`, 2)[0] / 3;
+    const ffnDim = k.need(`${p}mlp.fc1.weight`, 2)[0];
+    const h = chooseHeads(inner, baseBlocks[i]?.heads, VIT_HEAD_DIM);
+    blocks.push({ heads: h.heads, headDim: h.headDim, ffnDim });
+  }
+  const v: VitConfig = {
+    kind: 'vit',
+    name: base?.name ?? 'vit_mci_custom',
+    imageSize: base?.imageSize ?? 224,
+    embedDim,
+    layers: blocks.length,
+    heads: blocks[0]?.heads ?? embedDim / VIT_HEAD_DIM,
+    posGrid,
+    blocks,
+    stemNoPadding: true,
+  };
+  const stem = k.need(`${T}patch_embed.backbone.0.conv.weight`, 4);
+  if (stem[0] !== vitStemWidth(embedDim)) v.stemDim = stem[0];
+  if (k.has(`${T}head.bias`)) v.headBias = true;
+  return compactVit(v);
+}
+
+function inferImage(k: Keys, base: ImageConfig | null): ImageConfig {
+  if (k.any(`${OC_IMAGE}patch_embed.backbone.`) && k.any(`${OC_IMAGE}blocks.`)) return inferVitTrunk(k, base?.kind === 'vit' ? base : null);
+  return inferTrunk(k, base?.kind === 'mci' ? base : null);
+}
+
 function inferTrunk(k: Keys, base: MciConfig | null): MciConfig {
   const T = OC_IMAGE;
-  if (!k.any(`${T}stages.`) || !k.any(`${T}stem.`)) {
-    k.fail(`open_clip checkpoint with an unsupported image trunk: ${trunkName(k)}; supported: timm FastViT-MCi ('visual.trunk.stem.*', 'visual.trunk.stages.*')`);
-  }
+  if (!k.any(`${T}stages.`) || !k.any(`${T}stem.`)) k.fail(unsupported(k));
   const baseStages = base ? mciStages(base) : [];
   const stages: MciStageConfig[] = [];
   let repKernel: number | undefined;
@@ -200,17 +242,18 @@ function inferText(k: Keys, prefix: TextPrefix, base: TextConfig | null, causalD
 
 /** Our config without vocabulary, context and text depth: what identifies a named config's trunk and widths. */
 function trunkOf(c: ClipConfig): unknown {
-  const image = c.image.kind === 'mci' ? { ...compactMci(c.image), name: '', imageSize: 0 } : c.image;
+  const image = c.image.kind === 'mci' ? { ...compactMci(c.image), name: '', imageSize: 0 } : { ...compactVit(c.image), name: '', imageSize: 0 };
   return { embedDim: c.embedDim, image, textDim: c.text.dim };
 }
 
 function inferWith(k: Keys, prefix: TextPrefix, base: ClipConfig | null): ClipConfig {
-  const image = inferTrunk(k, base?.image.kind === 'mci' ? base.image : null);
-  const text = inferText(k, prefix, base?.text ?? null, false);
+  const image = inferImage(k, base?.image ?? null);
+  // Causal masking: the named config's, else open_clip's MobileCLIP defaults (only the ViT-B tower's text is causal).
+  const text = inferText(k, prefix, base?.text ?? null, image.kind === 'vit');
   const proj = k.need(`${prefix}text_projection`, 2);
   if (proj[0] !== text.dim) k.fail(`'${prefix}text_projection' has ${proj[0]} rows but the text width is ${text.dim}`);
   const embedDim = proj[1];
-  const head = k.need(`${OC_IMAGE}head.fc.weight`, 2);
+  const head = k.need(image.kind === 'mci' ? `${OC_IMAGE}head.fc.weight` : `${OC_IMAGE}head.weight`, 2);
   if (head[0] !== embedDim) k.fail(`the image head maps to ${head[0]} features but the text projection to ${embedDim}`);
   return { name: base?.name ?? 'open_clip_custom', embedDim, image, text };
 }
@@ -223,7 +266,7 @@ export function configFromOpenClip(sd: StateDict, prefix: TextPrefix, source: st
   const k = new Keys(sd, source);
   const guess = inferWith(k, prefix, null);
   for (const c of Object.values(CONFIGS)) {
-    if (c.image.kind !== 'mci' || !c.image.headBias) continue;
+    if (!c.image.headBias) continue;
     if (!isDeepStrictEqual(trunkOf(c), trunkOf(guess))) continue;
     const r = inferWith(k, prefix, c);
     const same = r.text.nTransformerLayers === c.text.nTransformerLayers && r.text.vocabSize === c.text.vocabSize && r.text.layers === undefined;

@@ -12,8 +12,12 @@ import type { TensorData } from '../../io/tensor-data.js';
 import { allocArray } from '../../io/tensor-data.js';
 import { mciStages, type ClipConfig } from '../configs.js';
 
-/** How a tensor's layout differs between the two names of one parameter. */
-export type KeyTransform = 'same' | 'transpose' | 'reshape';
+/**
+ * How a tensor's layout differs between the two names of one parameter: the same, transposed (a timm head's
+ * `weight` [out, in] is our `proj` [in, out]), or the same values with leading 1s dropped to rank 2 or 3 (our
+ * positional tables are [1, 1, N, C]; open_clip's text one is [N, C], timm's ViT one [1, N, C]).
+ */
+export type KeyTransform = 'same' | 'transpose' | 'rank2' | 'rank3';
 
 export interface KeyRule {
   /** open_clip's key. */
@@ -120,10 +124,40 @@ function imageKey(rest: string, table: Map<number, string>): KeyRule | null {
   return same(r === null ? null : `${where}${b[1]}.${r}`);
 }
 
+/**
+ * timm's `vit_base_mci_224` (open_clip's MobileCLIP-B trunk): the ConvStem under `patch_embed.backbone`, pre-LN
+ * `blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}`, the final `norm`, `head` (the renaming timm's own
+ * ml-mobileclip converter applies).
+ */
+function vitKey(rest: string): KeyRule | null {
+  const same = (key: string): KeyRule => ({ key: OC_IMAGE + key, transform: 'same' });
+  if (rest === 'cls_token') return same('cls_token');
+  if (rest === 'pos_embed.pos_embed.pos_embed') return { key: `${OC_IMAGE}pos_embed`, transform: 'rank3' };
+  if (rest === 'classifier.proj') return { key: `${OC_IMAGE}head.weight`, transform: 'transpose' };
+  if (rest === 'classifier.bias') return same('head.bias');
+  let m = /^post_transformer_norm\.(weight|bias)$/.exec(rest);
+  if (m) return same(`norm.${m[1]}`);
+  m = /^patch_emb\.(\d+)\.block\.(conv|norm)\.(.+)$/.exec(rest);
+  if (m) return same(`patch_embed.backbone.${m[1]}.${m[2] === 'conv' ? 'conv' : 'bn'}.${m[3]}`);
+  m = /^transformer\.(\d+)\.(.+)$/.exec(rest);
+  if (!m) return null;
+  const inner: Record<string, string> = {
+    'pre_norm_mha.0': 'norm1',
+    'pre_norm_mha.1.qkv_proj': 'attn.qkv',
+    'pre_norm_mha.1.out_proj': 'attn.proj',
+    'pre_norm_ffn.0': 'norm2',
+    'pre_norm_ffn.1': 'mlp.fc1',
+    'pre_norm_ffn.4': 'mlp.fc2',
+  };
+  const p = /^(.+)\.(weight|bias)$/.exec(m[2]);
+  const to = p ? inner[p[1]] : undefined;
+  return to === undefined || !p ? null : same(`blocks.${m[1]}.${to}.${p[2]}`);
+}
+
 function textKey(rest: string, prefix: TextPrefix): KeyRule | null {
   const same = (key: string): KeyRule => ({ key: prefix + key, transform: 'same' });
   if (rest === 'embedding_layer.weight') return same('token_embedding.weight');
-  if (rest === 'positional_embedding.pos_embed.pos_embed') return { key: `${prefix}positional_embedding`, transform: 'reshape' };
+  if (rest === 'positional_embedding.pos_embed.pos_embed') return { key: `${prefix}positional_embedding`, transform: 'rank2' };
   if (rest === 'projection_layer') return same('text_projection');
   let m = /^final_layer_norm\.(weight|bias)$/.exec(rest);
   if (m) return same(`ln_final.${m[1]}`);
@@ -159,8 +193,9 @@ export function openClipKeyMap(cfg: ClipConfig, names: Iterable<string>, textPre
     let rule: KeyRule | null = null;
     if (name === 'logit_scale') rule = { key: 'logit_scale', transform: 'same' };
     else if (name.startsWith(OUR_IMAGE) && cfg.image.kind === 'mci') rule = imageKey(name.slice(OUR_IMAGE.length), table);
+    else if (name.startsWith(OUR_IMAGE)) rule = vitKey(name.slice(OUR_IMAGE.length));
     else if (name.startsWith(OUR_TEXT)) rule = textKey(name.slice(OUR_TEXT.length), textPrefix);
-    if (!rule) throw new MclipError(`${what}: '${name}' has no counterpart in open_clip's layout (a ${cfg.image.kind === 'mci' ? 'FastViT-MCi' : cfg.image.kind} trunk and open_clip's TextTransformer)`);
+    if (!rule) throw new MclipError(`${what}: '${name}' has no counterpart in open_clip's layout (a ${cfg.image.kind === 'mci' ? 'FastViT-MCi' : 'timm ViT-MCi'} trunk and open_clip's TextTransformer)`);
     out.set(name, rule);
   }
   return out;
@@ -169,7 +204,8 @@ export function openClipKeyMap(cfg: ClipConfig, names: Iterable<string>, textPre
 /** The open_clip shape of a tensor whose shape is `ours` under `t`. */
 export function theirShape(ours: readonly number[], t: KeyTransform): number[] {
   if (t === 'transpose') return [ours[1], ours[0]];
-  if (t === 'reshape') return ours.slice(-2);
+  if (t === 'rank2') return ours.slice(-2);
+  if (t === 'rank3') return ours.slice(-3);
   return ours.slice();
 }
 
@@ -185,6 +221,6 @@ function transpose2d(t: TensorData): TensorData {
 /** `t` (open_clip's layout) in our layout of shape `ours`, or (`toTheirs`) ours back into theirs; bit-exact either way. */
 export function convertTensor(t: TensorData, transform: KeyTransform, target: readonly number[]): TensorData {
   if (transform === 'transpose') return transpose2d(t);
-  if (transform === 'reshape') return { dtype: t.dtype, shape: target.slice(), data: t.data };
+  if (transform === 'rank2' || transform === 'rank3') return { dtype: t.dtype, shape: target.slice(), data: t.data };
   return t;
 }

@@ -1,0 +1,68 @@
+import { beforeAll, describe, expect, test } from 'vitest';
+import * as tf from '../../src/base/tf.js';
+import { initBackend } from '../../src/base/backend/index.js';
+import { ImageEncoder } from '../../src/base/model/clip.js';
+import { getConfig } from '../../src/base/model/configs.js';
+import { TextTransformer } from '../../src/base/model/text-transformer.js';
+import { Initializer } from '../../src/base/nn/init.js';
+import { VisionTransformer } from '../../src/base/model/vit.js';
+import { Conv2d } from '../../src/base/layers/conv2d.js';
+
+/**
+ * Official parameter counts (open_clip, vocabulary 49408; millions): image trunk unfused / after
+ * reparameterisation, text tower.
+ */
+const OFFICIAL: Record<string, { image: number; fused: number; text: number }> = {
+  mobileclip2_s0: { image: 11.41, fused: 11.36, text: 63.43 },
+  mobileclip2_s2: { image: 35.82, fused: 35.7, text: 63.43 },
+  mobileclip2_b: { image: 86.35, fused: 86.35, text: 63.43 },
+};
+
+/** Zeros instead of random draws: the counts only need the shapes, and 100 M random numbers take seconds. */
+class ZeroInit extends Initializer {
+  override uniformFanIn(shape: number[]): tf.Tensor {
+    return tf.zeros(shape);
+  }
+  override normal(shape: number[]): tf.Tensor {
+    return tf.zeros(shape);
+  }
+  override truncNormal(shape: number[]): tf.Tensor {
+    return tf.zeros(shape);
+  }
+}
+
+const M = (n: number) => n / 1e6;
+
+describe('MobileCLIP2 named configs: parameter counts of the built towers equal the official ones', () => {
+  beforeAll(async () => {
+    await initBackend({ backend: 'wasm', quiet: true, gradients: false });
+  });
+
+  for (const [name, want] of Object.entries(OFFICIAL)) {
+    test(`${name}: image trunk ${want.image} M (train form), ${want.fused} M (fused form)`, () => {
+      const cfg = getConfig(name);
+      for (const inferenceMode of [false, true]) {
+        const enc = new ImageEncoder(cfg, { inferenceMode, init: new ZeroInit() });
+        const got = M(enc.numParams());
+        expect(Math.abs(got - (inferenceMode ? want.fused : want.image)), `${name} image ${inferenceMode ? 'fused' : 'unfused'}: ${got.toFixed(4)} M`).toBeLessThan(0.005);
+        if (!inferenceMode && enc.model instanceof VisionTransformer) {
+          // timm's ConvStem: the 4×4 stride-4 conv is unpadded
+          const conv = enc.model.get('patch_emb.0.block.conv');
+          expect(conv instanceof Conv2d && conv.padding).toEqual([0, 0]);
+        }
+        enc.dispose();
+      }
+    });
+  }
+
+  test('text towers: 12 layers of width 512 (63.43 M; non-causal for S0/S2, causal for B)', () => {
+    for (const name of Object.keys(OFFICIAL)) {
+      const t = getConfig(name).text;
+      expect([t.nTransformerLayers, t.dim, t.nHeads, t.vocabSize, t.causalMasking]).toEqual([12, 512, 8, 49408, name === 'mobileclip2_b']);
+    }
+    const cfg = getConfig('mobileclip2_s0');
+    const text = new TextTransformer(cfg.text, cfg.embedDim, { init: new ZeroInit() });
+    expect(Math.abs(M(text.numParams()) - 63.43)).toBeLessThan(0.005);
+    text.dispose();
+  });
+});
