@@ -16,6 +16,8 @@ const OFFICIAL: Record<string, { image: number; fused: number; text: number }> =
   mobileclip2_s0: { image: 11.41, fused: 11.36, text: 63.43 },
   mobileclip2_s2: { image: 35.82, fused: 35.7, text: 63.43 },
   mobileclip2_b: { image: 86.35, fused: 86.35, text: 63.43 },
+  mobileclip2_s3: { image: 125.24, fused: 125.07, text: 123.65 },
+  mobileclip2_s4: { image: 321.78, fused: 321.57, text: 123.65 },
 };
 
 /** Zeros instead of random draws: the counts only need the shapes, and 100 M random numbers take seconds. */
@@ -55,14 +57,17 @@ describe('MobileCLIP2 named configs: parameter counts of the built towers equal 
     });
   }
 
-  test('text towers: 12 layers of width 512 (63.43 M; non-causal for S0/S2, causal for B)', () => {
+  test('text towers: 12 layers of width 512 (63.43 M) or 768 (123.65 M; S3, S4, L-14), non-causal except B', () => {
     for (const name of Object.keys(OFFICIAL)) {
       const t = getConfig(name).text;
-      expect([t.nTransformerLayers, t.dim, t.nHeads, t.vocabSize, t.causalMasking]).toEqual([12, 512, 8, 49408, name === 'mobileclip2_b']);
+      const w = OFFICIAL[name].text > 100 ? 768 : 512;
+      expect([t.nTransformerLayers, t.dim, t.nHeads, t.vocabSize, t.causalMasking]).toEqual([12, w, w / 64, 49408, name === 'mobileclip2_b']);
     }
-    const cfg = getConfig('mobileclip2_s0');
-    const text = new TextTransformer(cfg.text, cfg.embedDim, { init: new ZeroInit() });
-    expect(Math.abs(M(text.numParams()) - 63.43)).toBeLessThan(0.005);
-    text.dispose();
+    for (const [name, want] of [['mobileclip2_s0', 63.43], ['mobileclip2_s3', 123.65]] as const) {
+      const cfg = getConfig(name);
+      const text = new TextTransformer(cfg.text, cfg.embedDim, { init: new ZeroInit() });
+      expect(Math.abs(M(text.numParams()) - want), `${name} text ${M(text.numParams()).toFixed(4)} M`).toBeLessThan(0.005);
+      text.dispose();
+    }
   });
 });

@@ -17,12 +17,16 @@ import { relErr } from './helpers.js';
  * The open_clip MobileCLIP2 trunks at micro size (every block type kept), with the open_clip text tower, at the
  * official head widths (an open_clip file stores no config: heads come back from those widths).
  */
-function micro(kind: 'mci' | 'vit'): ClipConfig {
-  const cfg = getConfig(kind === 'mci' ? 'mobileclip2_s0' : 'mobileclip2_b');
+function micro(kind: 'mci' | 'mci5' | 'vit'): ClipConfig {
+  const cfg = getConfig(kind === 'mci' ? 'mobileclip2_s0' : kind === 'mci5' ? 'mobileclip2_s3' : 'mobileclip2_b');
   cfg.name = `oc_${kind}_micro`;
   cfg.embedDim = 32;
   cfg.text = { ...cfg.text, contextLength: MICRO_CONTEXT, vocabSize: MICRO_VOCAB, dim: 64, nHeads: 1, nTransformerLayers: 2 };
-  if (cfg.image.kind === 'mci') cfg.image = { ...cfg.image, name: 'fastvit_mci_micro', imageSize: 32, layers: [1, 1, 1, 1], embedDims: [8, 16, 32, 64], headDim: 32 };
+  if (cfg.image.kind === 'mci' && kind === 'mci5') {
+    // fastvit_mci3's five stages (two attention stages with LayerNorm2d, no stem scale branch) at micro widths
+    const stages = cfg.image.stages!.map((s, i) => ({ ...s, depth: 1, width: 8 << i, ffnDims: [4 * (8 << i)], ...(s.mixer === 'attention' ? { heads: (8 << i) / 32 } : {}) }));
+    cfg.image = { ...cfg.image, name: 'fastvit_mci5_micro', imageSize: 64, layers: stages.map((s) => s.depth), embedDims: stages.map((s) => s.width), stages };
+  } else if (cfg.image.kind === 'mci') cfg.image = { ...cfg.image, name: 'fastvit_mci_micro', imageSize: 32, layers: [1, 1, 1, 1], embedDims: [8, 16, 32, 64], headDim: 32 };
   else cfg.image = { ...cfg.image, name: 'vit_mci_micro', imageSize: 32, embedDim: 64, layers: 2, heads: 1, posGrid: 2 };
   return cfg;
 }
@@ -35,13 +39,19 @@ describe('open_clip layout: micro FastViT-MCi and ViT-MCi models', () => {
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  for (const kind of ['mci', 'vit'] as const) {
+  for (const kind of ['mci', 'mci5', 'vit'] as const) {
     test(`${kind}: timm / open_clip key names, save → load with no --arch gives the same config and outputs, unfused and fused`, async () => {
       const cfg = micro(kind);
       const model = new CLIP(cfg, { seed: 3 }).eval();
       const sd = openClipStateDict(model);
       const keys = [...sd.keys()];
-      if (kind === 'mci') {
+      if (kind === 'mci5') {
+        expect(keys).toContain('visual.trunk.stages.4.pos_emb.pos_enc.weight');
+        expect(keys).toContain('visual.trunk.stages.4.blocks.0.norm.weight');
+        expect(keys).not.toContain('visual.trunk.stages.4.blocks.0.norm.running_mean');
+        expect(keys).not.toContain('visual.trunk.stem.0.conv_scale.conv.weight');
+        expect(sd.get('visual.trunk.head.fc.weight')!.shape).toEqual([32, 256]);
+      } else if (kind === 'mci') {
         expect(keys).toContain('visual.trunk.stages.3.pos_emb.pos_enc.weight');
         expect(keys).toContain('visual.trunk.final_conv.se.fc1.weight');
         expect(sd.get('visual.trunk.head.fc.weight')!.shape).toEqual([32, 128]);
@@ -54,11 +64,12 @@ describe('open_clip layout: micro FastViT-MCi and ViT-MCi models', () => {
       expect(keys).toContain('text.transformer.resblocks.1.attn.in_proj_weight');
       expect(sd.get('text.positional_embedding')!.shape).toEqual([MICRO_CONTEXT, 64]);
       // A non-zero head bias, so that dropping it anywhere shows.
-      const bias = kind === 'mci' ? model.imageEncoder.get('model.head') : model.imageEncoder.get('model.classifier');
+      const bias = kind !== 'vit' ? model.imageEncoder.get('model.head') : model.imageEncoder.get('model.classifier');
       const b = bias.namedParams().find(([n]) => n === 'bias')![1].variable;
       b.assign(tf.linspace(-0.5, 0.5, b.size));
 
-      const images = tf.randomUniform([2, 32, 32, 3], 0, 1, 'float32', 1);
+      const size = cfg.image.imageSize;
+      const images = tf.randomUniform([2, size, size, 3], 0, 1, 'float32', 1);
       const tokens = microTokenRows();
       const ref = { image: model.encodeImage(images), text: model.encodeText(tokens) };
       for (const fused of [false, true]) {
@@ -67,9 +78,11 @@ describe('open_clip layout: micro FastViT-MCi and ViT-MCi models', () => {
         saveOpenClip(model, path);
         const back = await loadModel(path);
         expect(back.layout.kind).toBe('open_clip');
-        expect(back.storedFused).toBe(fused && kind === 'mci');
+        expect(back.storedFused).toBe(fused && kind !== 'vit');
         // What the file cannot tell: the name and image size (the defaults of the trunk's kind come back).
-        expect({ ...back.config.image, name: '', imageSize: 0 }).toEqual({ ...cfg.image, name: '', imageSize: 0 });
+        // A fused stem has no branches left to tell whether it had a scale branch (nor does it matter then).
+        const unknown = { name: '', imageSize: 0, ...(fused ? { stemScaleBranch: undefined } : {}) };
+        expect({ ...back.config.image, ...unknown }).toEqual({ ...cfg.image, ...unknown });
         expect({ ...back.config.text }).toEqual(cfg.text);
         expect(back.config.text.causalMasking).toBe(kind === 'vit');
         const img = back.model.encodeImage(images);

@@ -24,6 +24,8 @@ export interface AttentionBlockOptions {
   /** LayerNorm over the channels of the MHSA output before γ₁ and the residual add (`attn_out_norm`, hybrid-norm; default false). */
   attnOutNorm?: boolean;
   layerScaleInit?: number;
+  /** The pre-norm: BatchNorm (MCi0–2, the default) or a LayerNorm over the channels (timm's LayerNorm2d, fastvit_mci3/4). */
+  norm?: 'batch' | 'layer';
   init?: Initializer;
 }
 
@@ -39,7 +41,7 @@ export class AttentionBlock extends Module {
     const hidden = opts.hidden ?? Math.floor(dim * (opts.mlpRatio ?? 3));
     this.addParam('layer_scale_1', full([dim], ls), { torchShape: [dim, 1, 1], noDecay: false });
     this.addParam('layer_scale_2', full([dim], ls), { torchShape: [dim, 1, 1], noDecay: false });
-    this.addModule('norm', new BatchNorm2d(dim));
+    this.addModule('norm', opts.norm === 'layer' ? new LayerNorm(dim) : new BatchNorm2d(dim));
     this.addModule('token_mixer', new MHSA(dim, opts.headDim ?? 32, init, { heads: opts.heads, kernel: opts.kernel, kernelParams: opts.kernelParams, qkNorm: opts.qkNorm }));
     if (opts.attnOutNorm) this.addModule('attn_out_norm', new LayerNorm(dim));
     this.addModule('convffn', new ConvFFN(dim, hidden, dim, [7, 7], init));
@@ -47,6 +49,12 @@ export class AttentionBlock extends Module {
 
   get norm(): BatchNorm2d {
     return this.childAs('norm', BatchNorm2d);
+  }
+
+  /** The pre-norm, of either kind (`norm`: BatchNorm2d, or a channel LayerNorm in fastvit_mci3/4). */
+  get preNorm(): BatchNorm2d | LayerNorm {
+    const n = this.child('norm');
+    return n instanceof LayerNorm ? n : this.norm;
   }
 
   get tokenMixer(): MHSA {

@@ -218,6 +218,8 @@ interface BlockShape {
   /** Attention blocks: QK-norm and hybrid-norm present (their weights are). */
   qkNorm?: boolean;
   attnOutNorm?: boolean;
+  /** Attention blocks: the pre-norm is a LayerNorm (no running statistics). */
+  layerNorm?: boolean;
 }
 
 function inferMci(s: Shapes, base: MciConfig | null): MciConfig {
@@ -250,7 +252,7 @@ function inferMci(s: Shapes, base: MciConfig | null): MciConfig {
       const fc1 = s.need(`${q}convffn.fc1.weight`, 4);
       const qkv = s.get(`${q}token_mixer.qkv.weight`);
       if (qkv) {
-        blocks.push({ mixer: 'attention', width: fc1[1], ffnDim: fc1[0], inner: qkv[0] / 3, qkNorm: s.has(`${q}token_mixer.q_norm.weight`), attnOutNorm: s.has(`${q}attn_out_norm.weight`) });
+        blocks.push({ mixer: 'attention', width: fc1[1], ffnDim: fc1[0], inner: qkv[0] / 3, qkNorm: s.has(`${q}token_mixer.q_norm.weight`), attnOutNorm: s.has(`${q}attn_out_norm.weight`), layerNorm: !s.has(`${q}norm.running_mean`) });
       } else {
         const k = s.need([`${q}token_mixer.mixer.rbr_conv.0.conv.weight`, `${q}token_mixer.reparam_conv.weight`], 4);
         blocks.push({ mixer: 'repmixer', width: fc1[1], ffnDim: fc1[0], kernel: k[2] });
@@ -287,6 +289,7 @@ function inferMci(s: Shapes, base: MciConfig | null): MciConfig {
       if (bs?.mixer === 'attention' && bs.attentionParams !== undefined) stage.attentionParams = { ...bs.attentionParams };
       if (b0.qkNorm) stage.qkNorm = true;
       if (b0.attnOutNorm) stage.attnOutNorm = true;
+      if (b0.layerNorm) stage.norm = 'layer';
     }
     stages.push(stage);
     pendingPe = false;
@@ -319,6 +322,7 @@ function inferMci(s: Shapes, base: MciConfig | null): MciConfig {
   const seRd = s.get(`${IMG}conv_exp.se.reduce.weight`);
   if (seRd && seRd[0] !== seBlockWidth(exp)) m.convExpSeWidth = seRd[0];
   if (s.has(`${IMG}head.bias`)) m.headBias = true;
+  if (s.has(`${IMG}patch_embed.0.rbr_conv.0.conv.weight`) ? !s.has(`${IMG}patch_embed.0.rbr_scale.conv.weight`) : base?.stemScaleBranch === false) m.stemScaleBranch = false;
   return compactMci(m);
 }
 

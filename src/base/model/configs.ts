@@ -49,6 +49,8 @@ export interface MciStageConfig {
   seDownsample: boolean;
   /** Hidden width of that SE when it is not the default make_divisible(width/4, 8) (a pruned model). */
   seWidth?: number;
+  /** Attention stages: the blocks' pre-norm, BatchNorm (default) or a channel LayerNorm (timm's LayerNorm2d, fastvit_mci3/4). */
+  norm?: 'batch' | 'layer';
 }
 
 /** MCi (FastViT-style) image tower, as `mobileclip/models/mci.py`. */
@@ -75,6 +77,8 @@ export interface MciConfig {
   layerScaleInit: number;
   /** The head's linear map has a bias (timm's `ClassifierHead.fc`: open_clip-layout checkpoints); default false. */
   headBias?: boolean;
+  /** The stem's 3×3 MobileOne blocks have the 1×1 scale branch (default true; fastvit_mci3/4 have none). */
+  stemScaleBranch?: boolean;
   /**
    * Per-stage form (pruned or inherited models). When present it is the truth and `layers`,
    * `embedDims`, `mlpRatio`, `headDim`, `posEmbs`, `seDownsamples` are only the shorthand it came from.

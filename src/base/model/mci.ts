@@ -59,8 +59,8 @@ export class FastViT extends Module {
     this.addModule(
       'patch_embed',
       new Sequential([
-        new MobileOneBlock(3, d0, 3, { stride: 2, padding: [1, 1], inferenceMode: inf, init }),
-        new MobileOneBlock(d0, d0, 3, { stride: 2, padding: [1, 1], groups: d0, inferenceMode: inf, init }),
+        new MobileOneBlock(3, d0, 3, { stride: 2, padding: [1, 1], inferenceMode: inf, useScaleBranch: cfg.stemScaleBranch, init }),
+        new MobileOneBlock(d0, d0, 3, { stride: 2, padding: [1, 1], groups: d0, inferenceMode: inf, useScaleBranch: cfg.stemScaleBranch, init }),
         new MobileOneBlock(d0, d0, 1, { stride: 1, padding: [0, 0], inferenceMode: inf, init }),
       ]),
     );
@@ -73,7 +73,7 @@ export class FastViT extends Module {
       for (let j = 0; j < s.depth; j++) {
         if (s.mixer === 'attention') {
           stage.push(
-            new AttentionBlock(s.width, { hidden: s.ffnDims[j], headDim: s.headDim ?? 32, heads: s.heads, kernel: s.attention, kernelParams: s.attentionParams, qkNorm: s.qkNorm, attnOutNorm: s.attnOutNorm, layerScaleInit: cfg.layerScaleInit, init }),
+            new AttentionBlock(s.width, { hidden: s.ffnDims[j], headDim: s.headDim ?? 32, heads: s.heads, kernel: s.attention, kernelParams: s.attentionParams, qkNorm: s.qkNorm, attnOutNorm: s.attnOutNorm, norm: s.norm, layerScaleInit: cfg.layerScaleInit, init }),
           );
         } else {
           stage.push(

@@ -10,6 +10,7 @@ import { RepMixerBlock } from '../../base/layers/repmixer-block.js';
 import { ConvFFN } from '../../base/layers/conv-ffn.js';
 import { SEBlock, SqueezeExcite } from '../../base/layers/squeeze-excite.js';
 import { AttentionBlock } from '../../base/layers/attention-block.js';
+import { LayerNorm } from '../../base/layers/layer-norm.js';
 import { GlobalPool2D } from '../../base/model/mci.js';
 import type { OnnxEmitter } from '../emit.js';
 import { registerChannelFirstEmitter, registerEmitter, type ConvLayout } from '../registry.js';
@@ -79,10 +80,13 @@ registerChannelFirstEmitter(SqueezeExcite, (em, m, x, name, layout) => em.squeez
  */
 registerEmitter(AttentionBlock, (em, m, x, name) => {
   const mh = m.tokenMixer;
-  const c = m.norm.numFeatures;
+  const pre = m.preNorm;
+  const c = pre instanceof LayerNorm ? pre.dim : pre.numFeatures;
   const shape = em.g.node('Shape', [x], {}, `${name}.shape`);
-  const tokens = em.g.transpose(em.g.reshape(x, [0, c, -1]), [0, 2, 1], `${name}.tokens`);
-  const { scale, shift } = m.norm.affine();
+  let tokens = em.g.transpose(em.g.reshape(x, [0, c, -1]), [0, 2, 1], `${name}.tokens`);
+  // A BatchNorm pre-norm folds into qkv; a LayerNorm one (fastvit_mci3/4) runs on the tokens.
+  if (pre instanceof LayerNorm) tokens = em.layerNorm(pre, tokens, `${name}.norm`);
+  const aff = pre instanceof LayerNorm ? null : pre.affine();
   const outNorm = m.attnOutNorm;
   const gamma = ownParam(m, 'layer_scale_1');
   try {
@@ -90,8 +94,8 @@ registerEmitter(AttentionBlock, (em, m, x, name) => {
       kernel: mh.kernelName,
       kernelParams: mh.kernelParams,
       qkNorm: mh.qkNorm,
-      preScale: scale,
-      preShift: shift,
+      preScale: aff?.scale,
+      preShift: aff?.shift,
       outScale: outNorm ? null : gamma,
     });
     if (outNorm) {
@@ -103,8 +107,8 @@ registerEmitter(AttentionBlock, (em, m, x, name) => {
     const y = em.g.node('Add', [x, back], {}, `${name}.mha_residual`);
     return convFfnResidual(em, m.convffn, y, ownParam(m, 'layer_scale_2'), `${name}.convffn`, '2d');
   } finally {
-    scale.dispose();
-    shift.dispose();
+    aff?.scale.dispose();
+    aff?.shift.dispose();
   }
 });
 

@@ -149,6 +149,7 @@ function inferTrunk(k: Keys, base: MciConfig | null): MciConfig {
     let mixer: 'repmixer' | 'attention' | undefined;
     let width = 0;
     let inner: number | undefined;
+    let layerNorm = false;
     blocks.forEach((j, n) => {
       const q = `${p}blocks.${j}.`;
       if (j !== n) k.fail(`block ${n} of FastViT stage ${i} is missing`);
@@ -161,7 +162,8 @@ function inferTrunk(k: Keys, base: MciConfig | null): MciConfig {
       width = fc1[1];
       ffnDims.push(fc1[0]);
       if (qkv) {
-        if (!k.has(`${q}norm.running_mean`)) k.fail(`'${q}norm' is not a BatchNorm2d (a LayerNorm2d attention norm, as fastvit_mci3/4, is not supported yet)`);
+        // BatchNorm2d (fastvit_mci0–2) or LayerNorm2d (fastvit_mci3/4), by its running statistics.
+        layerNorm = !k.has(`${q}norm.running_mean`);
         inner = qkv[0] / 3;
       } else {
         const kk = k.need([`${q}token_mixer.mixer.conv_kxk.0.conv.weight`, `${q}token_mixer.reparam_conv.weight`], 4);
@@ -176,11 +178,9 @@ function inferTrunk(k: Keys, base: MciConfig | null): MciConfig {
       const h = chooseHeads(inner, bs?.mixer === 'attention' ? bs.heads : undefined, MCI_HEAD_DIM);
       stage.heads = h.heads;
       stage.headDim = h.headDim;
+      if (layerNorm) stage.norm = 'layer';
     }
     stages.push(stage);
-  }
-  if (k.has(`${T}stem.0.conv_kxk.0.conv.weight`) && !k.has(`${T}stem.0.conv_scale.conv.weight`)) {
-    k.fail("the stem has no scale branch ('visual.trunk.stem.0.conv_scale', as fastvit_mci3/4): not supported yet");
   }
   const last = stages[stages.length - 1];
   const exp = k.need([`${T}final_conv.conv_kxk.0.conv.weight`, `${T}final_conv.reparam_conv.weight`], 4)[0];
@@ -207,6 +207,9 @@ function inferTrunk(k: Keys, base: MciConfig | null): MciConfig {
   const fc = k.need(`${T}head.fc.weight`, 2);
   if (fc[1] !== exp) k.fail(`'${T}head.fc.weight' reads ${fc[1]} features but the final conv gives ${exp}`);
   if (k.has(`${T}head.fc.bias`)) m.headBias = true;
+  // fastvit_mci3/4's stem has no 1×1 scale branch (a fused file cannot tell: the named config's, else with one).
+  const unfusedStem = k.has(`${T}stem.0.conv_kxk.0.conv.weight`);
+  if (unfusedStem ? !k.has(`${T}stem.0.conv_scale.conv.weight`) : base?.stemScaleBranch === false) m.stemScaleBranch = false;
   return compactMci(m);
 }
 
