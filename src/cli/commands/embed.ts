@@ -8,6 +8,7 @@ import { loadModel } from '../../base/model/checkpoint.js';
 import { l2normalize, type CLIP } from '../../base/model/clip.js';
 import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
 import { preprocessImage } from '../../base/preprocess/index.js';
+import { preprocessFor } from '../../base/model/preprocess-table.js';
 import { startBackend, type GlobalArgs } from '../run.js';
 import { installTokenSettings, parseTokenArgs, textLayerCount, tokenFlags, TOKEN_OPTIONS, type TokenArgs } from '../token-options.js';
 
@@ -154,7 +155,7 @@ export async function runEmbed(args: EmbedArgs): Promise<void> {
       let txtFeat: tf.Tensor2D | null = null;
       if (images.length) {
         const pix = new Float32Array(images.length * 3 * size * size);
-        for (let i = 0; i < images.length; i++) pix.set(await preprocessImage(images[i], size), i * 3 * size * size);
+        for (let i = 0; i < images.length; i++) pix.set(await preprocessImage(images[i], size, preprocessFor(model.cfg)), i * 3 * size * size);
         const f = embedImages(model, pix, [images.length, 3, size, size], args.batch);
         imgFeat = tf.tidy(() => l2normalize(tf.tensor2d(f, [images.length, model.cfg.embedDim])) as tf.Tensor2D);
       }

@@ -8,7 +8,8 @@ import { MclipError } from '../../errors.js';
 import { loadModel } from '../../base/model/checkpoint.js';
 import { reparameterize } from '../../base/model/reparameterize.js';
 import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
-import { preprocessImage } from '../../base/preprocess/index.js';
+import { preprocessImage, type PreprocessSpec } from '../../base/preprocess/index.js';
+import { preprocessFor } from '../../base/model/preprocess-table.js';
 import { atomicWriteJson, readImageTextDataset, type ImageTextSample } from '../../base/data/index.js';
 import {
   buildClassifier,
@@ -200,11 +201,11 @@ export function checkTemplates(name: string): void {
 }
 
 /** Preprocesses every sample's image (NHWC in [0, 1]); `onImage` after each one. */
-async function imagesTensor(samples: ImageTextSample[], size: number, onImage: () => void): Promise<tf.Tensor4D> {
+async function imagesTensor(samples: ImageTextSample[], size: number, spec: PreprocessSpec, onImage: () => void): Promise<tf.Tensor4D> {
   const per = 3 * size * size;
   const data = new Float32Array(samples.length * per);
   for (let i = 0; i < samples.length; i++) {
-    data.set(await preprocessImage(Buffer.from(samples[i].image), size), i * per);
+    data.set(await preprocessImage(Buffer.from(samples[i].image), size, spec), i * per);
     onImage();
   }
   return tf.tidy(() => tf.tensor4d(data, [samples.length, 3, size, size]).transpose([0, 2, 3, 1]) as tf.Tensor4D);
@@ -311,7 +312,8 @@ export async function runEval(args: EvalArgs): Promise<void> {
   const engines: EngineEntry[] = [];
   const partModels: EvalPartModel[] = [];
   const tfjsDescription = `tfjs ${backend.name}, ${backend.threads} thread${backend.threads === 1 ? '' : 's'}`;
-  const bySize = new Map<number, tf.Tensor4D>();
+  // Preprocessed images by size and transform (models of one size may normalise differently: MobileCLIP2-S3/S4/L-14).
+  const bySize = new Map<string, tf.Tensor4D>();
   try {
     for (const spec of specs) {
       const t0 = Date.now();
@@ -336,9 +338,11 @@ export async function runEval(args: EvalArgs): Promise<void> {
           throw new MclipError(`${spec.path}: text vocabulary ${model.cfg.text.vocabSize} ≠ tokenizer's ${tokenizer.vocabSize} (pass the model's --vocab)`);
         }
         const size = model.cfg.image.imageSize;
-        if (!bySize.has(size)) bySize.set(size, await imagesTensor(mine, size, () => advance(1, `${spec.name}: preprocessing ${size}×${size}`)));
+        const pre = preprocessFor(model.cfg);
+        const key = `${size} ${JSON.stringify(pre)}`;
+        if (!bySize.has(key)) bySize.set(key, await imagesTensor(mine, size, pre, () => advance(1, `${spec.name}: preprocessing ${size}×${size}`)));
         else advance(n, `${spec.name}: images already preprocessed`);
-        const images = bySize.get(size)!;
+        const images = bySize.get(key)!;
         if (shard) {
           partModels.push(await embedPart(spec.name, model, tokenizer, images, { args, shard, classNames, captions, mine: captions.slice(part!.range.start, part!.range.end), tfjsDescription, path: spec.path, note, advance, progress: (info) => progress.update(done, info) }));
           continue;
