@@ -280,13 +280,18 @@ export class OnnxEmitter {
     const n = h * w;
     let tokens = this.g.transpose(this.g.reshape(p, [0, c, -1]), [0, 2, 1]);
     const pos = model.child('pos_embed') as PositionalEmbedding;
-    const table = pos.table(n);
-    tokens = this.g.node('Add', [tokens, this.g.initF32(`${name}.pos_embed`, f32(table), [n, c])]);
-    if (n !== pos.numEmbeddings) table.dispose();
+    // timm's CLIP ViT (`patchSize`): the table has a CLS row, added after the CLS token, then `pre_transformer_norm`.
+    const clsInTable = model.cfg.patchSize !== undefined;
+    const rows = clsInTable ? n + 1 : n;
+    const table = pos.table(rows);
+    const addPos = (t: string) => this.g.node('Add', [t, this.g.initF32(`${name}.pos_embed`, f32(table), [rows, c])]);
+    if (!clsInTable) tokens = addPos(tokens);
     const batch = this.g.node('Shape', [x], { start: ai(0), end: ai(1) });
     const clsShape = this.g.node('Concat', [batch, this.g.constI64([1, c])], { axis: ai(0) });
     const clsTok = this.g.node('Expand', [this.g.initF32(`${name}.cls_token`, f32(cls), [1, 1, c]), clsShape]);
     let y = this.g.node('Concat', [clsTok, tokens], { axis: ai(1) });
+    if (clsInTable) y = this.module(model.child('pre_transformer_norm')!, addPos(y), `${name}.pre_transformer_norm`, 'tokens');
+    if (rows !== pos.numEmbeddings) table.dispose();
     this.currentSeqLen = n + 1;
     y = this.module(model.transformer, y, `${name}.transformer`, 'tokens');
     this.currentSeqLen = null;

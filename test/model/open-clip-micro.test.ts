@@ -17,8 +17,8 @@ import { relErr } from './helpers.js';
  * The open_clip MobileCLIP2 trunks at micro size (every block type kept), with the open_clip text tower, at the
  * official head widths (an open_clip file stores no config: heads come back from those widths).
  */
-function micro(kind: 'mci' | 'mci5' | 'vit'): ClipConfig {
-  const cfg = getConfig(kind === 'mci' ? 'mobileclip2_s0' : kind === 'mci5' ? 'mobileclip2_s3' : 'mobileclip2_b');
+function micro(kind: 'mci' | 'mci5' | 'vit' | 'vitclip'): ClipConfig {
+  const cfg = getConfig({ mci: 'mobileclip2_s0', mci5: 'mobileclip2_s3', vit: 'mobileclip2_b', vitclip: 'mobileclip2_l14' }[kind]);
   cfg.name = `oc_${kind}_micro`;
   cfg.embedDim = 32;
   cfg.text = { ...cfg.text, contextLength: MICRO_CONTEXT, vocabSize: MICRO_VOCAB, dim: 64, nHeads: 1, nTransformerLayers: 2 };
@@ -27,6 +27,7 @@ function micro(kind: 'mci' | 'mci5' | 'vit'): ClipConfig {
     const stages = cfg.image.stages!.map((s, i) => ({ ...s, depth: 1, width: 8 << i, ffnDims: [4 * (8 << i)], ...(s.mixer === 'attention' ? { heads: (8 << i) / 32 } : {}) }));
     cfg.image = { ...cfg.image, name: 'fastvit_mci5_micro', imageSize: 64, layers: stages.map((s) => s.depth), embedDims: stages.map((s) => s.width), stages };
   } else if (cfg.image.kind === 'mci') cfg.image = { ...cfg.image, name: 'fastvit_mci_micro', imageSize: 32, layers: [1, 1, 1, 1], embedDims: [8, 16, 32, 64], headDim: 32 };
+  else if (kind === 'vitclip') cfg.image = { ...cfg.image, name: 'vit_clip_micro', imageSize: 28, embedDim: 64, layers: 2, heads: 1, posGrid: 2, patchSize: 14 };
   else cfg.image = { ...cfg.image, name: 'vit_mci_micro', imageSize: 32, embedDim: 64, layers: 2, heads: 1, posGrid: 2 };
   return cfg;
 }
@@ -39,7 +40,7 @@ describe('open_clip layout: micro FastViT-MCi and ViT-MCi models', () => {
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  for (const kind of ['mci', 'mci5', 'vit'] as const) {
+  for (const kind of ['mci', 'mci5', 'vit', 'vitclip'] as const) {
     test(`${kind}: timm / open_clip key names, save → load with no --arch gives the same config and outputs, unfused and fused`, async () => {
       const cfg = micro(kind);
       const model = new CLIP(cfg, { seed: 3 }).eval();
@@ -55,6 +56,11 @@ describe('open_clip layout: micro FastViT-MCi and ViT-MCi models', () => {
         expect(keys).toContain('visual.trunk.stages.3.pos_emb.pos_enc.weight');
         expect(keys).toContain('visual.trunk.final_conv.se.fc1.weight');
         expect(sd.get('visual.trunk.head.fc.weight')!.shape).toEqual([32, 128]);
+      } else if (kind === 'vitclip') {
+        expect(sd.get('visual.trunk.patch_embed.proj.weight')!.shape).toEqual([64, 3, 14, 14]);
+        expect(keys).toContain('visual.trunk.norm_pre.weight');
+        expect(sd.get('visual.trunk.pos_embed')!.shape).toEqual([1, 5, 64]);
+        expect(sd.get('visual.trunk.head.weight')!.shape).toEqual([32, 64]);
       } else {
         expect(keys).toContain('visual.trunk.patch_embed.backbone.0.bn.running_mean');
         expect(keys).toContain('visual.trunk.blocks.1.attn.qkv.bias');
@@ -64,7 +70,7 @@ describe('open_clip layout: micro FastViT-MCi and ViT-MCi models', () => {
       expect(keys).toContain('text.transformer.resblocks.1.attn.in_proj_weight');
       expect(sd.get('text.positional_embedding')!.shape).toEqual([MICRO_CONTEXT, 64]);
       // A non-zero head bias, so that dropping it anywhere shows.
-      const bias = kind !== 'vit' ? model.imageEncoder.get('model.head') : model.imageEncoder.get('model.classifier');
+      const bias = kind === 'mci' || kind === 'mci5' ? model.imageEncoder.get('model.head') : model.imageEncoder.get('model.classifier');
       const b = bias.namedParams().find(([n]) => n === 'bias')![1].variable;
       b.assign(tf.linspace(-0.5, 0.5, b.size));
 
@@ -78,7 +84,7 @@ describe('open_clip layout: micro FastViT-MCi and ViT-MCi models', () => {
         saveOpenClip(model, path);
         const back = await loadModel(path);
         expect(back.layout.kind).toBe('open_clip');
-        expect(back.storedFused).toBe(fused && kind !== 'vit');
+        expect(back.storedFused).toBe(fused && (kind === 'mci' || kind === 'mci5'));
         // What the file cannot tell: the name and image size (the defaults of the trunk's kind come back).
         // A fused stem has no branches left to tell whether it had a scale branch (nor does it matter then).
         const unknown = { name: '', imageSize: 0, ...(fused ? { stemScaleBranch: undefined } : {}) };

@@ -14,9 +14,7 @@ describe("per-model preprocessing (open_clip's pretrained table)", () => {
   test('S0 / S2 / B and MobileCLIP v1: mean 0, std 1, bilinear; S3 / S4: OpenAI mean / std, bilinear; L-14: bicubic', () => {
     for (const n of ['mobileclip2_s0', 'mobileclip2_s2', 'mobileclip2_b', 'mobileclip_s0', 'mobileclip_b']) expect(preprocessFor(getConfig(n)), n).toEqual(IDENTITY_PREPROCESS);
     for (const n of ['mobileclip2_s3', 'mobileclip2_s4']) expect(preprocessFor(getConfig(n)), n).toEqual({ mean: OPENAI_MEAN, std: OPENAI_STD, interpolation: 'bilinear' });
-    const l14 = getConfig('mobileclip2_b');
-    l14.image.name = 'vit_large_patch14_clip_224';
-    expect(preprocessFor(l14)).toEqual({ mean: OPENAI_MEAN, std: OPENAI_STD, interpolation: 'bicubic' });
+    expect(preprocessFor(getConfig('mobileclip2_l14'))).toEqual({ mean: OPENAI_MEAN, std: OPENAI_STD, interpolation: 'bicubic' });
   });
 
   test('normalisation: (x − mean) / std per channel after ToTensor; bicubic: Pillow bicubic shortest-side resize then the centre crop', () => {

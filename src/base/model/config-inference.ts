@@ -353,8 +353,11 @@ export function compactMci(m: MciConfig): MciConfig {
 function inferVit(s: Shapes, base: VitConfig | null): VitConfig {
   const embedDim = s.need(`${IMG}cls_token`, 3)[2];
   const pos = s.need(`${IMG}pos_embed.pos_embed.pos_embed`, 4);
-  const posGrid = Math.round(Math.sqrt(pos[2]));
-  if (posGrid * posGrid !== pos[2]) s.fail(`'${IMG}pos_embed.pos_embed.pos_embed' holds ${pos[2]} positions, not a square grid`);
+  // A patchify stem (timm's CLIP ViT) has a LayerNorm before the layers and a CLS row in the positional table.
+  const patchStem = s.has(`${IMG}pre_transformer_norm.weight`);
+  const patches = patchStem ? pos[2] - 1 : pos[2];
+  const posGrid = Math.round(Math.sqrt(patches));
+  if (posGrid * posGrid !== patches) s.fail(`'${IMG}pos_embed.pos_embed.pos_embed' holds ${pos[2]} positions, not a square grid${patchStem ? ' plus a CLS row' : ''}`);
   const baseBlocks = base ? vitBlocks(base) : [];
   const blocks: TransformerLayerConfig[] = [];
   for (const i of s.indices(`${IMG}transformer.`)) {
@@ -380,8 +383,9 @@ function inferVit(s: Shapes, base: VitConfig | null): VitConfig {
     blocks,
   };
   const stem = s.get(`${IMG}patch_emb.0.block.conv.weight`);
-  if (stem && stem[0] !== vitStemWidth(embedDim)) v.stemDim = stem[0];
+  if (stem && !patchStem && stem[0] !== vitStemWidth(embedDim)) v.stemDim = stem[0];
   if (s.has(`${IMG}classifier.bias`)) v.headBias = true;
+  if (patchStem) v.patchSize = s.need(`${IMG}patch_emb.0.block.conv.weight`, 4)[2];
   if (base?.stemNoPadding) v.stemNoPadding = true;
   return compactVit(v);
 }

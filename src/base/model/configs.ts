@@ -104,6 +104,12 @@ export interface VitConfig {
   stemNoPadding?: boolean;
   /** The classifier has a bias (timm's `head`: open_clip-layout checkpoints); default false. */
   headBias?: boolean;
+  /**
+   * A plain patchify stem (one P×P stride-P conv without bias, `patch_emb.0`) instead of the conv stem, with the
+   * CLS row in the positional table (added after the CLS token is prepended) and a LayerNorm before the layers
+   * (`pre_transformer_norm`): timm's CLIP ViT (`vit_large_patch14_clip_224`, MobileCLIP2-L-14). Default: none.
+   */
+  patchSize?: number;
 }
 
 export type ImageConfig = MciConfig | VitConfig;

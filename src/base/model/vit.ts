@@ -77,21 +77,25 @@ export class VisionTransformer extends Module {
     const init = opts.init ?? new Initializer(0);
     const e = cfg.embedDim;
     const stem = cfg.stemDim ?? vitStemWidth(e);
+    const p = cfg.patchSize;
     this.addParam('cls_token', zeros([e]), { torchShape: [1, 1, e], noDecay: false });
     this.addModule(
       'patch_emb',
-      new Sequential([
-        new ConvNormAct(3, stem, 4, 4, { bias: false, norm: true, act: true, init, padding: cfg.stemNoPadding ? 0 : undefined }),
-        new ConvNormAct(stem, stem, 2, 2, { bias: false, norm: true, act: true, init }),
-        new ConvNormAct(stem, e, 2, 2, { bias: true, norm: false, act: false, init }),
-      ]),
+      p !== undefined
+        ? new Sequential([new ConvNormAct(3, e, p, p, { bias: false, norm: false, act: false, init, padding: 0 })])
+        : new Sequential([
+            new ConvNormAct(3, stem, 4, 4, { bias: false, norm: true, act: true, init, padding: cfg.stemNoPadding ? 0 : undefined }),
+            new ConvNormAct(stem, stem, 2, 2, { bias: false, norm: true, act: true, init }),
+            new ConvNormAct(stem, e, 2, 2, { bias: true, norm: false, act: false, init }),
+          ]),
     );
+    if (p !== undefined) this.addModule('pre_transformer_norm', new LayerNorm(e));
     const layers = new Sequential();
     for (const l of vitBlocks(cfg)) layers.push(new TransformerEncoder(e, l.heads, l.ffnDim, init, { headDim: l.headDim, kernel: l.attention, kernelParams: l.attentionParams, qkNorm: l.qkNorm, attnOutNorm: l.attnOutNorm, attnLayerScale: l.attnLayerScale }));
     this.addModule('transformer', layers);
     this.addModule('post_transformer_norm', new LayerNorm(e));
     this.addModule('classifier', new ProjectionHead(e, projectionDim, init, { bias: cfg.headBias }));
-    this.addModule('pos_embed', new PositionalEmbedding(cfg.posGrid * cfg.posGrid, e, init));
+    this.addModule('pos_embed', new PositionalEmbedding(cfg.posGrid * cfg.posGrid + (p !== undefined ? 1 : 0), e, init));
   }
 
   get patchEmb(): Sequential {
@@ -123,9 +127,11 @@ export class VisionTransformer extends Module {
       const p = this.sub('patch_emb').call(x, ctx);
       const [b, h, w, c] = p.shape;
       let tokens = p.reshape([b, h * w, c]);
-      tokens = this.sub('pos_embed').call(tokens, ctx);
+      const clsInTable = this.cfg.patchSize !== undefined;
+      if (!clsInTable) tokens = this.sub('pos_embed').call(tokens, ctx);
       const cls = this.clsToken.reshape([1, 1, c]).tile([b, 1, 1]);
       let y = tf.concat([cls, tokens], 1);
+      if (clsInTable) y = this.sub('pre_transformer_norm').call(this.sub('pos_embed').call(y, ctx), ctx);
       y = this.sub('transformer').call(y, ctx);
       y = this.sub('post_transformer_norm').call(y, ctx);
       const clsOut = y.slice([0, 0, 0], [b, 1, c]).reshape([b, c]);

@@ -69,7 +69,6 @@ class Keys {
 
 /** A name for the trunk found, for the unsupported-architecture message. */
 function trunkName(k: Keys): string {
-  if (k.any(`${OC_IMAGE}blocks.`) && k.has(`${OC_IMAGE}patch_embed.proj.weight`)) return 'a timm VisionTransformer (patch_embed.proj, blocks.*)';
   if (k.any(`${OC_IMAGE}blocks.`)) return 'a timm VisionTransformer-like trunk (blocks.*)';
   if (k.any('visual.transformer.resblocks.')) return "open_clip's own VisionTransformer (visual.transformer.resblocks.*)";
   if (k.any('visual.layer1.')) return 'a ModifiedResNet (visual.layer1.*)';
@@ -78,7 +77,7 @@ function trunkName(k: Keys): string {
 }
 
 function unsupported(k: Keys): string {
-  return `open_clip checkpoint with an unsupported image trunk: ${trunkName(k)}; supported: timm FastViT-MCi ('visual.trunk.stem.*', 'visual.trunk.stages.*') and timm ViT-MCi ('visual.trunk.patch_embed.backbone.*', 'visual.trunk.blocks.*')`;
+  return `open_clip checkpoint with an unsupported image trunk: ${trunkName(k)}; supported: timm FastViT-MCi ('visual.trunk.stem.*', 'visual.trunk.stages.*') timm ViT-MCi ('visual.trunk.patch_embed.backbone.*', 'visual.trunk.blocks.*') and timm's CLIP ViT ('visual.trunk.patch_embed.proj', 'visual.trunk.norm_pre')`;
 }
 
 /** timm `vit_base_mci_224`: the MobileCLIP conv stem, pre-LN blocks, final norm, CLS pooling, head with bias. */
@@ -115,7 +114,43 @@ function inferVitTrunk(k: Keys, base: VitConfig | null): VitConfig {
   return compactVit(v);
 }
 
+/** timm `vit_large_patch14_clip_224`: a patchify conv, CLS + positions, `norm_pre`, pre-LN blocks, final norm, CLS pooling, head. */
+function inferClipVitTrunk(k: Keys, base: VitConfig | null): VitConfig {
+  const T = OC_IMAGE;
+  const proj = k.need(`${T}patch_embed.proj.weight`, 4);
+  if (k.has(`${T}patch_embed.proj.bias`)) k.fail(`'${T}patch_embed.proj' has a bias: a timm ViT without the CLIP pre-norm, not supported`);
+  if (!k.has(`${T}norm_pre.weight`)) k.fail(`no '${T}norm_pre': a timm ViT without the CLIP pre-norm, not supported`);
+  if (k.has(`${T}fc_norm.weight`)) k.fail(`'${T}fc_norm' (average-pooled timm ViT) is not supported; MobileCLIP2-L-14 pools the CLS token`);
+  const embedDim = k.need(`${T}cls_token`, 3)[2];
+  const pos = k.need(`${T}pos_embed`, 3);
+  const posGrid = Math.round(Math.sqrt(pos[1] - 1));
+  if (posGrid * posGrid + 1 !== pos[1]) k.fail(`'${T}pos_embed' holds ${pos[1]} positions, not a CLS row plus a square grid`);
+  const baseBlocks = base ? vitBlocks(base) : [];
+  const blocks: TransformerLayerConfig[] = [];
+  for (const i of k.indices(`${T}blocks.`)) {
+    if (i !== blocks.length) k.fail(`ViT block ${blocks.length} is missing (found ${T}blocks.${i})`);
+    const p = `${T}blocks.${i}.`;
+    const inner = k.need(`${p}attn.qkv.weight`, 2)[0] / 3;
+    const h = chooseHeads(inner, baseBlocks[i]?.heads, VIT_HEAD_DIM);
+    blocks.push({ heads: h.heads, headDim: h.headDim, ffnDim: k.need(`${p}mlp.fc1.weight`, 2)[0] });
+  }
+  const v: VitConfig = {
+    kind: 'vit',
+    name: base?.name ?? 'vit_clip_custom',
+    imageSize: base?.imageSize ?? posGrid * proj[2],
+    embedDim,
+    layers: blocks.length,
+    heads: blocks[0]?.heads ?? embedDim / VIT_HEAD_DIM,
+    posGrid,
+    blocks,
+    patchSize: proj[2],
+  };
+  if (k.has(`${T}head.bias`)) v.headBias = true;
+  return compactVit(v);
+}
+
 function inferImage(k: Keys, base: ImageConfig | null): ImageConfig {
+  if (k.has(`${OC_IMAGE}patch_embed.proj.weight`) && k.any(`${OC_IMAGE}blocks.`)) return inferClipVitTrunk(k, base?.kind === 'vit' ? base : null);
   if (k.any(`${OC_IMAGE}patch_embed.backbone.`) && k.any(`${OC_IMAGE}blocks.`)) return inferVitTrunk(k, base?.kind === 'vit' ? base : null);
   return inferTrunk(k, base?.kind === 'mci' ? base : null);
 }
@@ -252,7 +287,7 @@ function trunkOf(c: ClipConfig): unknown {
 function inferWith(k: Keys, prefix: TextPrefix, base: ClipConfig | null): ClipConfig {
   const image = inferImage(k, base?.image ?? null);
   // Causal masking: the named config's, else open_clip's MobileCLIP defaults (only the ViT-B tower's text is causal).
-  const text = inferText(k, prefix, base?.text ?? null, image.kind === 'vit');
+  const text = inferText(k, prefix, base?.text ?? null, image.kind === 'vit' && image.patchSize === undefined);
   const proj = k.need(`${prefix}text_projection`, 2);
   if (proj[0] !== text.dim) k.fail(`'${prefix}text_projection' has ${proj[0]} rows but the text width is ${text.dim}`);
   const embedDim = proj[1];

@@ -129,8 +129,11 @@ function imageKey(rest: string, table: Map<number, string>): KeyRule | null {
  * `blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}`, the final `norm`, `head` (the renaming timm's own
  * ml-mobileclip converter applies).
  */
-function vitKey(rest: string): KeyRule | null {
+function vitKey(rest: string, patchStem: boolean): KeyRule | null {
   const same = (key: string): KeyRule => ({ key: OC_IMAGE + key, transform: 'same' });
+  // timm's CLIP ViT (`vit_large_patch14_clip_224`): `patch_embed.proj` and `norm_pre`.
+  if (patchStem && rest === 'patch_emb.0.block.conv.weight') return same('patch_embed.proj.weight');
+  if (patchStem && (rest === 'pre_transformer_norm.weight' || rest === 'pre_transformer_norm.bias')) return same(`norm_pre.${rest.slice('pre_transformer_norm.'.length)}`);
   if (rest === 'cls_token') return same('cls_token');
   if (rest === 'pos_embed.pos_embed.pos_embed') return { key: `${OC_IMAGE}pos_embed`, transform: 'rank3' };
   if (rest === 'classifier.proj') return { key: `${OC_IMAGE}head.weight`, transform: 'transpose' };
@@ -193,9 +196,9 @@ export function openClipKeyMap(cfg: ClipConfig, names: Iterable<string>, textPre
     let rule: KeyRule | null = null;
     if (name === 'logit_scale') rule = { key: 'logit_scale', transform: 'same' };
     else if (name.startsWith(OUR_IMAGE) && cfg.image.kind === 'mci') rule = imageKey(name.slice(OUR_IMAGE.length), table);
-    else if (name.startsWith(OUR_IMAGE)) rule = vitKey(name.slice(OUR_IMAGE.length));
+    else if (name.startsWith(OUR_IMAGE)) rule = vitKey(name.slice(OUR_IMAGE.length), cfg.image.kind === 'vit' && cfg.image.patchSize !== undefined);
     else if (name.startsWith(OUR_TEXT)) rule = textKey(name.slice(OUR_TEXT.length), textPrefix);
-    if (!rule) throw new MclipError(`${what}: '${name}' has no counterpart in open_clip's layout (a ${cfg.image.kind === 'mci' ? 'FastViT-MCi' : 'timm ViT-MCi'} trunk and open_clip's TextTransformer)`);
+    if (!rule) throw new MclipError(`${what}: '${name}' has no counterpart in open_clip's layout (a ${cfg.image.kind === 'mci' ? 'FastViT-MCi' : 'timm ViT'} trunk and open_clip's TextTransformer)`);
     out.set(name, rule);
   }
   return out;
