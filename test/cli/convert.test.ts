@@ -84,12 +84,12 @@ describe('mclip convert', () => {
 
   it('one-line errors: unknown --to, --out with the wrong extension, bad --dtype, missing file, missing --to', async ({ expect }) => {
     const out = join(tmp.dir, 'err');
-    expectOneLineError(expect, await runMain(['convert', micro, '--to', 'onnx', '--out', `${out}.pt`]), /^mclip: usage error: --to must be one of pt, safetensors, got 'onnx' \(see mclip convert --help\)$/, 2);
+    expectOneLineError(expect, await runMain(['convert', micro, '--to', 'onnx', '--out', `${out}.pt`]), /^mclip: usage error: --to must be one of pt, safetensors, open_clip, got 'onnx' \(see mclip convert --help\)$/, 2);
     expectOneLineError(expect, await runMain(['convert', micro, '--to', 'pt', '--out', `${out}.safetensors`]), /^mclip: usage error: --to pt: --out must name a \.pt or \.pth file, got '.*err\.safetensors' \(see mclip convert --help\)$/, 2);
     expectOneLineError(expect, await runMain(['convert', micro, '--to', 'safetensors', '--out', `${out}.pt`]), /--to safetensors: --out must name a \.safetensors file, got '.*err\.pt'/, 2);
     expectOneLineError(expect, await runMain(['convert', micro, '--to', 'pt', '--out', `${out}.pt`, '--dtype', 'bfloat16']), /--dtype must be one of float32, float16, got 'bfloat16'/, 2);
     expectOneLineError(expect, await runMain(['convert', join(tmp.dir, 'nope.pt'), '--to', 'safetensors', '--out', `${out}.safetensors`]), /^mclip: error: .*nope\.pt: checkpoint file not found$/);
-    expectOneLineError(expect, await runMain(['convert', micro, '--out', `${out}.pt`]), /--to is required \(pt \| safetensors\) unless --attention is given \(see mclip convert --help\)$/, 2);
+    expectOneLineError(expect, await runMain(['convert', micro, '--out', `${out}.pt`]), /--to is required \(pt \| safetensors \| open_clip\) unless --attention is given \(see mclip convert --help\)$/, 2);
     expect(readdirSync(tmp.dir).filter((f) => f.startsWith('err'))).toEqual([]);
     expect(existsSync(`${out}.pt`)).toBe(false);
   });

@@ -8,15 +8,17 @@ import { isFloatDType, type DType, type StateDict } from '../../base/io/tensor-d
 import { SAVE_DTYPES, castFloat, writeTorchCheckpoint, type SaveDType } from '../../base/io/torch-writer.js';
 import { FORMAT_VERSION, META_CONFIG, META_FORMAT, META_FUSED, isFusedStateDict, readCheckpointFile } from '../../base/model/checkpoint.js';
 import { stripPrefix } from '../../base/model/state-dict.js';
-import type { GlobalArgs } from '../run.js';
+import { startBackend, type GlobalArgs } from '../run.js';
+import { loadModel } from '../../base/model/checkpoint.js';
+import { saveOpenClip } from '../../base/model/open-clip/save.js';
 import { UsageError } from '../usage.js';
 import { runConvertAttention, SWITCH_KERNELS } from './convert-attention.js';
 
-export const CONVERT_TARGETS = ['pt', 'safetensors'] as const;
+export const CONVERT_TARGETS = ['pt', 'safetensors', 'open_clip'] as const;
 type Target = (typeof CONVERT_TARGETS)[number];
 
 /** File extensions each target writes (the first is the one error messages name). */
-const EXTENSIONS: Readonly<Record<Target, readonly string[]>> = { pt: ['.pt', '.pth'], safetensors: ['.safetensors'] };
+const EXTENSIONS: Readonly<Record<Target, readonly string[]>> = { pt: ['.pt', '.pth'], safetensors: ['.safetensors'], open_clip: ['.safetensors', '.bin', '.pt', '.pth'] };
 
 export interface ConvertArgs extends GlobalArgs {
   checkpoint: string;
@@ -77,6 +79,7 @@ export async function runConvert(args: ConvertArgs): Promise<void> {
     if (!isSaveDType(args.dtype)) throw new UsageError(`--dtype must be one of ${SAVE_DTYPES.join(', ')}, got '${args.dtype}'`);
     dtype = args.dtype;
   }
+  if (target === 'open_clip') return convertToOpenClip(args, dtype);
   const { sd: raw, config } = await readCheckpointFile(args.checkpoint);
   const sd = stripPrefix(raw, 'module.');
   if (sd.size === 0) throw new MclipError(`${args.checkpoint}: the checkpoint holds no tensors`);
@@ -99,9 +102,29 @@ export async function runConvert(args: ConvertArgs): Promise<void> {
   }
 }
 
+/**
+ * `--to open_clip`: the model (any layout we read) written in open_clip's layout — timm trunk under
+ * `visual.trunk.*`, open_clip's text tower under `text.` (where the file had it, for an open_clip source) — in
+ * `--dtype`, else the source's float dtype: an open_clip file comes back tensor for tensor.
+ */
+async function convertToOpenClip(args: ConvertArgs, dtype: SaveDType | undefined): Promise<void> {
+  await startBackend(args);
+  const loaded = await loadModel(args.checkpoint);
+  try {
+    const textPrefix = loaded.layout.kind === 'open_clip' ? loaded.layout.textPrefix : 'text.';
+    saveOpenClip(loaded.model, args.out, { dtype: dtype ?? loaded.floatDType ?? undefined, textPrefix });
+  } finally {
+    loaded.model.dispose();
+  }
+  if (!args.quiet) {
+    const mb = (statSync(args.out).size / 2 ** 20).toFixed(1);
+    console.error(`mclip: wrote ${args.out} (open_clip layout, ${loaded.config.name}; ${loaded.storedFused ? 'fused' : 'unfused'}; ${mb} MiB)`);
+  }
+}
+
 export const CONVERT_OPTIONS = {
   to: { type: 'string', describe: `target format: ${CONVERT_TARGETS.join(' | ')} (required unless --attention)` },
-  out: { type: 'string', demandOption: true, describe: 'output file (.pt/.pth for --to pt, .safetensors for --to safetensors)' },
+  out: { type: 'string', demandOption: true, describe: 'output file (.pt/.pth for --to pt, .safetensors for --to safetensors, either or .bin for --to open_clip)' },
   dtype: { type: 'string', describe: `cast every floating tensor: ${SAVE_DTYPES.join(' | ')} (default: keep; int64 stays int64)` },
   attention: { type: 'string', describe: `switch every attention layer to this kernel (${SWITCH_KERNELS.join(' | ')}; b = −ln n recorded); writes safetensors` },
   'qk-norm': { type: 'boolean', describe: 'with --attention: add QK-norm (LayerNorm on each head\'s q and k) to the text / ViT layers' },
@@ -114,7 +137,7 @@ export const CONVERT_OPTIONS = {
 export function convertCommand(y: Argv): Argv {
   return y.command(
     'convert <checkpoint>',
-    'rewrite a checkpoint as a PyTorch .pt (official keys; torch.load + load_state_dict take it) or as safetensors; or switch its attention (--attention sigmoid)',
+    "rewrite a checkpoint as a PyTorch .pt (official keys; torch.load + load_state_dict take it), as safetensors, or in open_clip's layout (--to open_clip); or switch its attention (--attention sigmoid)",
     (a) =>
       withOptions(a.positional('checkpoint', { type: 'string', demandOption: true, describe: 'official .pt, safetensors, or an mclip checkpoint' }), CONVERT_OPTIONS),
     (args) =>
