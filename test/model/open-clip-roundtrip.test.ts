@@ -48,6 +48,13 @@ describeFixtures('open_clip layout: save round trip of the MobileCLIP2-S0 fixtur
     expect(differences(source, back)).toEqual([]);
   });
 
+  test('--arch on an open_clip file: a named architecture it does not fit is a one-line error in open_clip names', async () => {
+    await expect(loadModel(FILE, { arch: 'mobileclip2_s0' })).rejects.toThrow(
+      /open_clip_model_fp16\.safetensors: open_clip checkpoint does not fit mobileclip2_s0: 120 missing \(text\.transformer\.resblocks\.2\.ln_1\.weight, /,
+    );
+    await expect(loadModel(FILE, { arch: 'mobileclip_s0' })).rejects.toThrow(/'text_encoder\.transformer\.0\.layer_scale' has no counterpart in open_clip's layout/);
+  });
+
   test('torch .bin: the same tensors, and it loads back with no --arch', async () => {
     const out = join(dir, 'open_clip_pytorch_model.bin');
     saveOpenClip(loaded.model, out, { dtype: 'float16' });
