@@ -16,7 +16,17 @@ export interface EvalRow {
    * MACs per image / per text at the full input (counts, not G); `textPresent`: mean text MACs
    * when only the tokens actually present in the evaluated texts are processed.
    */
-  macs: { image: number; text: number; textPresent?: number };
+  macs: {
+    image: number;
+    text: number;
+    textPresent?: number;
+    /**
+     * Only for a model run with text-token reducers (`--text-padding`, `--prune-layers`, `--merge-layers`): its
+     * mean text MACs per caption measured with the reducers in place — the work it does, which the table
+     * shows (marked *) and the Δ column compares, instead of the full-context `text`.
+     */
+    textReduced?: number;
+  };
   latency?: LatencyRow;
   /** Fractions in [0, 1]. */
   zeroShot?: { top1: number; top5: number };

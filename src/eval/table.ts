@@ -3,7 +3,8 @@
  * latency (tfjs, ORT), zero-shot top-1/top-5, retrieval R@1 and the change against the first
  * (baseline) row; then, when given, two reference rows of the split (chance, majority class)
  * with the accuracies a model must beat. Missing values print as '—'; cells that do not apply
- * to a reference row stay empty.
+ * to a reference row stay empty. A model run with text-token reducers shows the text MACs measured with
+ * them (mean per caption of the split), marked with *; the table then ends with the line `TABLE_NOTE_REDUCED`.
  */
 import Table from 'cli-table3';
 import { latencyMs, type EvalRow } from './report.js';
@@ -40,11 +41,16 @@ export function deltaText(row: EvalRow, base: EvalRow): string {
     ['R@1', dpp(meanR1(row), meanR1(base))],
     ['tfjs', dpct(latencyMs(row), latencyMs(base))],
     ['ORT', dpct(latencyMs(row, { engine: 'ort' }), latencyMs(base, { engine: 'ort' }))],
-    ['MACs', dpct(row.macs.image + row.macs.text, base.macs.image + base.macs.text)],
+    ['MACs', dpct(row.macs.image + spentText(row), base.macs.image + spentText(base))],
     ['params', dpct(row.params.total, base.params.total)],
   ];
   const s = parts.filter(([, v]) => v != null).map(([k, v]) => `${k} ${v}`);
   return s.length > 0 ? s.join(' · ') : NA;
+}
+
+/** The text MACs a row's model spends per caption: measured with its token reducers, else the full context's. */
+function spentText(r: EvalRow): number {
+  return r.macs.textReduced ?? r.macs.text;
 }
 
 function meanR1(r: EvalRow): number | undefined {
@@ -62,6 +68,9 @@ export const TABLE_HEAD = [
   'R@1 %\ni2t / t2i',
   'Δ vs baseline',
 ] as const;
+
+/** The line printed under a table whose rows include a `*` (text MACs measured with the reducers). */
+export const TABLE_NOTE_REDUCED = '* text MACs per caption measured with the model’s text-token reducers (mean over the split’s captions); the other rows count the full context';
 
 export interface TableOptions {
   /** Chance / majority-class rows under the models. */
@@ -88,7 +97,7 @@ export function renderTable(rows: readonly EvalRow[], opts: TableOptions = {}): 
     t.push([
       r.name,
       pair(r.params.image, r.params.text, 2, 1e-6),
-      pair(r.macs.image, r.macs.text, 3, 1e-9),
+      r.macs.textReduced != null ? `${pair(r.macs.image, r.macs.textReduced, 3, 1e-9)}*` : pair(r.macs.image, r.macs.text, 3, 1e-9),
       pair(tf?.image.b1.medianMs, tf?.text.b1.medianMs, 2),
       pair(ort?.image?.b1?.medianMs, ort?.text?.b1?.medianMs, 2),
       fmt(r.zeroShot?.top1, 1, 100),
@@ -98,5 +107,5 @@ export function renderTable(rows: readonly EvalRow[], opts: TableOptions = {}): 
     ]);
   }
   if (opts.baselines) for (const r of baselineRows(opts.baselines)) t.push(r);
-  return t.toString();
+  return rows.some((r) => r.macs.textReduced != null) ? `${t.toString()}\n${TABLE_NOTE_REDUCED}` : t.toString();
 }

@@ -42,6 +42,9 @@ describe('mclip eval: token flags', () => {
     expect(t.macs.textPresent! / base.macs.textPresent!).toBeCloseTo(1, 2);
     const pruned = (await evalRow('pruned', ['--prune-layers', '1', '--keep', '0.5', '--text-padding', 'truncate'])).report.rows[0]!;
     expect(pruned.macs.textPresent!).toBeLessThan(0.95 * base.macs.textPresent!);
+    // the table shows what the reduced model spends: the measured MACs, not the full context's
+    expect(pruned.macs.textReduced).toBe(pruned.macs.textPresent);
+    expect(base.macs.textReduced).toBeUndefined();
     expect(pruned.params.total).toBe(base.params.total);
   });
 

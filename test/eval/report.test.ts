@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describeLatency, latencyMs, latencySpreadMs, writeReport, type EvalRow } from '../../src/eval/report.js';
-import { renderTable } from '../../src/eval/table.js';
+import { renderTable, TABLE_NOTE_REDUCED } from '../../src/eval/table.js';
 import { splitBaselines } from '../../src/eval/baselines.js';
 import { niceTicks, paretoFront, renderScatterSvg } from '../../src/eval/plot.js';
 import type { LatencyStats, TfjsLatency } from '../../src/eval/latency.js';
@@ -85,6 +85,17 @@ describe('table', () => {
     expect(t).toContain('5.00 / 3.00'); // ORT b1
     expect(t).toContain('—');
     expect(t).not.toMatch(/\u001b\[/); // no colours
+    expect(t).not.toContain(TABLE_NOTE_REDUCED);
+  });
+
+  test('a token-reduced row shows the text MACs measured with its reducers (marked *), and Δ MACs compares them', () => {
+    const reduced: EvalRow = { ...row('S0 tokens', 10, 0.67, 2.4e9), macs: { image: 2.4e9, text: 1.3e9, textPresent: 0.3e9, textReduced: 0.3e9 } };
+    const t = renderTable([ROWS[0], reduced]);
+    expect(t).toContain('2.400 / 0.300*');
+    expect(t).toContain('2.400 / 1.300 '); // the baseline: the full context
+    // (2.4 + 0.3) / (2.4 + 1.3) − 1 = −27 %
+    expect(t).toContain('MACs −27%');
+    expect(t.trimEnd().split('\n').at(-1)).toBe(TABLE_NOTE_REDUCED);
   });
 });
 

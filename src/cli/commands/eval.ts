@@ -377,7 +377,7 @@ export async function runEval(args: EvalArgs): Promise<void> {
               advance(k, `${spec.name}: ${phase === 'latency' ? `tfjs latency` : `${phase} (${opened.engine.name})`}`);
             },
           });
-          if (reduced) ev.row.macs.textPresent = measuredTextMacs(model, tokenizer.tokenize(evenlySpaced(captions, MEASURED_CAPTIONS), model.cfg.text.contextLength), model.cfg.text.contextLength);
+          if (reduced) ev.row.macs.textPresent = ev.row.macs.textReduced = measuredTextMacs(model, tokenizer.tokenize(evenlySpaced(captions, MEASURED_CAPTIONS), model.cfg.text.contextLength), model.cfg.text.contextLength);
           const embedSeconds = ((e1 ?? performance.now()) - e0) / 1000;
           const samplesPerSecond = n / Math.max(embedSeconds, 1e-9);
           engines.push({ model: spec.name, ...opened.report, embedSeconds, samplesPerSecond });
