@@ -7,6 +7,11 @@ import { TextTransformer } from '../../src/base/model/text-transformer.js';
 import { Initializer } from '../../src/base/nn/init.js';
 import { VisionTransformer } from '../../src/base/model/vit.js';
 import { Conv2d } from '../../src/base/layers/conv2d.js';
+import { expectedShapes } from '../../src/base/model/state-dict.js';
+import { openClipKeyMap, theirShape } from '../../src/base/model/open-clip/keys.js';
+import { configFromOpenClip } from '../../src/base/model/open-clip/config.js';
+import type { StateDict } from '../../src/base/io/tensor-data.js';
+import type { Module } from '../../src/base/nn/module.js';
 
 /**
  * Official parameter counts (open_clip, vocabulary 49408; millions): image trunk unfused / after
@@ -36,6 +41,14 @@ class ZeroInit extends Initializer {
 
 const M = (n: number) => n / 1e6;
 
+/** The open_clip key → shape table of towers built from `cfg` (shapes only: config inference reads nothing else). */
+function openClipShapes(cfg: ReturnType<typeof getConfig>, image: Module, text: Module): StateDict {
+  const shapes = new Map<string, number[]>([['logit_scale', []], ...expectedShapes(image, 'image_encoder.'), ...expectedShapes(text, 'text_encoder.')]);
+  const sd: StateDict = new Map();
+  for (const [ours, rule] of openClipKeyMap(cfg, shapes.keys(), 'text.', 'test')) sd.set(rule.key, { dtype: 'float32', shape: theirShape(shapes.get(ours)!, rule.transform), data: new Float32Array(0) });
+  return sd;
+}
+
 describe('MobileCLIP2 named configs: parameter counts of the built towers equal the official ones', () => {
   beforeAll(async () => {
     await initBackend({ backend: 'wasm', quiet: true, gradients: false });
@@ -44,9 +57,13 @@ describe('MobileCLIP2 named configs: parameter counts of the built towers equal 
   for (const [name, want] of Object.entries(OFFICIAL)) {
     test(`${name}: image trunk ${want.image} M (train form), ${want.fused} M (fused form)`, () => {
       const cfg = getConfig(name);
+      const text = new TextTransformer(cfg.text, cfg.embedDim, { init: new ZeroInit() });
       for (const inferenceMode of [false, true]) {
         const enc = new ImageEncoder(cfg, { inferenceMode, init: new ZeroInit() });
+        // An open_clip file of this architecture (unfused or fused) is recognised as this named config.
+        expect(configFromOpenClip(openClipShapes(cfg, enc, text), 'text.', name), `${name} from open_clip keys, fused ${inferenceMode}`).toEqual(cfg);
         const got = M(enc.numParams());
+        console.log(`${name} image ${inferenceMode ? 'fused' : 'unfused'}: ${enc.numParams()} parameters`);
         expect(Math.abs(got - (inferenceMode ? want.fused : want.image)), `${name} image ${inferenceMode ? 'fused' : 'unfused'}: ${got.toFixed(4)} M`).toBeLessThan(0.005);
         if (!inferenceMode && enc.model instanceof VisionTransformer) {
           // timm's ConvStem: the 4×4 stride-4 conv is unpadded
@@ -55,6 +72,8 @@ describe('MobileCLIP2 named configs: parameter counts of the built towers equal 
         }
         enc.dispose();
       }
+      console.log(`${name} text: ${text.numParams()} parameters`);
+      text.dispose();
     });
   }
 

@@ -280,7 +280,8 @@ function inferText(k: Keys, prefix: TextPrefix, base: TextConfig | null, causalD
 
 /** Our config without vocabulary, context and text depth: what identifies a named config's trunk and widths. */
 function trunkOf(c: ClipConfig): unknown {
-  const image = c.image.kind === 'mci' ? { ...compactMci(c.image), name: '', imageSize: 0 } : { ...compactVit(c.image), name: '', imageSize: 0 };
+  // A fused stem cannot tell whether it had a scale branch: that field is the named config's to lend.
+  const image = c.image.kind === 'mci' ? { ...compactMci(c.image), name: '', imageSize: 0, stemScaleBranch: undefined } : { ...compactVit(c.image), name: '', imageSize: 0 };
   return { embedDim: c.embedDim, image, textDim: c.text.dim };
 }
 
