@@ -1,10 +1,12 @@
 /**
  * open_clip's key layout of a MobileCLIP(2) checkpoint, as a renaming of ours: `visual.trunk.*` is timm's
- * FastViT-MCi (`stem`, `stages.i.{downsample,pos_emb,blocks.j}`, `final_conv`, `head.fc`) and `text.*` open_clip's
+ * FastViT-MCi (`stem`, `stages.i.{downsample,pos_emb,blocks.j}`, `final_conv`, `head.fc`) or ViT (`vit_base_mci_224`:
+ * `patch_embed.backbone`; `vit_large_patch14_clip_224`: `patch_embed.proj`, `norm_pre`; then `blocks.i`, `norm`,
+ * `head`) and `text.*` open_clip's
  * `TextTransformer` (`token_embedding`, `positional_embedding`, `transformer.resblocks.i.{ln_1,attn,ln_2,mlp}`,
  * `ln_final`, `text_projection`). The modules are the same computation as ours (ml-mobileclip's), so a model is
  * built from our modules and only the names (and two layouts: the timm head's `fc.weight` is our `head.proj`
- * transposed, open_clip's `positional_embedding` [S, C] is our [1, 1, S, C]) change. Every key of ours maps to
+ * transposed, the positional tables lose their leading 1s) change. Every key of ours maps to
  * exactly one of theirs; a key with no open_clip counterpart is a one-line error naming it.
  */
 import { MclipError } from '../../../errors.js';
