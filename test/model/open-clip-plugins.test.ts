@@ -9,6 +9,9 @@ import { modelCost } from '../../src/eval/cost.js';
 import { switchToSigmoid } from '../../src/sigmoid-attn/switch.js';
 import { attentionPruning } from '../../src/prune/attention-prune.js';
 import { inheritWeights } from '../../src/distill/inherit.js';
+import { ImageGates } from '../../src/distill/masks/image-gates.js';
+import { ViTGates } from '../../src/distill/masks/vit-gates.js';
+import { relErr } from './helpers.js';
 import { MICRO_CONTEXT, MICRO_VOCAB, microTokenRows } from '../micro-config.js';
 
 /** Micro MobileCLIP2 models in open_clip's structure (head bias; the ViT-MCi's unpadded stem). */
@@ -64,6 +67,32 @@ describe('MobileCLIP2 (open_clip-structured) models under cost, training and the
       expect(finite(s)).toBe(true);
       tf.dispose([tokens, images, pruned, s]);
       model.dispose();
+    });
+  }
+
+  for (const kind of ['mci', 'vit'] as const) {
+    test(`${kind}: TinyCLIP image masks prune a head-bias model exactly (masked == pruned), the bias kept`, () => {
+      const before = tf.memory().numTensors;
+      const model = new CLIP(micro(kind), { seed: 4 });
+      const x = tf.randomUniform([2, 32, 32, 3], 0, 1, 'float32', 5) as tf.Tensor4D;
+      const gates = kind === 'mci' ? new ImageGates(model, { seed: 1 }) : new ViTGates(model, { seed: 1 });
+      gates.install();
+      let seed = 40;
+      for (const la of gates.logAlphas) tf.tidy(() => la.assign(tf.randomUniform(la.shape, -3, 3, 'float32', seed++)));
+      gates.clamp();
+      model.eval();
+      const embed = (m: CLIP) => tf.tidy(() => m.encodeImage(x).dataSync() as Float32Array);
+      const masked = embed(model);
+      const pruned = gates.prune(model);
+      expect(pruned.imageEncoder.numParams()).toBeLessThan(model.imageEncoder.numParams());
+      expect(relErr(embed(pruned), masked)).toBeLessThan(1e-5);
+      const key = kind === 'mci' ? 'image_encoder.model.head.bias' : 'image_encoder.model.classifier.bias';
+      expect(exportStateDict(pruned).get(key)!.data).toEqual(exportStateDict(model).get(key)!.data);
+      pruned.dispose();
+      gates.dispose();
+      model.dispose();
+      x.dispose();
+      expect(tf.memory().numTensors).toBe(before);
     });
   }
 });

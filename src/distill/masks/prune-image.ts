@@ -212,6 +212,10 @@ export function pruneImageStateDict(sd: StateDict, config: ClipConfig, masks: Im
       }
       continue;
     }
+    if (k === 'head.bias') {
+      put(key, []); // the head's output (embedding) width is never pruned
+      continue;
+    }
     if (k.startsWith('conv_exp.') || k === 'head.proj') {
       pruneExpandKey(key, k, last, exp, put);
       continue;

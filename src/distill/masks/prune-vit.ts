@@ -122,6 +122,7 @@ export function pruneViTStateDict(sd: StateDict, config: ClipConfig, masks: ViTM
     else if (k.startsWith('patch_emb.0.') || k.startsWith('patch_emb.1.')) out.set(key, v);
     else if (k === 'post_transformer_norm.weight' || k === 'post_transformer_norm.bias') put(key, [{ axis: 0, keep: hid }]);
     else if (k === 'classifier.proj') put(key, [{ axis: 0, keep: hid }]);
+    else if (k === 'classifier.bias') put(key, []); // the embedding width is never pruned
     else {
       const m = /^transformer\.(\d+)\.(.+)$/.exec(k);
       const plan = m ? plans[Number(m[1])] : undefined;
