@@ -26,7 +26,7 @@
  * readable; the per-layer forms (`text.layers`, `image.stages`, `image.blocks`) otherwise.
  */
 import { isDeepStrictEqual } from 'node:util';
-import { MclipError } from '../../errors.js';
+import { StateShapes } from './state-shapes.js';
 import type { StateDict } from '../io/tensor-data.js';
 import { seBlockWidth, squeezeExciteWidth } from '../layers/squeeze-excite.js';
 import { vitStemWidth } from './vit.js';
@@ -53,54 +53,6 @@ export const TEXT_HEAD_DIM = 64;
 export const VIT_HEAD_DIM = 64;
 export const MCI_HEAD_DIM = 32;
 
-class Shapes {
-  constructor(
-    private readonly sd: StateDict,
-    private readonly source: string,
-  ) {}
-
-  get(key: string): number[] | undefined {
-    return this.sd.get(key)?.shape;
-  }
-
-  has(key: string): boolean {
-    return this.sd.has(key);
-  }
-
-  /** The first of `keys` present, with its shape; throws naming the first key when none is. */
-  need(keys: string | string[], rank?: number): number[] {
-    const list = typeof keys === 'string' ? [keys] : keys;
-    for (const k of list) {
-      const s = this.get(k);
-      if (s === undefined) continue;
-      if (rank !== undefined && s.length !== rank) throw new MclipError(`${this.source}: '${k}' has shape [${s.join(', ')}], expected rank ${rank}`);
-      return s;
-    }
-    throw new MclipError(`${this.source}: no '${list[0]}'${list.length > 1 ? ` (nor ${list.slice(1).map((k) => `'${k}'`).join(', ')})` : ''} — is this a MobileCLIP checkpoint?`);
-  }
-
-  /** Sorted integers n of the keys `prefix<n>.…`. */
-  indices(prefix: string): number[] {
-    const out = new Set<number>();
-    for (const k of this.sd.keys()) {
-      if (!k.startsWith(prefix)) continue;
-      const m = /^(\d+)\./.exec(k.slice(prefix.length));
-      if (m) out.add(Number(m[1]));
-    }
-    return [...out].sort((a, b) => a - b);
-  }
-
-  /** True when some key starts with `prefix`. */
-  any(prefix: string): boolean {
-    for (const k of this.sd.keys()) if (k.startsWith(prefix)) return true;
-    return false;
-  }
-
-  fail(msg: string): never {
-    throw new MclipError(`${this.source}: ${msg}`);
-  }
-}
-
 /**
  * Heads of an attention layer with inner width `inner`: `baseHeads` when it divides `inner`, else the
  * official head width `headDim` (or the largest width below it that divides `inner`).
@@ -121,7 +73,7 @@ export const ATTN_LAYER_SCALE_INIT = 1e-4;
  * The optional parts of a transformer layer at `p`, present when their weights are: QK-norm, hybrid-norm,
  * LayerScale on the attention residual (its initial gain from `base`, else ATTN_LAYER_SCALE_INIT).
  */
-function normsOf(s: Shapes, p: string, base: TransformerLayerConfig | undefined): LayerExtras {
+function normsOf(s: StateShapes, p: string, base: TransformerLayerConfig | undefined): LayerExtras {
   const out: LayerExtras = {};
   if (s.has(`${p}pre_norm_mha.1.q_norm.weight`)) out.qkNorm = true;
   if (s.has(`${p}pre_norm_mha.2.weight`)) out.attnOutNorm = true;
@@ -132,7 +84,7 @@ function normsOf(s: Shapes, p: string, base: TransformerLayerConfig | undefined)
 // ---------------------------------------------------------------------------------------------------------
 // Text tower
 
-function inferText(s: Shapes, base: TextConfig | null, causalDefault: boolean): TextConfig {
+function inferText(s: StateShapes, base: TextConfig | null, causalDefault: boolean): TextConfig {
   const [vocabSize, dim] = s.need(`${TEXT}embedding_layer.weight`, 2);
   const pos = s.get(`${TEXT}positional_embedding.pos_embed.pos_embed`);
   const contextLength = pos && pos.length === 4 ? pos[2] : (base?.contextLength ?? 77);
@@ -222,7 +174,7 @@ interface BlockShape {
   layerNorm?: boolean;
 }
 
-function inferMci(s: Shapes, base: MciConfig | null): MciConfig {
+function inferMci(s: StateShapes, base: MciConfig | null): MciConfig {
   const baseStages = base ? mciStages(base) : [];
   const stages: MciStageConfig[] = [];
   let pendingPe = false;
@@ -350,7 +302,7 @@ export function compactMci(m: MciConfig): MciConfig {
 // ---------------------------------------------------------------------------------------------------------
 // ViT image tower
 
-function inferVit(s: Shapes, base: VitConfig | null): VitConfig {
+function inferVit(s: StateShapes, base: VitConfig | null): VitConfig {
   const embedDim = s.need(`${IMG}cls_token`, 3)[2];
   const pos = s.need(`${IMG}pos_embed.pos_embed.pos_embed`, 4);
   // A patchify stem (timm's CLIP ViT) has a LayerNorm before the layers and a CLS row in the positional table.
@@ -414,7 +366,7 @@ function structure(c: ClipConfig): unknown {
   return { embedDim: k.embedDim, image: k.image, text: { ...k.text, vocabSize: 0, contextLength: 0 } };
 }
 
-function infer(s: Shapes, base: ClipConfig | null): ClipConfig {
+function infer(s: StateShapes, base: ClipConfig | null): ClipConfig {
   let image: ImageConfig;
   if (s.any(`${IMG}network.`)) image = inferMci(s, base?.image.kind === 'mci' ? base.image : null);
   else if (s.any(`${IMG}transformer.`) || s.has(`${IMG}cls_token`)) image = inferVit(s, base?.image.kind === 'vit' ? base.image : null);
@@ -434,7 +386,7 @@ function infer(s: Shapes, base: ClipConfig | null): ClipConfig {
  * wherever it agrees with them; see the file comment for the defaults without it.
  */
 export function configFromStateDict(base: ClipConfig | null, sd: StateDict, source: string): ClipConfig {
-  const s: Shapes = new Shapes(sd, source);
+  const s = new StateShapes(sd, source, ' — is this a MobileCLIP checkpoint?');
   s.need(`${TEXT}embedding_layer.weight`, 2);
   if (base) return infer(s, base);
   const guess = infer(s, null);

@@ -8,67 +8,16 @@
  * is a one-line error naming it.
  */
 import { isDeepStrictEqual } from 'node:util';
-import { MclipError } from '../../../errors.js';
 import type { StateDict } from '../../io/tensor-data.js';
 import { seBlockWidth, squeezeExciteWidth } from '../../layers/squeeze-excite.js';
 import { CONFIGS, mciStages, vitBlocks, type ClipConfig, type ImageConfig, type MciConfig, type MciStageConfig, type TextConfig, type TextLayerConfig, type TransformerLayerConfig, type VitConfig } from '../configs.js';
 import { chooseHeads, compactMci, compactText, compactVit, MCI_HEAD_DIM, TEXT_HEAD_DIM, VIT_HEAD_DIM } from '../config-inference.js';
 import { vitStemWidth } from '../vit.js';
 import { OC_IMAGE, type TextPrefix } from './keys.js';
-
-class Keys {
-  constructor(
-    private readonly sd: StateDict,
-    readonly source: string,
-  ) {}
-
-  get(key: string): number[] | undefined {
-    return this.sd.get(key)?.shape;
-  }
-
-  has(key: string): boolean {
-    return this.sd.has(key);
-  }
-
-  need(keys: string | string[], rank: number): number[] {
-    const list = typeof keys === 'string' ? [keys] : keys;
-    for (const k of list) {
-      const s = this.get(k);
-      if (s === undefined) continue;
-      if (s.length !== rank) this.fail(`'${k}' has shape [${s.join(', ')}], expected rank ${rank}`);
-      return s;
-    }
-    return this.fail(`no '${list[0]}'${list.length > 1 ? ` (nor ${list.slice(1).map((k) => `'${k}'`).join(', ')})` : ''}`);
-  }
-
-  indices(prefix: string): number[] {
-    const out = new Set<number>();
-    for (const k of this.sd.keys()) {
-      if (!k.startsWith(prefix)) continue;
-      const m = /^(\d+)\./.exec(k.slice(prefix.length));
-      if (m) out.add(Number(m[1]));
-    }
-    return [...out].sort((a, b) => a - b);
-  }
-
-  any(prefix: string): boolean {
-    for (const k of this.sd.keys()) if (k.startsWith(prefix)) return true;
-    return false;
-  }
-
-  /** The first key under `prefix`, if any. */
-  firstKey(prefix: string): string | undefined {
-    for (const k of this.sd.keys()) if (k.startsWith(prefix)) return k;
-    return undefined;
-  }
-
-  fail(msg: string): never {
-    throw new MclipError(`${this.source}: ${msg}`);
-  }
-}
+import { StateShapes } from '../state-shapes.js';
 
 /** A name for the trunk found, for the unsupported-architecture message. */
-function trunkName(k: Keys): string {
+function trunkName(k: StateShapes): string {
   if (k.any(`${OC_IMAGE}blocks.`)) return 'a timm VisionTransformer-like trunk (blocks.*)';
   if (k.any('visual.transformer.resblocks.')) return "open_clip's own VisionTransformer (visual.transformer.resblocks.*)";
   if (k.any('visual.layer1.')) return 'a ModifiedResNet (visual.layer1.*)';
@@ -76,12 +25,12 @@ function trunkName(k: Keys): string {
   return key ? `an unknown trunk ('${key}', …)` : 'no trunk';
 }
 
-function unsupported(k: Keys): string {
+function unsupported(k: StateShapes): string {
   return `open_clip checkpoint with an unsupported image trunk: ${trunkName(k)}; supported: timm FastViT-MCi ('visual.trunk.stem.*', 'visual.trunk.stages.*') timm ViT-MCi ('visual.trunk.patch_embed.backbone.*', 'visual.trunk.blocks.*') and timm's CLIP ViT ('visual.trunk.patch_embed.proj', 'visual.trunk.norm_pre')`;
 }
 
 /** timm `vit_base_mci_224`: the MobileCLIP conv stem, pre-LN blocks, final norm, CLS pooling, head with bias. */
-function inferVitTrunk(k: Keys, base: VitConfig | null): VitConfig {
+function inferVitTrunk(k: StateShapes, base: VitConfig | null): VitConfig {
   const T = OC_IMAGE;
   const embedDim = k.need(`${T}cls_token`, 3)[2];
   const pos = k.need(`${T}pos_embed`, 3);
@@ -115,7 +64,7 @@ function inferVitTrunk(k: Keys, base: VitConfig | null): VitConfig {
 }
 
 /** timm `vit_large_patch14_clip_224`: a patchify conv, CLS + positions, `norm_pre`, pre-LN blocks, final norm, CLS pooling, head. */
-function inferClipVitTrunk(k: Keys, base: VitConfig | null): VitConfig {
+function inferClipVitTrunk(k: StateShapes, base: VitConfig | null): VitConfig {
   const T = OC_IMAGE;
   const proj = k.need(`${T}patch_embed.proj.weight`, 4);
   if (k.has(`${T}patch_embed.proj.bias`)) k.fail(`'${T}patch_embed.proj' has a bias: a timm ViT without the CLIP pre-norm, not supported`);
@@ -149,13 +98,13 @@ function inferClipVitTrunk(k: Keys, base: VitConfig | null): VitConfig {
   return compactVit(v);
 }
 
-function inferImage(k: Keys, base: ImageConfig | null): ImageConfig {
+function inferImage(k: StateShapes, base: ImageConfig | null): ImageConfig {
   if (k.has(`${OC_IMAGE}patch_embed.proj.weight`) && k.any(`${OC_IMAGE}blocks.`)) return inferClipVitTrunk(k, base?.kind === 'vit' ? base : null);
   if (k.any(`${OC_IMAGE}patch_embed.backbone.`) && k.any(`${OC_IMAGE}blocks.`)) return inferVitTrunk(k, base?.kind === 'vit' ? base : null);
   return inferTrunk(k, base?.kind === 'mci' ? base : null);
 }
 
-function inferTrunk(k: Keys, base: MciConfig | null): MciConfig {
+function inferTrunk(k: StateShapes, base: MciConfig | null): MciConfig {
   const T = OC_IMAGE;
   if (!k.any(`${T}stages.`) || !k.any(`${T}stem.`)) k.fail(unsupported(k));
   const baseStages = base ? mciStages(base) : [];
@@ -248,7 +197,7 @@ function inferTrunk(k: Keys, base: MciConfig | null): MciConfig {
   return compactMci(m);
 }
 
-function inferText(k: Keys, prefix: TextPrefix, base: TextConfig | null, causalDefault: boolean): TextConfig {
+function inferText(k: StateShapes, prefix: TextPrefix, base: TextConfig | null, causalDefault: boolean): TextConfig {
   const [vocabSize, dim] = k.need(`${prefix}token_embedding.weight`, 2);
   const contextLength = k.need(`${prefix}positional_embedding`, 2)[0];
   const layers: TextLayerConfig[] = [];
@@ -285,7 +234,7 @@ function trunkOf(c: ClipConfig): unknown {
   return { embedDim: c.embedDim, image, textDim: c.text.dim };
 }
 
-function inferWith(k: Keys, prefix: TextPrefix, base: ClipConfig | null): ClipConfig {
+function inferWith(k: StateShapes, prefix: TextPrefix, base: ClipConfig | null): ClipConfig {
   const image = inferImage(k, base?.image ?? null);
   // Causal masking: the named config's, else open_clip's MobileCLIP defaults (only the ViT-B tower's text is causal).
   const text = inferText(k, prefix, base?.text ?? null, image.kind === 'vit' && image.patchSize === undefined);
@@ -302,7 +251,7 @@ function inferWith(k: Keys, prefix: TextPrefix, base: ClipConfig | null): ClipCo
  * do not tell (heads, masking, image size); the name is kept only when the text depth and vocabulary match too.
  */
 export function configFromOpenClip(sd: StateDict, prefix: TextPrefix, source: string): ClipConfig {
-  const k = new Keys(sd, source);
+  const k = new StateShapes(sd, source);
   const guess = inferWith(k, prefix, null);
   for (const c of Object.values(CONFIGS)) {
     if (!c.image.headBias) continue;
@@ -319,7 +268,7 @@ export function configFromOpenClip(sd: StateDict, prefix: TextPrefix, source: st
  * vocabulary, context and projection width. Everything else must then fit (checked by the key mapping).
  */
 export function adaptToOpenClip(base: ClipConfig, sd: StateDict, prefix: TextPrefix, source: string): ClipConfig {
-  const k = new Keys(sd, source);
+  const k = new StateShapes(sd, source);
   const cfg = structuredClone(base);
   const [vocab] = k.need(`${prefix}token_embedding.weight`, 2);
   cfg.text.vocabSize = vocab;
