@@ -5,7 +5,8 @@
  *
  * - Augmentations: `n_aug` records per sample from `sampleAugParams` with a mulberry32 RNG seeded
  *   by `sampleSeed(seed, key)` (FNV-1a of `<seed>:<key>`), so a rerun (or a resumed run) gives the
- *   same records. Each record is replayed with `applyAug` at each teacher's image size.
+ *   same records. Each record is replayed with `applyAug` at each teacher's image size; each
+ *   checkpoint teacher normalises the replayed pixels with its own spec (`Teacher.preprocess`).
  * - `image_emb [n_aug, ΣD_k]`: teacher slices concatenated in teacher order, each L2-normalised.
  * - `text_emb [1 + n_syn, ΣD_k]`: row 0 = the real caption, rows 1.. = the first `syn` of the
  *   sample's alternative captions (`captions`), which become `syn_text`.
@@ -24,6 +25,7 @@ import { encodeDrSample, type DrSample, type TeacherInfo } from '../data/datacom
 import { readImageTextDataset, type ImageTextSample } from '../data/sample.js';
 import { listShards, ShardWriter } from '../data/shards.js';
 import { decodeImage } from '../preprocess/index.js';
+import { isIdentityNormalisation } from '../preprocess/spec.js';
 import type { ClipTokenizer } from '../tokenizer/index.js';
 import type { Teacher } from './teachers.js';
 
@@ -89,7 +91,7 @@ export function sampleAugs(seed: number, key: string, width: number, height: num
 
 interface Settings {
   format: string;
-  teachers: { name: string; dim: number; logit_scale: number; image_size: number }[];
+  teachers: { name: string; dim: number; logit_scale: number; image_size: number; mean?: number[]; std?: number[] }[];
   augs: number;
   seed: number;
   syn: number;
@@ -191,7 +193,14 @@ export async function reinforceShards(o: ReinforceOptions): Promise<ReinforceSum
     o.out,
     {
       format: REINFORCE_FORMAT,
-      teachers: o.teachers.map((t) => ({ name: t.name, dim: t.dim, logit_scale: t.logitScale, image_size: t.imageSize })),
+      // A normalising teacher's mean/std is recorded (an identity one's entry is as before, so older folders still match).
+      teachers: o.teachers.map((t) => ({
+        name: t.name,
+        dim: t.dim,
+        logit_scale: t.logitScale,
+        image_size: t.imageSize,
+        ...(t.preprocess && !isIdentityNormalisation(t.preprocess) ? { mean: [...t.preprocess.mean], std: [...t.preprocess.std] } : {}),
+      })),
       augs: o.augs,
       seed,
       syn,

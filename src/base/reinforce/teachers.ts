@@ -4,7 +4,8 @@
  *
  * Two kinds, chosen by the file extension:
  *  - our checkpoints (`.safetensors`, `.pt`, `.pth`, `.bin`, `.ckpt`) via `loadModel`, run fused
- *    (reparameterised) in TensorFlow.js;
+ *    (reparameterised) in TensorFlow.js; each sees the augmented images normalised by its own
+ *    `preprocessFor(cfg)` (OpenAI mean/std for MobileCLIP2-S3/S4/L-14, none otherwise);
  *  - ONNX models (`.onnx`) run with onnxruntime-node. Expected interface (what `mclip export
  *    --tower both` writes):
  *      inputs  `image`  float32 [N, 3, H, W] RGB in [0, 1] (NCHW, no mean/std normalisation)
@@ -26,6 +27,8 @@ import { MclipError } from '../../errors.js';
 import { loadModel } from '../model/checkpoint.js';
 import { l2normalize, type CLIP } from '../model/clip.js';
 import type { RgbImage } from '../data/augment.js';
+import { preprocessFor } from '../model/preprocess-table.js';
+import { IDENTITY_PREPROCESS, type PreprocessSpec } from '../preprocess/spec.js';
 
 export interface Teacher {
   /** name stored in `teachers.json` (the file name) */
@@ -40,6 +43,8 @@ export interface Teacher {
   readonly imageSize: number;
   /** token row width */
   readonly contextLength: number;
+  /** the normalisation its image input gets after the [0, 1] conversion (absent: none) */
+  readonly preprocess?: PreprocessSpec;
   /** text vocabulary size when known (checked against the tokenizer) */
   readonly vocabSize?: number;
   /** L2-normalised features of `images` (all `imageSize`²), row-major [n, dim] */
@@ -102,16 +107,17 @@ export function normalizeRows(x: Float32Array, dim: number): Float32Array {
   return x;
 }
 
-/** Images → float32 in [0, 1], NHWC (`nchw` false) or NCHW. */
-export function imagesToFloat(images: readonly RgbImage[], size: number, nchw: boolean): Float32Array {
+/** Images → float32 in [0, 1] (then `spec`'s per-channel `(x − mean) / std`), NHWC (`nchw` false) or NCHW. */
+export function imagesToFloat(images: readonly RgbImage[], size: number, nchw: boolean, spec: PreprocessSpec = IDENTITY_PREPROCESS): Float32Array {
   const hw = size * size;
+  const { mean, std } = spec;
   const out = new Float32Array(images.length * 3 * hw);
   images.forEach((img, b) => {
     if (img.width !== size || img.height !== size) throw new MclipError(`teacher input image ${b} is ${img.width}×${img.height}, expected ${size}×${size}`);
     const base = b * 3 * hw;
     for (let p = 0; p < hw; p++) {
       for (let c = 0; c < 3; c++) {
-        const v = img.data[p * 3 + c] / 255;
+        const v = (img.data[p * 3 + c] / 255 - mean[c]) / std[c];
         out[nchw ? base + c * hw + p : base + p * 3 + c] = v;
       }
     }
@@ -125,6 +131,7 @@ class CheckpointTeacher implements Teacher {
   readonly contextLength: number;
   readonly vocabSize: number;
   readonly engine: string;
+  readonly preprocess: PreprocessSpec;
   /** the tfjs model, unless a standalone encoder runs the teacher */
   private tfModel: CLIP | null = null;
   private constructor(
@@ -137,6 +144,7 @@ class CheckpointTeacher implements Teacher {
     this.imageSize = model.cfg.image.imageSize;
     this.contextLength = model.cfg.text.contextLength;
     this.vocabSize = model.cfg.text.vocabSize;
+    this.preprocess = preprocessFor(model.cfg);
     this.engine = encoder?.name ?? 'tfjs';
     if (encoder?.standalone) model.dispose();
     else this.tfModel = model;
@@ -168,9 +176,9 @@ class CheckpointTeacher implements Teacher {
     const s = this.imageSize;
     if (this.encoder) {
       const layout = this.encoder.layout;
-      return this.checked(await this.encoder.encodeImages(imagesToFloat(images, s, layout === 'nchw'), images.length, layout), images.length, 'image');
+      return this.checked(await this.encoder.encodeImages(imagesToFloat(images, s, layout === 'nchw', this.preprocess), images.length, layout), images.length, 'image');
     }
-    const px = imagesToFloat(images, s, false);
+    const px = imagesToFloat(images, s, false, this.preprocess);
     const y = tf.tidy(() => l2normalize(this.model.encodeImage(tf.tensor4d(px, [images.length, s, s, 3]))));
     try {
       return (await y.data()) as Float32Array;

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { applyAug, readDrDataset, readImageTextDataset, teachersFor, type AugParams } from '../data/index.js';
 import type { TeacherSpec } from './distill-loss.js';
 import { decodeImage, transformRgb } from '../preprocess/index.js';
+import { IDENTITY_PREPROCESS, isIdentityNormalisation, type PreprocessSpec } from '../preprocess/spec.js';
 import type { ClipTokenizer } from '../tokenizer/index.js';
 import { Rng, type TrainBatch } from './trainer.js';
 
@@ -60,6 +61,37 @@ abstract class ShuffledLoop<E> {
   }
 }
 
+/** What both loaders take. */
+export interface LoopOptions {
+  seed?: number;
+  limit?: number;
+  /**
+   * The trained model's preprocessing (`preprocessFor(model.cfg)`; default: the identity, bilinear): image
+   * batches are `(x − mean) / std` per channel of the [0, 1] pixels, and `ImageTextLoop` resizes with its
+   * filter. `ReinforcedLoop` replays the stored augmentations as they were made (their RandomResizedCrop is
+   * bicubic whatever the model), so there only the normalisation applies.
+   */
+  preprocess?: PreprocessSpec;
+}
+
+/**
+ * Bytes (HWC, RGB) → the batch's floats at `offset`: byte / 255, then `spec`'s per-channel normalisation
+ * (skipped for the identity, so those batches are exactly byte / 255).
+ */
+function writePixels(px: Float32Array, offset: number, bytes: Uint8Array, spec: PreprocessSpec): void {
+  if (isIdentityNormalisation(spec)) {
+    for (let i = 0; i < bytes.length; i++) px[offset + i] = bytes[i] / 255;
+    return;
+  }
+  const [m0, m1, m2] = spec.mean;
+  const [s0, s1, s2] = spec.std;
+  for (let i = 0; i < bytes.length; i += 3) {
+    px[offset + i] = (bytes[i] / 255 - m0) / s0;
+    px[offset + i + 1] = (bytes[i + 1] / 255 - m1) / s1;
+    px[offset + i + 2] = (bytes[i + 2] / 255 - m2) / s2;
+  }
+}
+
 /** Token tensors [b, contextLength] int32 of the real and the synthetic captions of a batch. */
 function captionTokens(tokenizer: ClipTokenizer, gt: string[], syn: string[], contextLength: number): Pick<TrainBatch, 'gtTokens' | 'synTokens'> {
   return {
@@ -70,27 +102,34 @@ function captionTokens(tokenizer: ClipTokenizer, gt: string[], syn: string[], co
 
 /**
  * An in-memory image–text training set (small datasets such as the emoji shards): images are
- * decoded and resized once to `size`×`size` (shorter side + centre crop, Pillow bilinear), epochs
+ * decoded and resized once to `size`×`size` (shorter side + centre crop, Pillow bilinear or the spec's
+ * filter) and kept as bytes; batches are normalised by the spec as they are built. Epochs
  * are seeded permutations, and a batch pairs each image with its real caption and one synthetic
  * (alternative) caption chosen by a seeded RNG — so a position fully determines the next batch and
  * resumed runs see exactly the same data.
  */
 export class ImageTextLoop extends ShuffledLoop<Example> {
-  private constructor(examples: Example[], size: number, seed: number) {
+  private constructor(
+    examples: Example[],
+    size: number,
+    seed: number,
+    readonly preprocess: PreprocessSpec,
+  ) {
     super(examples, size, seed, 5);
   }
 
-  static async load(dir: string, split: string, size: number, opts: { seed?: number; limit?: number } = {}): Promise<ImageTextLoop> {
+  static async load(dir: string, split: string, size: number, opts: LoopOptions = {}): Promise<ImageTextLoop> {
+    const spec = opts.preprocess ?? IDENTITY_PREPROCESS;
     const reader = readImageTextDataset(dir, split);
     const examples: Example[] = [];
     for await (const s of reader) {
-      examples.push({ key: s.key, rgb: await toModelPixels(s.image, size), caption: s.caption, synthetic: s.captions });
+      examples.push({ key: s.key, rgb: await toModelPixels(s.image, size, spec), caption: s.caption, synthetic: s.captions });
       if (opts.limit !== undefined && examples.length >= opts.limit) break;
     }
     if (examples.length === 0) throw new MclipError(`${dir}/${split}: no training samples`);
     const sum = reader.summary;
     if (sum.skipped > 0) console.error(`mclip: ${dir}/${split}: skipped ${sum.skipped} damaged sample(s)`);
-    return new ImageTextLoop(examples, size, opts.seed ?? 0);
+    return new ImageTextLoop(examples, size, opts.seed ?? 0, spec);
   }
 
   /** Next batch (drops the ragged end of an epoch) and the position after it. Caller disposes tensors. */
@@ -102,7 +141,7 @@ export class ImageTextLoop extends ShuffledLoop<Example> {
     const syn: string[] = [];
     for (let b = 0; b < batch; b++) {
       const ex = items[b];
-      for (let i = 0; i < ex.rgb.length; i++) px[b * ex.rgb.length + i] = ex.rgb[i] / 255;
+      writePixels(px, b * ex.rgb.length, ex.rgb, this.preprocess);
       gt.push(ex.caption);
       syn.push(ex.synthetic.length > 0 ? ex.synthetic[rng.int(ex.synthetic.length)] : ex.caption);
     }
@@ -111,11 +150,13 @@ export class ImageTextLoop extends ShuffledLoop<Example> {
 }
 
 /**
- * The official inference transform (shorter side → size, Pillow bilinear, centre crop) kept as
- * uint8 HWC: the transform yields exact k/255 values, so rounding back to bytes is lossless.
+ * The official inference transform (shorter side → size with `spec`'s Pillow filter, centre crop; no
+ * normalisation yet) kept as uint8 HWC: the transform yields exact k/255 values, so rounding back to bytes
+ * is lossless.
  */
-async function toModelPixels(png: Uint8Array, size: number): Promise<Uint8Array> {
-  const chw = transformRgb(await decodeImage(Buffer.from(png)), size);
+async function toModelPixels(png: Uint8Array, size: number, spec: PreprocessSpec): Promise<Uint8Array> {
+  const resizeOnly: PreprocessSpec = { ...IDENTITY_PREPROCESS, interpolation: spec.interpolation };
+  const chw = transformRgb(await decodeImage(Buffer.from(png)), size, undefined, 0, resizeOnly);
   const hw = size * size;
   const out = new Uint8Array(hw * 3);
   for (let c = 0; c < 3; c++) for (let i = 0; i < hw; i++) out[i * 3 + c] = Math.round(chw[c * hw + i] * 255);
@@ -135,7 +176,8 @@ interface DrExample {
 
 /**
  * Multi-modal reinforced training data (methods.md §2.2): each step pairs every image with one of
- * its stored augmentations (replayed at the student's size, values in [0,1]), the real caption and
+ * its stored augmentations (replayed at the student's size, values in [0,1], then normalised by the
+ * student's spec), the real caption and
  * one synthetic caption, plus the stored teacher embeddings of exactly those — no teacher runs.
  * Choices are drawn from a seeded RNG keyed by the position, so resumed runs see the same batches.
  */
@@ -146,11 +188,12 @@ export class ReinforcedLoop extends ShuffledLoop<DrExample> {
     readonly embDim: number,
     readonly teachers: TeacherSpec[],
     seed: number,
+    readonly preprocess: PreprocessSpec,
   ) {
     super(examples, size, seed, 11);
   }
 
-  static async load(dir: string, split: string, size: number, opts: { seed?: number; limit?: number } = {}): Promise<ReinforcedLoop> {
+  static async load(dir: string, split: string, size: number, opts: LoopOptions = {}): Promise<ReinforcedLoop> {
     const source = existsSync(join(dir, split)) ? join(dir, split) : dir;
     const reader = readDrDataset(source);
     const examples: DrExample[] = [];
@@ -178,7 +221,7 @@ export class ReinforcedLoop extends ShuffledLoop<DrExample> {
       if (opts.limit !== undefined && examples.length >= opts.limit) break;
     }
     if (examples.length === 0 || !teachers) throw new MclipError(`${source}: no reinforced samples (build them with 'mclip reinforce')`);
-    return new ReinforcedLoop(examples, size, embDim, teachers, opts.seed ?? 0);
+    return new ReinforcedLoop(examples, size, embDim, teachers, opts.seed ?? 0, opts.preprocess ?? IDENTITY_PREPROCESS);
   }
 
   /** Next batch with teacher targets; the ragged end of an epoch is dropped. Caller disposes tensors. */
@@ -196,7 +239,7 @@ export class ReinforcedLoop extends ShuffledLoop<DrExample> {
       const ex = items[b];
       const a = rng.int(ex.paramAug.length);
       const view = applyAug(ex.rgb, ex.paramAug[a], s);
-      for (let i = 0; i < view.data.length; i++) px[b * s * s * 3 + i] = view.data[i] / 255;
+      writePixels(px, b * s * s * 3, view.data, this.preprocess);
       tImg.set(ex.imageEmb.subarray(a * d, (a + 1) * d), b * d);
       tGt.set(ex.textEmb.subarray(0, d), b * d);
       gt.push(ex.caption);

@@ -39,6 +39,8 @@ import { l2normalize } from '../../base/model/clip.js';
 import { loadModel, saveModel } from '../../base/model/checkpoint.js';
 import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
 import { ImageTextLoop, ReinforcedLoop } from '../../base/train/data-loop.js';
+import { preprocessFor } from '../../base/model/preprocess-table.js';
+import type { PreprocessSpec } from '../../base/preprocess/spec.js';
 import type { TeacherSpec } from '../../base/train/distill-loss.js';
 import type { TrainBatch } from '../../base/train/loss-terms.js';
 import { TINYCLIP_TEACHER_SCALE } from '../../distill/affinity.js';
@@ -154,6 +156,14 @@ function checkTokenStages(a: DistillArgs, stages: StageSpec[]): void {
   }
 }
 
+function samePreprocess(a: PreprocessSpec, b: PreprocessSpec): boolean {
+  return a.interpolation === b.interpolation && a.mean.every((v, i) => v === b.mean[i]) && a.std.every((v, i) => v === b.std[i]);
+}
+
+function describePreprocess(p: PreprocessSpec): string {
+  return `mean ${p.mean.join('/')}, std ${p.std.join('/')}, ${p.interpolation}`;
+}
+
 export type TeacherFeatures = Pick<TrainBatch, 'teacherImg' | 'teacherGt' | 'teacherSyn'>;
 
 /** Normalised teacher features of a batch, row-major (computed outside any gradient tape): the tfjs engine. */
@@ -245,7 +255,8 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
     const reduced = !tokensAsTrained(tokens);
     const initial = jointPrunableSize(init, towers);
     const size = init.cfg.image.imageSize;
-    const loadOpts = { seed: args.seed, limit: args.limit };
+    const preprocess = preprocessFor(init.cfg);
+    const loadOpts = { seed: args.seed, limit: args.limit, preprocess };
     const loop = args.reinforced ? await ReinforcedLoop.load(args.data, args.split, size, loadOpts) : await ImageTextLoop.load(args.data, args.split, size, loadOpts);
     let teachers: TeacherSpec[];
     if (loop instanceof ReinforcedLoop) {
@@ -261,6 +272,7 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
       teacher = { model: tm, engine: null, line: '', fallback: false };
       tm.eval();
       if (tm.cfg.image.imageSize !== size) throw new MclipError(`--teacher ${args.teacher}: image size ${tm.cfg.image.imageSize}, the student's is ${size}`);
+      if (!samePreprocess(preprocessFor(tm.cfg), preprocess)) throw new MclipError(`--teacher ${args.teacher}: its image preprocessing (${describePreprocess(preprocessFor(tm.cfg))}) is not the student's (${describePreprocess(preprocess)}); the teacher sees the student's batches, so they must match`);
       if (tm.cfg.text.vocabSize !== tokenizer.vocabSize) throw new MclipError(`--teacher ${args.teacher}: text vocabulary ${tm.cfg.text.vocabSize} ≠ the tokenizer's ${tokenizer.vocabSize}`);
       teachers = [{ dim: tm.cfg.embedDim, logitScale: TINYCLIP_TEACHER_SCALE }];
       teacher = await openLiveTeacher(tm, args.teacher!, engineChoice, tfjsDescription);

@@ -9,6 +9,7 @@ import { startProgress, formatDuration, progressLogSeconds } from '../progress.j
 import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
 import { openTeacher, reinforceShards, type ReinforceSummary, type Teacher } from '../../base/reinforce/index.js';
 import type { TeacherEncoderFactory } from '../../base/reinforce/teachers.js';
+import { isIdentityNormalisation } from '../../base/preprocess/spec.js';
 import { ENGINES, type EngineName } from '../../eval/engine.js';
 import { openEngine } from '../../eval/engine-ort.js';
 import { UsageError } from '../usage.js';
@@ -143,7 +144,7 @@ export async function runReinforce(args: ReinforceArgs): Promise<ReinforceSummar
       loaded.push(await openTeacher(teachers[i], { logitScale: scales.length === 0 ? 100 : scales.length === 1 ? scales[0] : scales[i], imageSize: args.imageSize, encoder }));
     }
     if (!args.quiet) {
-      for (const t of loaded) console.error(`mclip: teacher ${t.name}: ${t.dim}-d, ${t.imageSize}px, logit scale ${t.logitScale}, engine ${t.engine ?? 'tfjs'}`);
+      for (const t of loaded) console.error(`mclip: teacher ${t.name}: ${t.dim}-d, ${t.imageSize}px, logit scale ${t.logitScale}, engine ${t.engine ?? 'tfjs'}${t.preprocess && !isIdentityNormalisation(t.preprocess) ? `, images normalised (mean ${t.preprocess.mean.join('/')}, std ${t.preprocess.std.join('/')})` : ''}`);
     }
     const nShards = shardFiles.length;
     // Progress counts samples: the split's size from the dataset manifest (none when --data is the shard folder itself; a part's share of it), else 1000 per shard (re-estimated as shards finish).

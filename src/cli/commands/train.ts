@@ -9,6 +9,7 @@ import { getConfig } from '../../base/model/configs.js';
 import { loadModel, saveModel } from '../../base/model/checkpoint.js';
 import { ClipTokenizer, resolveVocabDir } from '../../base/tokenizer/index.js';
 import { ImageTextLoop, ReinforcedLoop, type DataPosition } from '../../base/train/data-loop.js';
+import { preprocessFor } from '../../base/model/preprocess-table.js';
 import { readShards } from '../../base/data/index.js';
 import { Trainer, resolveTrainState, truncateMetrics } from '../../base/train/trainer.js';
 import { DataParallel } from '../../base/train/parallel/data-parallel.js';
@@ -126,7 +127,7 @@ export async function runTrain(args: TrainArgs): Promise<void> {
   if (args.lambda > 0 && !reinforced) {
     throw new MclipError(`${args.data}: --lambda ${args.lambda} needs reinforced shards with stored teacher embeddings (build them with 'mclip reinforce')`);
   }
-  const loadOpts = { seed: args.seed, limit: args.limit };
+  const loadOpts = { seed: args.seed, limit: args.limit, preprocess: preprocessFor(model.cfg) };
   const loop = reinforced
     ? await ReinforcedLoop.load(args.data, args.split, model.cfg.image.imageSize, loadOpts)
     : await ImageTextLoop.load(args.data, args.split, model.cfg.image.imageSize, loadOpts);
