@@ -12,6 +12,10 @@ import { textMaskSizes } from '../../src/distill/masks/text-masks.js';
 import { imageMaskSizes } from '../../src/distill/masks/image-masks.js';
 import { SIGMOID_KERNEL, withSigmoidAttention } from '../../src/sigmoid-attn/index.js';
 import { microConfig } from '../micro-config.js';
+import * as tf from '../../src/base/tf.js';
+import { ImageGates } from '../../src/distill/masks/image-gates.js';
+import { exportStateDict } from '../../src/base/model/state-dict.js';
+import { relErr } from '../model/helpers.js';
 
 beforeAll(async () => {
   await initBackend({ backend: 'wasm', quiet: true });
@@ -37,5 +41,41 @@ describe('sigmoid attention through the pruners', () => {
     expect(wantI.length).toBeGreaterThan(0);
     expect(mciStages(image.config.image).filter((s) => s.mixer === 'attention').map((s) => [s.attention, s.attentionParams])).toEqual(wantI);
     for (const m of [model, text.model, image.model]) m.dispose();
+  });
+
+  test('MCi attention stage with QK-norm and hybrid-norm: head and ConvFFN masks prune exactly (masked == pruned), the norms kept; stage channel masks refused', () => {
+    const before = tf.memory().numTensors;
+    const cfg = withSigmoidAttention(microConfig(), { qkNorm: true, hybridNorm: true });
+    expect(mciStages(cfg.image).filter((st) => st.mixer === 'attention').every((st) => st.qkNorm && st.attnOutNorm)).toBe(true);
+    const model = new CLIP(cfg, { seed: 3 });
+    const x = tf.randomUniform([2, 32, 32, 3], 0, 1, 'float32', 5) as tf.Tensor4D;
+    // stage channel masks are refused in front of a hybrid-norm LayerNorm (it normalises over every channel)
+    const withChannels = new ImageGates(model, { seed: 1 });
+    withChannels.install();
+    for (const la of withChannels.logAlphas) tf.tidy(() => la.assign(tf.randomUniform(la.shape, -3, 3, 'float32', 7)));
+    model.eval();
+    expect(() => withChannels.prune(model)).toThrow(/attn_out_norm\.weight': a hybrid-norm LayerNorm over the stage channels cannot follow a stage channel mask/);
+    withChannels.dispose();
+    model.train();
+    const gates = new ImageGates(model, { seed: 1, channels: false });
+    gates.install();
+    let seed = 60;
+    for (const la of gates.logAlphas) tf.tidy(() => la.assign(tf.randomUniform(la.shape, -3, 3, 'float32', seed++)));
+    gates.clamp();
+    model.eval();
+    const embed = (m: CLIP) => tf.tidy(() => m.encodeImage(x).dataSync() as Float32Array);
+    const masked = embed(model);
+    const pruned = gates.prune(model);
+    expect(pruned.imageEncoder.numParams()).toBeLessThan(model.imageEncoder.numParams());
+    expect(relErr(embed(pruned), masked)).toBeLessThan(1e-5);
+    const sd = exportStateDict(pruned);
+    const norms = [...sd.keys()].filter((k) => /token_mixer\.[qk]_norm\.|attn_out_norm\./.test(k));
+    expect(norms.length).toBe(6);
+    for (const k of norms) expect(sd.get(k)!.data, k).toEqual(exportStateDict(model).get(k)!.data);
+    pruned.dispose();
+    gates.dispose();
+    model.dispose();
+    x.dispose();
+    expect(tf.memory().numTensors).toBe(before);
   });
 });

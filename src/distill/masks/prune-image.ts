@@ -303,6 +303,17 @@ function pruneBlockKey(key: string, rest: string, p: StagePlan, b: BlockPlan, v:
     case 'token_mixer.qkv.weight':
     case 'token_mixer.proj.weight':
       return pruneAttentionKey(key, rest, p, b, put);
+    // QK-norm (sigmoid-attention stabiliser): LayerNorms over one head's width, which pruning heads keeps
+    case 'token_mixer.q_norm.weight':
+    case 'token_mixer.q_norm.bias':
+    case 'token_mixer.k_norm.weight':
+    case 'token_mixer.k_norm.bias':
+      return put(key, []);
+    // hybrid-norm: a LayerNorm over the stage's channels; exact only while they are all kept
+    case 'attn_out_norm.weight':
+    case 'attn_out_norm.bias':
+      if (p.keep.length !== p.z.length) throw new MclipError(`pruneImage: '${key}': a hybrid-norm LayerNorm over the stage channels cannot follow a stage channel mask (mask heads and ConvFFN units only: leave --image-channels off)`);
+      return put(key, [{ axis: 0, keep }]);
     default:
       break;
   }
