@@ -46,6 +46,7 @@ describe('sigmoid attention through the pruners', () => {
   test('MCi attention stage with QK-norm and hybrid-norm: head and ConvFFN masks prune exactly (masked == pruned), the norms kept; stage channel masks refused', () => {
     const before = tf.memory().numTensors;
     const cfg = withSigmoidAttention(microConfig(), { qkNorm: true, hybridNorm: true });
+    if (cfg.image.kind !== 'mci') throw new Error('expected an MCi image tower');
     expect(mciStages(cfg.image).filter((st) => st.mixer === 'attention').every((st) => st.qkNorm && st.attnOutNorm)).toBe(true);
     const model = new CLIP(cfg, { seed: 3 });
     const x = tf.randomUniform([2, 32, 32, 3], 0, 1, 'float32', 5) as tf.Tensor4D;
