@@ -47,10 +47,19 @@ describe('mclip run', () => {
     recipe = writeRecipe(dir, MICRO_RECIPE);
   });
 
+  // The uninterrupted run, made once: the end-to-end test reads it (then changes its folder), the SIGKILL test
+  // compares against the products and table it had when it finished.
+  let reference: Promise<{ run: string; r: Awaited<ReturnType<typeof runMain>>; products: Record<string, string>; table: string }> | undefined;
+  const uninterrupted = () =>
+    (reference ??= (async () => {
+      const run = join(dir, 'run');
+      const r = await runMain(['run', recipe, '--out', run]);
+      expect(r.status, show(r)).toBe(0);
+      return { run, r, products: products(run), table: readFileSync(join(run, 'stages', 'table', 'table.md'), 'utf8') };
+    })());
+
   test('the micro recipe end to end: one table row per model; --resume skips; a change re-runs downstream', async () => {
-    const run = join(dir, 'run');
-    const r = await runMain(['run', recipe, '--out', run]);
-    expect(r.status, show(r)).toBe(0);
+    const { run, r } = await uninterrupted();
     const report = JSON.parse(readFileSync(join(run, 'stages', 'table', 'report.json'), 'utf8')) as EvalReport;
     expect(report.rows.map((x) => x.name)).toEqual(NAMES);
     const [teacher, tiny, tokens, sig, ft] = report.rows;
@@ -94,10 +103,8 @@ describe('mclip run', () => {
   }, 60_000);
 
   test('SIGKILL during a stage, then --resume: the models and the table of the uninterrupted run', async () => {
-    const ref = join(dir, 'ref');
     const killed = join(dir, 'killed');
-    const full = await runCli(['run', recipe, '--out', ref, '--quiet']);
-    expect(full.status, show(full)).toBe(0);
+    const ref = await uninterrupted();
     // Start the same run and kill it once a stage after the first is under way.
     const child = spawn(process.execPath, [CLI, 'run', recipe, '--out', killed, '--quiet'], { cwd: ROOT, env: { ...process.env, MCLIP_BACKEND: 'wasm' }, stdio: 'ignore' });
     const stoppedIn = await new Promise<string>((resolve, reject) => {
@@ -122,8 +129,8 @@ describe('mclip run', () => {
     expect(manifest(killed).stages.find((s) => s.name === stoppedIn)!.status).toBe('running');
     const resumed = await runCli(['run', recipe, '--out', killed, '--resume', '--quiet']);
     expect(resumed.status, show(resumed)).toBe(0);
-    expect(products(killed)).toEqual(products(ref));
-    expect(readFileSync(join(killed, 'stages', 'table', 'table.md'), 'utf8')).toBe(readFileSync(join(ref, 'stages', 'table', 'table.md'), 'utf8'));
+    expect(products(killed)).toEqual(ref.products);
+    expect(readFileSync(join(killed, 'stages', 'table', 'table.md'), 'utf8')).toBe(ref.table);
     expect(manifest(killed).stages.every((s) => s.status === 'done' || s.status === 'skipped')).toBe(true);
   }, 60_000);
 
