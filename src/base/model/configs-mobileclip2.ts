@@ -4,26 +4,11 @@
  * projection, and open_clip's 12-layer `TextTransformer` (non-causal except B, argmax pooling, `text_projection`).
  */
 import type { ClipConfig, MciConfig, MciStageConfig, TextConfig, VitConfig } from './configs.js';
+import { mciConfig } from './mci-config.js';
 
 /** timm `fastvit_mci0…2`: four stages, RepMixer ×3 then attention, SE in the last two downsamplers. */
 function fastvitMci(name: string, layers: number[], embedDims: number[]): MciConfig {
-  return {
-    kind: 'mci',
-    name,
-    imageSize: 256,
-    layers,
-    embedDims,
-    mlpRatio: 3,
-    headDim: 32,
-    posEmbs: [false, false, false, true],
-    seDownsamples: [false, false, true, true],
-    repmixerKernel: 3,
-    downPatchSize: 7,
-    downStride: 2,
-    clsRatio: 2,
-    layerScaleInit: 1e-5,
-    headBias: true,
-  };
+  return { ...mciConfig(name, layers, embedDims), headBias: true };
 }
 
 /**

@@ -1,5 +1,6 @@
 import { MclipError } from '../../errors.js';
 import { MOBILECLIP2_CONFIGS } from './configs-mobileclip2.js';
+import { mciConfig as mci } from './mci-config.js';
 
 /**
  * One attention + FFN layer (text transformer encoders, ViT-B layers). The attention's inner width
@@ -138,25 +139,6 @@ export interface ClipConfig {
   embedDim: number;
   image: ImageConfig;
   text: TextConfig;
-}
-
-function mci(name: string, layers: number[], embedDims: number[], imageSize = 256): MciConfig {
-  return {
-    kind: 'mci',
-    name,
-    imageSize,
-    layers,
-    embedDims,
-    mlpRatio: 3,
-    headDim: 32,
-    posEmbs: [false, false, false, true],
-    seDownsamples: [false, false, true, true],
-    repmixerKernel: 3,
-    downPatchSize: 7,
-    downStride: 2,
-    clsRatio: 2,
-    layerScaleInit: 1e-5,
-  };
 }
 
 function text(modelName: 'mct' | 'base', nLayers: number, causal: boolean, over: Partial<TextConfig> = {}): TextConfig {
