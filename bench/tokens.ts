@@ -189,70 +189,29 @@ async function latency(): Promise<{ rows: LatencyRow[]; lengths: { typical: numb
   const sets = await captionSets(tok);
   const rows: LatencyRow[] = [];
 
-  // The causal tower: MobileCLIP-B's text transformer (random weights; the CLIP vocabulary size).
-  {
-    const cfg = getConfig('mobileclip_tiny_base');
-    cfg.name = 'causal_b_text';
-    cfg.text = { ...getConfig('mobileclip_b').text };
-    cfg.embedDim = 512;
-    const model = new CLIP(cfg, { seed: 0 });
+  /**
+   * One tower's rows: every setting on both caption sets (`skip` leaves some out), tfjs with the reducers as
+   * hooks, ORT for `as-trained` and `truncate` (their exports), the features' Δ against as-trained in tfjs and,
+   * with `ortDiff`, in ORT.
+   */
+  const towerRows = async (model: CLIP, label: string, settings: typeof SETTINGS, o: { ortDiff: boolean; skip?: (st: { flags: string[] }, captions: 'typical' | 'long') => boolean }) => {
     reparameterize(model);
     model.eval();
-    // the emoji vocabulary's ids (< 4096) are valid ids of the 49408-token table
     const sessions = {
       full: await ort.InferenceSession.create(buildOnnx(model, { tower: 'text', tokensDtype: 'int32' }), opts),
       truncate: await ort.InferenceSession.create(buildOnnx(model, { tower: 'text', tokensDtype: 'int32', textPadding: 'truncate' }), opts),
     };
     for (const captions of ['typical', 'long'] as const) {
       const ids = tok.tokenize(sets[captions], 77);
-      const full = await ortOrTf(model, ids);
-      const ortFull = await ortFeatures(sessions.full, ort, ids, 80, false);
-      for (const st of CAUSAL_SETTINGS) {
-        if (captions === 'typical' && st.flags.length > 2) continue; // reducers: on the long captions only
+      const full = await tfjsFeatures(model, ids);
+      const ortFull = o.ortDiff ? await ortFeatures(sessions.full, ort, ids, 80, false) : null;
+      for (const st of settings) {
+        if (o.skip?.(st, captions)) continue;
         const h = st.flags.length ? installTokenSettings(model, parseTokenArgs(flagsToArgs(st.flags), textLayerCount(model))) : null;
         try {
-          const feats = await ortOrTf(model, ids);
+          const feats = await tfjsFeatures(model, ids);
           const row: LatencyRow = {
-            model: 'causal 12×512 (B-size, random)', setting: st.name, captions,
-            tfjs: { b1: await tfjsTextMs(model, ids, 80, 1), b80: await tfjsTextMs(model, ids, 80, 80) },
-            macs: measuredTextMacs(model, ids.slice(0, 20 * 77), 77),
-            diff: { tfjs: relErr(full, feats) },
-          };
-          if (st.flags.length <= 2) {
-            const trunc = st.name === 'truncate';
-            const s = trunc ? sessions.truncate : sessions.full;
-            row.ort = { b1: await ortTextMs(s, ort, ids, 80, 1, trunc), b80: await ortTextMs(s, ort, ids, 80, 80, trunc) };
-            row.diff!.ort = relErr(ortFull, await ortFeatures(s, ort, ids, 80, trunc));
-          }
-          rows.push(row);
-          console.error(`  ${JSON.stringify(row)}`);
-        } finally {
-          h?.remove();
-        }
-      }
-    }
-    model.dispose();
-  }
-
-  // The shipped emoji model under every setting.
-  {
-    const { model } = await loadModel(MODEL, { fused: true });
-    reparameterize(model);
-    model.eval();
-    const sessions = {
-      full: await ort.InferenceSession.create(buildOnnx(model, { tower: 'text', tokensDtype: 'int32' }), opts),
-      truncate: await ort.InferenceSession.create(buildOnnx(model, { tower: 'text', tokensDtype: 'int32', textPadding: 'truncate' }), opts),
-    };
-    for (const captions of ['typical', 'long'] as const) {
-      const ids = tok.tokenize(sets[captions], 77);
-      const full = await ortOrTf(model, ids);
-      for (const st of SETTINGS) {
-        const args = flagsToArgs(st.flags);
-        const h = st.flags.length ? installTokenSettings(model, parseTokenArgs(args, textLayerCount(model))) : null;
-        try {
-          const feats = await ortOrTf(model, ids);
-          const row: LatencyRow = {
-            model: 'emoji mct (shipped)', setting: st.name, captions,
+            model: label, setting: st.name, captions,
             tfjs: { b1: await tfjsTextMs(model, ids, 80, 1), b80: await tfjsTextMs(model, ids, 80, 80) },
             macs: measuredTextMacs(model, ids.slice(0, 20 * 77), 77),
             diff: { tfjs: relErr(full, feats) },
@@ -261,6 +220,7 @@ async function latency(): Promise<{ rows: LatencyRow[]; lengths: { typical: numb
             const trunc = st.name === 'truncate';
             const s = trunc ? sessions.truncate : sessions.full;
             row.ort = { b1: await ortTextMs(s, ort, ids, 80, 1, trunc), b80: await ortTextMs(s, ort, ids, 80, 80, trunc) };
+            if (ortFull) row.diff!.ort = relErr(ortFull, await ortFeatures(s, ort, ids, 80, trunc));
           }
           rows.push(row);
           console.error(`  ${JSON.stringify(row)}`);
@@ -270,14 +230,24 @@ async function latency(): Promise<{ rows: LatencyRow[]; lengths: { typical: numb
       }
     }
     model.dispose();
-  }
+  };
+
+  // The causal tower: MobileCLIP-B's text transformer (random weights; the CLIP vocabulary size; the emoji
+  // vocabulary's ids, < 4096, are valid ids of its 49408-token table). Reducers: on the long captions only.
+  const cfg = getConfig('mobileclip_tiny_base');
+  cfg.name = 'causal_b_text';
+  cfg.text = { ...getConfig('mobileclip_b').text };
+  cfg.embedDim = 512;
+  await towerRows(new CLIP(cfg, { seed: 0 }), 'causal 12×512 (B-size, random)', CAUSAL_SETTINGS, { ortDiff: true, skip: (st, captions) => captions === 'typical' && st.flags.length > 2 });
+  // The shipped emoji model under every setting.
+  await towerRows((await loadModel(MODEL, { fused: true })).model, 'emoji mct (shipped)', SETTINGS, { ortDiff: false });
   const out = { rows, lengths: sets.lengths };
   writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
   return out;
 }
 
 /** Text features of 80 rows in tfjs (with whatever hooks are installed), row-major. */
-async function ortOrTf(model: CLIP, ids: Int32Array): Promise<Float32Array> {
+async function tfjsFeatures(model: CLIP, ids: Int32Array): Promise<Float32Array> {
   const x = tf.tensor2d(ids, [ids.length / 77, 77], 'int32');
   const y = model.encodeText(x);
   const d = (await y.data()) as Float32Array;
