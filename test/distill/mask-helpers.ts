@@ -1,13 +1,14 @@
 /**
  * What the mask tests of the three towers (text-masks, image-masks, vit-masks) share: trainable mask
  * variables made from mask values, the check that masks (or gate logits) receive gradients, and the check
- * that removing a mask set restores every plain LayerNorm.
+ * that removing a mask set restores every plain LayerNorm, and the masked == pruned check of image gates.
  */
 import { expect } from 'vitest';
 import * as tf from '../../src/base/tf.js';
 import type { CLIP } from '../../src/base/model/clip.js';
 import { LayerNorm } from '../../src/base/layers/layer-norm.js';
 import { MaskedLayerNorm } from '../../src/distill/masks/masked-layer-norm.js';
+import { relErr } from '../model/helpers.js';
 
 /** A factory of trainable 1-D mask variables (`make(values)`, undefined passes through) and the variables made. */
 export function maskVariables(): { make: (a: Float32Array | undefined) => tf.Variable<tf.Rank.R1> | undefined; vars: tf.Variable[] } {
@@ -54,4 +55,25 @@ export function expectMasksRemoved(model: CLIP, handle: { remove(): void }, norm
     return m instanceof LayerNorm && !(m instanceof MaskedLayerNorm);
   };
   expect(norms.every(plainNorm)).toBe(true);
+}
+
+/** Spreads every gate's ln α over [−3, 3] (draws seeded from `seed` on), then clamps them. */
+export function spreadLogAlphas(gates: { readonly logAlphas: readonly tf.Variable[]; clamp(): void }, seed: number): void {
+  let s = seed;
+  for (const la of gates.logAlphas) tf.tidy(() => la.assign(tf.randomUniform(la.shape, -3, 3, 'float32', s++)));
+  gates.clamp();
+}
+
+/**
+ * With `gates` installed and spread (`spreadLogAlphas`), in eval mode: `gates.prune(model)` gives a smaller image
+ * tower with the masked model's image embeddings of X (≤ 1e-5). Returns the pruned model (the caller disposes it).
+ */
+export function expectImageGatesPruneExactly(model: CLIP, gates: { prune(m: CLIP): CLIP }, x: tf.Tensor4D): CLIP {
+  model.eval();
+  const embed = (m: CLIP) => tf.tidy(() => m.encodeImage(x).dataSync() as Float32Array);
+  const masked = embed(model);
+  const pruned = gates.prune(model);
+  expect(pruned.imageEncoder.numParams()).toBeLessThan(model.imageEncoder.numParams());
+  expect(relErr(embed(pruned), masked)).toBeLessThan(1e-5);
+  return pruned;
 }

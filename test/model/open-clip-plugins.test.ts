@@ -11,7 +11,7 @@ import { attentionPruning } from '../../src/prune/attention-prune.js';
 import { inheritWeights } from '../../src/distill/inherit.js';
 import { ImageGates } from '../../src/distill/masks/image-gates.js';
 import { ViTGates } from '../../src/distill/masks/vit-gates.js';
-import { relErr } from './helpers.js';
+import { expectImageGatesPruneExactly, spreadLogAlphas } from '../distill/mask-helpers.js';
 import { MICRO_CONTEXT, MICRO_VOCAB, microTokenRows } from '../micro-config.js';
 
 /** Micro MobileCLIP2 models in open_clip's structure (head bias; the ViT-MCi's unpadded stem). */
@@ -77,15 +77,8 @@ describe('MobileCLIP2 (open_clip-structured) models under cost, training and the
       const x = tf.randomUniform([2, 32, 32, 3], 0, 1, 'float32', 5) as tf.Tensor4D;
       const gates = kind === 'mci' ? new ImageGates(model, { seed: 1 }) : new ViTGates(model, { seed: 1 });
       gates.install();
-      let seed = 40;
-      for (const la of gates.logAlphas) tf.tidy(() => la.assign(tf.randomUniform(la.shape, -3, 3, 'float32', seed++)));
-      gates.clamp();
-      model.eval();
-      const embed = (m: CLIP) => tf.tidy(() => m.encodeImage(x).dataSync() as Float32Array);
-      const masked = embed(model);
-      const pruned = gates.prune(model);
-      expect(pruned.imageEncoder.numParams()).toBeLessThan(model.imageEncoder.numParams());
-      expect(relErr(embed(pruned), masked)).toBeLessThan(1e-5);
+      spreadLogAlphas(gates, 40);
+      const pruned = expectImageGatesPruneExactly(model, gates, x);
       const key = kind === 'mci' ? 'image_encoder.model.head.bias' : 'image_encoder.model.classifier.bias';
       expect(exportStateDict(pruned).get(key)!.data).toEqual(exportStateDict(model).get(key)!.data);
       pruned.dispose();

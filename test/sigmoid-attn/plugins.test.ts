@@ -15,7 +15,7 @@ import { microConfig } from '../micro-config.js';
 import * as tf from '../../src/base/tf.js';
 import { ImageGates } from '../../src/distill/masks/image-gates.js';
 import { exportStateDict } from '../../src/base/model/state-dict.js';
-import { relErr } from '../model/helpers.js';
+import { expectImageGatesPruneExactly, spreadLogAlphas } from '../distill/mask-helpers.js';
 
 beforeAll(async () => {
   await initBackend({ backend: 'wasm', quiet: true });
@@ -60,15 +60,8 @@ describe('sigmoid attention through the pruners', () => {
     model.train();
     const gates = new ImageGates(model, { seed: 1, channels: false });
     gates.install();
-    let seed = 60;
-    for (const la of gates.logAlphas) tf.tidy(() => la.assign(tf.randomUniform(la.shape, -3, 3, 'float32', seed++)));
-    gates.clamp();
-    model.eval();
-    const embed = (m: CLIP) => tf.tidy(() => m.encodeImage(x).dataSync() as Float32Array);
-    const masked = embed(model);
-    const pruned = gates.prune(model);
-    expect(pruned.imageEncoder.numParams()).toBeLessThan(model.imageEncoder.numParams());
-    expect(relErr(embed(pruned), masked)).toBeLessThan(1e-5);
+    spreadLogAlphas(gates, 60);
+    const pruned = expectImageGatesPruneExactly(model, gates, x);
     const sd = exportStateDict(pruned);
     const norms = [...sd.keys()].filter((k) => /token_mixer\.[qk]_norm\.|attn_out_norm\./.test(k));
     expect(norms.length).toBe(6);
