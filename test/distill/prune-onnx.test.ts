@@ -12,12 +12,10 @@
  */
 import { expect, test } from 'vitest';
 import { join } from 'node:path';
-import * as ort from 'onnxruntime-node';
 import * as tf from '../../src/base/tf.js';
 import { CLIP } from '../../src/base/model/clip.js';
 import { mciStages, textLayers, type ClipConfig, type MciStageConfig, type TextLayerConfig } from '../../src/base/model/configs.js';
 import { expectedShapes } from '../../src/base/model/state-dict.js';
-import { toFloat32 } from '../../src/base/io/tensor-data.js';
 import { mulberry32, type Rng } from '../../src/base/random.js';
 import { applyTextMasks, type TextMaskSet, type TextMaskValues } from '../../src/distill/masks/text-masks.js';
 import { applyImageMasks, type ImageMaskSet, type ImageMaskValues } from '../../src/distill/masks/image-masks.js';
@@ -26,7 +24,7 @@ import { pruneImage } from '../../src/distill/masks/prune-image.js';
 import { exportOnnx } from '../../src/export/index.js';
 import { fixture, describeFixtures } from '../paths.js';
 import { imageNHWC, readFixture, relErr, tokensTensor } from '../model/helpers.js';
-import { s0Fixture } from '../export/helpers.js';
+import { runOrtTowers, s0Fixture } from '../export/helpers.js';
 
 const TOL = 1e-4;
 
@@ -203,24 +201,14 @@ describeFixtures('pruned MobileCLIP-S0 fixture (text + image masks) → ONNX', (
       expect(r.verify!.relDiff.image_features).toBeLessThanOrEqual(TOL);
       expect(r.verify!.relDiff.text_features).toBeLessThanOrEqual(TOL);
 
-      const img = inputs.get('image')!;
-      const tok = inputs.get('tokens')!;
-      const s = await ort.InferenceSession.create(path, { intraOpNumThreads: 2 });
-      try {
-        const out = await s.run({
-          image: new ort.Tensor('float32', toFloat32(img), img.shape),
-          tokens: new ort.Tensor('int64', BigInt64Array.from(tok.data as Int32Array, (v) => BigInt(v)), tok.shape),
-        });
-        expect(out.image_features.dims).toEqual([img.shape[0], cfg.embedDim]);
-        expect(out.text_features.dims).toEqual([tok.shape[0], cfg.embedDim]);
-        const ei = relErr(refImage, out.image_features.data as Float32Array);
-        const et = relErr(refText, out.text_features.data as Float32Array);
-        console.log(`pruned S0 ONNX: export check vs fused tfjs ${JSON.stringify(r.verify!.relDiff)}; fixture inputs vs unfused tfjs: image ${ei.toExponential(2)}, text ${et.toExponential(2)}`);
-        expect(ei, 'image_features').toBeLessThanOrEqual(TOL);
-        expect(et, 'text_features').toBeLessThanOrEqual(TOL);
-      } finally {
-        await s.release();
-      }
+      const out = await runOrtTowers(path, inputs);
+      expect(out.image.dims).toEqual([inputs.get('image')!.shape[0], cfg.embedDim]);
+      expect(out.text.dims).toEqual([inputs.get('tokens')!.shape[0], cfg.embedDim]);
+      const ei = relErr(refImage, out.image.data);
+      const et = relErr(refText, out.text.data);
+      console.log(`pruned S0 ONNX: export check vs fused tfjs ${JSON.stringify(r.verify!.relDiff)}; fixture inputs vs unfused tfjs: image ${ei.toExponential(2)}, text ${et.toExponential(2)}`);
+      expect(ei, 'image_features').toBeLessThanOrEqual(TOL);
+      expect(et, 'text_features').toBeLessThanOrEqual(TOL);
     } finally {
       tf.dispose([images, tokens]);
       want.dispose();

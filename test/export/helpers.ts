@@ -8,6 +8,8 @@ import { initBackend } from '../../src/base/backend/index.js';
 import { loadModel } from '../../src/base/model/checkpoint.js';
 import type { CLIP } from '../../src/base/model/clip.js';
 import { fixture } from '../paths.js';
+import * as ort from 'onnxruntime-node';
+import { toFloat32, type StateDict } from '../../src/base/io/tensor-data.js';
 
 /** Deterministic uniform [0, 1). */
 export function rand(seed: number): () => number {
@@ -70,4 +72,26 @@ export function s0Fixture(prefix: string, opts: { fused: boolean }): { readonly 
       return need(dir, 'the folder');
     },
   };
+}
+
+/**
+ * Runs the exported two-tower ONNX file at PATH in onnxruntime on a fixture's `image` (float32 NCHW) and
+ * `tokens` (int32, fed as int64 as PyTorch exports them); returns both outputs with their dims.
+ */
+export async function runOrtTowers(path: string, inputs: StateDict): Promise<{ image: { data: Float32Array; dims: readonly number[] }; text: { data: Float32Array; dims: readonly number[] } }> {
+  const img = inputs.get('image')!;
+  const tok = inputs.get('tokens')!;
+  const s = await ort.InferenceSession.create(path, { intraOpNumThreads: 2 });
+  try {
+    const out = await s.run({
+      image: new ort.Tensor('float32', toFloat32(img), img.shape),
+      tokens: new ort.Tensor('int64', BigInt64Array.from(tok.data as Int32Array, (v) => BigInt(v)), tok.shape),
+    });
+    return {
+      image: { data: out.image_features.data as Float32Array, dims: out.image_features.dims },
+      text: { data: out.text_features.data as Float32Array, dims: out.text_features.dims },
+    };
+  } finally {
+    await s.release();
+  }
 }

@@ -2,7 +2,6 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as ort from 'onnxruntime-node';
 import { initBackend } from '../../src/base/backend/index.js';
 import { loadModel } from '../../src/base/model/checkpoint.js';
 import type { CLIP } from '../../src/base/model/clip.js';
@@ -10,6 +9,7 @@ import { toFloat32 } from '../../src/base/io/tensor-data.js';
 import { exportOnnx } from '../../src/export/index.js';
 import { fixture, describeFixtures } from '../paths.js';
 import { readFixture, relErr } from '../model/helpers.js';
+import { runOrtTowers } from './helpers.js';
 
 const DIR = ['mobileclip2', 'mobileclip2_s0'] as const;
 
@@ -34,21 +34,11 @@ describeFixtures('ONNX export: MobileCLIP2-S0 fixture (open_clip layout, fused)'
     expect(r.verify!.relDiff.text_features).toBeLessThanOrEqual(1e-4);
     const inputs = readFixture(...DIR, 'inputs.safetensors');
     const ref = readFixture(...DIR, 'outputs_fused.safetensors');
-    const img = inputs.get('image')!;
-    const tok = inputs.get('tokens')!;
-    const s = await ort.InferenceSession.create(path, { intraOpNumThreads: 2 });
-    try {
-      const out = await s.run({
-        image: new ort.Tensor('float32', toFloat32(img), img.shape),
-        tokens: new ort.Tensor('int64', BigInt64Array.from(tok.data as Int32Array, (v) => BigInt(v)), tok.shape),
-      });
-      const ei = relErr(toFloat32(ref.get('image_features')!), out.image_features.data as Float32Array);
-      const et = relErr(toFloat32(ref.get('text_features')!), out.text_features.data as Float32Array);
-      console.log(`MobileCLIP2-S0 ONNX: vs tfjs ${JSON.stringify(r.verify!.relDiff)}; vs fixture image_features ${ei.toExponential(2)}, text_features ${et.toExponential(2)}`);
-      expect(ei, 'image_features').toBeLessThanOrEqual(1e-4);
-      expect(et, 'text_features').toBeLessThanOrEqual(1e-4);
-    } finally {
-      await s.release();
-    }
+    const out = await runOrtTowers(path, inputs);
+    const ei = relErr(toFloat32(ref.get('image_features')!), out.image.data);
+    const et = relErr(toFloat32(ref.get('text_features')!), out.text.data);
+    console.log(`MobileCLIP2-S0 ONNX: vs tfjs ${JSON.stringify(r.verify!.relDiff)}; vs fixture image_features ${ei.toExponential(2)}, text_features ${et.toExponential(2)}`);
+    expect(ei, 'image_features').toBeLessThanOrEqual(1e-4);
+    expect(et, 'text_features').toBeLessThanOrEqual(1e-4);
   });
 });
