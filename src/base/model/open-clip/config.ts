@@ -29,6 +29,21 @@ function unsupported(k: StateShapes): string {
   return `open_clip checkpoint with an unsupported image trunk: ${trunkName(k)}; supported: timm FastViT-MCi ('visual.trunk.stem.*', 'visual.trunk.stages.*') timm ViT-MCi ('visual.trunk.patch_embed.backbone.*', 'visual.trunk.blocks.*') and timm's CLIP ViT ('visual.trunk.patch_embed.proj', 'visual.trunk.norm_pre')`;
 }
 
+/** The blocks of a timm ViT trunk (`blocks.N.attn.qkv`, `blocks.N.mlp.fc1`), contiguous from 0; heads as `base` has them, else 64 wide. */
+function timmVitBlocks(k: StateShapes, base: VitConfig | null): TransformerLayerConfig[] {
+  const T = OC_IMAGE;
+  const baseBlocks = base ? vitBlocks(base) : [];
+  const blocks: TransformerLayerConfig[] = [];
+  for (const i of k.indices(`${T}blocks.`)) {
+    if (i !== blocks.length) k.fail(`ViT block ${blocks.length} is missing (found ${T}blocks.${i})`);
+    const p = `${T}blocks.${i}.`;
+    const inner = k.need(`${p}attn.qkv.weight`, 2)[0] / 3;
+    const h = chooseHeads(inner, baseBlocks[i]?.heads, VIT_HEAD_DIM);
+    blocks.push({ heads: h.heads, headDim: h.headDim, ffnDim: k.need(`${p}mlp.fc1.weight`, 2)[0] });
+  }
+  return blocks;
+}
+
 /** timm `vit_base_mci_224`: the MobileCLIP conv stem, pre-LN blocks, final norm, CLS pooling, head with bias. */
 function inferVitTrunk(k: StateShapes, base: VitConfig | null): VitConfig {
   const T = OC_IMAGE;
@@ -36,16 +51,7 @@ function inferVitTrunk(k: StateShapes, base: VitConfig | null): VitConfig {
   const pos = k.need(`${T}pos_embed`, 3);
   const posGrid = Math.round(Math.sqrt(pos[1]));
   if (posGrid * posGrid !== pos[1]) k.fail(`'${T}pos_embed' holds ${pos[1]} positions, not a square grid of patches (a table with a CLS row is not the MobileCLIP ViT)`);
-  const baseBlocks = base ? vitBlocks(base) : [];
-  const blocks: TransformerLayerConfig[] = [];
-  for (const i of k.indices(`${T}blocks.`)) {
-    if (i !== blocks.length) k.fail(`ViT block ${blocks.length} is missing (found ${T}blocks.${i})`);
-    const p = `${T}blocks.${i}.`;
-    const inner = k.need(`${p}attn.qkv.weight`, 2)[0] / 3;
-    const ffnDim = k.need(`${p}mlp.fc1.weight`, 2)[0];
-    const h = chooseHeads(inner, baseBlocks[i]?.heads, VIT_HEAD_DIM);
-    blocks.push({ heads: h.heads, headDim: h.headDim, ffnDim });
-  }
+  const blocks = timmVitBlocks(k, base);
   const v: VitConfig = {
     kind: 'vit',
     name: base?.name ?? 'vit_mci_custom',
@@ -74,15 +80,7 @@ function inferClipVitTrunk(k: StateShapes, base: VitConfig | null): VitConfig {
   const pos = k.need(`${T}pos_embed`, 3);
   const posGrid = Math.round(Math.sqrt(pos[1] - 1));
   if (posGrid * posGrid + 1 !== pos[1]) k.fail(`'${T}pos_embed' holds ${pos[1]} positions, not a CLS row plus a square grid`);
-  const baseBlocks = base ? vitBlocks(base) : [];
-  const blocks: TransformerLayerConfig[] = [];
-  for (const i of k.indices(`${T}blocks.`)) {
-    if (i !== blocks.length) k.fail(`ViT block ${blocks.length} is missing (found ${T}blocks.${i})`);
-    const p = `${T}blocks.${i}.`;
-    const inner = k.need(`${p}attn.qkv.weight`, 2)[0] / 3;
-    const h = chooseHeads(inner, baseBlocks[i]?.heads, VIT_HEAD_DIM);
-    blocks.push({ heads: h.heads, headDim: h.headDim, ffnDim: k.need(`${p}mlp.fc1.weight`, 2)[0] });
-  }
+  const blocks = timmVitBlocks(k, base);
   const v: VitConfig = {
     kind: 'vit',
     name: base?.name ?? 'vit_clip_custom',
