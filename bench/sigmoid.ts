@@ -24,9 +24,8 @@
  *       [--reference models/mclip-emoji.safetensors --vocab models/vocab] [--data DIR] [--backend NAME]
  *
  * Evaluation: `mclip eval --split eval --sample N` (held-out Facebook renderings, evenly spaced; categories and
- * subcategories; cached next to each model). Curves: metrics.jsonl of the training runs (loss, gradient norm
- * before clipping at 1.0); the distillation runs log their loss every tenth of the stage (their log), no
- * gradient norms (`mclip distill` writes no metrics.jsonl).
+ * subcategories; cached next to each model). Curves: metrics.jsonl of the training runs and of the
+ * distillation stages (stage-1/metrics.jsonl): loss and gradient norm before clipping at 1.0, every step.
  *
  * Resumable: a finished training run (RUN/model.safetensors), switched model, distilled stage or cached
  * evaluation is not redone; a stopped training run continues with --resume. RUN/arm.json records the run's
@@ -94,14 +93,6 @@ function readMetrics(run: string): MetricLine[] {
     if (typeof j.step === 'number' && typeof j.loss === 'number') byStep.set(j.step, { step: j.step, loss: j.loss, gradNorm: typeof j.gradNorm === 'number' ? j.gradNorm : NaN });
   }
   return [...byStep.values()].sort((a, b) => a.step - b.step);
-}
-
-/** (step, loss) of a distillation log's progress lines (`mclip: stage 1 dense step N/S: loss X`). */
-function readDistillLog(log: string): Array<{ step: number; loss: number }> {
-  if (!existsSync(log)) return [];
-  const out = new Map<number, number>();
-  for (const m of readFileSync(log, 'utf8').matchAll(/stage 1 dense step (\d+)\/\d+: loss ([-\d.e+]+|NaN)/g)) out.set(Number(m[1]), Number(m[2]));
-  return [...out.entries()].sort((a, b) => a[0] - b[0]).map(([step, loss]) => ({ step, loss }));
 }
 
 function quantileOf(v: number[], q: number): number {
@@ -364,16 +355,26 @@ async function main(): Promise<void> {
       `| ${r.v} | ${c.loss.map((x) => f(x)).join(' | ')} | ${f(c.lastTenth)}${nf} | ${f(c.grad.p10, 2)} / ${f(c.grad.median, 2)} / ${f(c.grad.p90, 2)} | ${f(c.grad.max, 2)} (${f(c.grad.earlyMax, 2)}) | ${(100 * c.clipped).toFixed(0)} % | ${scoreCells(r.scores).join(' | ')} | ${f(times.get(`scratch ${r.v}: train ${steps} steps`), 0)} |`,
     );
   }
-  const tableB = [`| model | fine-tune | distillation loss first → last (steps) | ${scoreHead} |`, `|---|---|---|${'---|'.repeat(7)}`];
-  tableB.push(`| reference (softmax, shipped) | — | — | ${scoreCells(refScores).join(' | ')} |`);
-  for (const r of before) tableB.push(`| switched: ${r.v} | none | — | ${r.error ? `failed: ${r.error.replace(/\|/g, '/').slice(0, 200)}` : scoreCells(r.scores).join(' | ')} |`);
+  const tableB = [`| model | fine-tune | distillation loss, first 10 % → last 10 % | grad-norm p10 / median / p90 | max (first 10 %) | steps clipped (> 1) | ${scoreHead} |`, `|---|---|---|---|---|---|${'---|'.repeat(7)}`];
+  tableB.push(`| reference (softmax, shipped) | — | — | — | — | — | ${scoreCells(refScores).join(' | ')} |`);
+  for (const r of before) tableB.push(`| switched: ${r.v} | none | — | — | — | — | ${r.error ? `failed: ${r.error.replace(/\|/g, '/').slice(0, 200)}` : scoreCells(r.scores).join(' | ')} |`);
+  const ftCurve = (r: (typeof after)[number]) => readMetrics(join(r.dir, 'stage-1'));
   for (const r of after) {
-    const curve = readDistillLog(r.log);
-    const lossCell = curve.length ? `${f(curve[0].loss)} → ${f(curve[curve.length - 1].loss)} (${curve[0].step}…${curve[curve.length - 1].step})` : '—';
+    const m = ftCurve(r);
     const label = r.v === 'softmax' ? 'reference, self-distilled (control)' : `switched: ${r.v}`;
-    tableB.push(`| ${label} | distill ${ftSteps} steps | ${lossCell} | ${r.error ? `failed: ${r.error.replace(/\|/g, '/').slice(0, 200)}` : scoreCells(r.scores).join(' | ')} |`);
+    const tenth = Math.max(1, Math.round(m.length / 10));
+    const c = m.length ? curveSummary(m, []) : null;
+    const curveCells = c
+      ? [`${f(mean(m.slice(0, tenth).map((x) => x.loss)))} → ${f(c.lastTenth)}${c.nonFinite ? ` (${c.nonFinite} non-finite)` : ''}`, `${f(c.grad.p10, 2)} / ${f(c.grad.median, 2)} / ${f(c.grad.p90, 2)}`, `${f(c.grad.max, 2)} (${f(c.grad.earlyMax, 2)})`, `${(100 * c.clipped).toFixed(0)} %`]
+      : ['—', '—', '—', '—'];
+    tableB.push(`| ${label} | distill ${ftSteps} steps | ${curveCells.join(' | ')} | ${r.error ? `failed: ${r.error.replace(/\|/g, '/').slice(0, 200)}` : scoreCells(r.scores).join(' | ')} |`);
   }
-  const curvesB = after.map((r) => `- ${r.v}: ${readDistillLog(r.log).map((p) => `${p.step}: ${f(p.loss)}`).join(', ') || '—'}`);
+  // the loss at every tenth of the fine-tune (mean over ±2 steps)
+  const tenths = Array.from({ length: 11 }, (_, i) => Math.max(1, Math.round((i * ftSteps) / 10)));
+  const curvesB = after.map((r) => {
+    const m = ftCurve(r);
+    return `- ${r.v}: ${m.length ? curveSummary(m, tenths).loss.map((x, i) => `${tenths[i]}: ${f(x)}`).join(', ') : '—'}`;
+  });
   const ratio = (a: number, b: number) => `${b > a ? '+' : '−'}${Math.abs((100 * (b - a)) / a).toFixed(0)} %`;
   const tableC = ['| what | engine | batch | softmax ms | sigmoid ms | sigmoid vs softmax |', '|---|---|---|---|---|---|'];
   for (const r of layer?.rows ?? []) {
@@ -408,7 +409,7 @@ async function main(): Promise<void> {
     '',
     ...tableB,
     '',
-    'Distillation loss along the fine-tunes (step: loss):',
+    'Distillation loss along the fine-tunes (`stage-1/metrics.jsonl`; step: loss, mean over ±2 steps):',
     '',
     ...curvesB,
     '',

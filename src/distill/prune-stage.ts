@@ -35,6 +35,9 @@ import { ImageGates, imagePrunableSize } from './masks/image-gates.js';
 import { ViTGates, vitPrunableSize } from './masks/vit-gates.js';
 import type { Tower, TowerGates } from './masks/tower-gates.js';
 
+/** One optimiser step of a prune stage: the Trainer's metrics, the phase, and during mask learning the expected and target sparsity (of the reference size). */
+export type PruneStepMetrics = StepMetrics & { phase: 'masks' | 'dense'; sparsity?: number; target?: number };
+
 export interface PruneStageOptions {
   /** The towers to mask (default both); their prunable parameters count jointly. */
   towers?: readonly Tower[];
@@ -91,7 +94,7 @@ export interface PruneStageOptions {
    */
   batch: (step: number) => TrainBatch | Promise<TrainBatch>;
   seed?: number;
-  onStep?: (m: StepMetrics & { phase: 'masks' | 'dense'; sparsity?: number; target?: number }) => void;
+  onStep?: (m: PruneStepMetrics) => void;
 }
 
 export interface PruneStageResult {

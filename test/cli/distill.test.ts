@@ -14,7 +14,7 @@ import { ClipTokenizer } from '../../src/base/tokenizer/index.js';
 import { ImageTextLoop } from '../../src/base/train/data-loop.js';
 import { CLIP } from '../../src/base/model/clip.js';
 import { loadModel, saveModel } from '../../src/base/model/checkpoint.js';
-import { engineTeacherFeatures, openLiveTeacher, parseSparsities, parseTowers, teacherFeatures, type StageLine } from '../../src/cli/commands/distill.js';
+import { engineTeacherFeatures, openLiveTeacher, parseSparsities, parseTowers, teacherFeatures, type StageLine, type StepLine } from '../../src/cli/commands/distill.js';
 import { microConfig } from '../micro-config.js';
 import { buildColorDataset, each, writeColorVocab, type Rgb } from './color-data.js';
 import { expectOneLineError, show, tempDir } from './helpers.js';
@@ -55,6 +55,20 @@ describe('mclip distill', () => {
     }
     expect(lines[1].reached).toBeGreaterThan(lines[0].reached);
     expect(lines[1].params).toBeLessThan(lines[0].params);
+    // every stage logs each optimiser step: 6 of mask learning (with the sparsities), then 4 dense ones
+    const metrics = (k: number) => readFileSync(join(out, `stage-${k}`, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as StepLine);
+    for (const k of [1, 2]) {
+      const m = metrics(k);
+      expect(m.map((x) => [x.stage, x.step, x.phase])).toEqual(Array.from({ length: 10 }, (_, i) => [k, i + 1, i < 6 ? 'masks' : 'dense']));
+      for (const x of m) {
+        expect(x.gradNorm).toBeGreaterThan(0);
+        expect(Number.isFinite(x.loss)).toBe(true);
+        expect(x.sparsity != null).toBe(x.phase === 'masks');
+      }
+      expect(m[5].target).toBeCloseTo(lines[k - 1].target, 10);
+      expect(m[9].losses).toEqual(lines[k - 1].lastLoss);
+    }
+    const logged = readFileSync(join(out, 'stage-1', 'metrics.jsonl'), 'utf8');
     // the defaults are printed at the start
     expect(r.stderr).toMatch(/stage 1: 10 steps, 6 of mask learning \(--mask-fraction 0\.6\), target ramp 3 steps/);
     const { model } = await loadModel(join(out, 'stage-2', 'model.safetensors'), {});
@@ -65,6 +79,7 @@ describe('mclip distill', () => {
     expect(again.stderr).toMatch(/stage 1: .* exists, skipped/);
     expect(again.stderr).toMatch(/stage 2: .* exists, skipped/);
     expect(readFileSync(join(out, 'stages.jsonl'), 'utf8').trim().split('\n')).toHaveLength(2);
+    expect(readFileSync(join(out, 'stage-1', 'metrics.jsonl'), 'utf8')).toBe(logged);
   });
 
   test('a stages file (teacher: previous) prunes the text tower only; --sparsity 0 distils in place', async () => {

@@ -28,8 +28,8 @@
  * The teacher's embedding width need not be the student's: affinity mimicking and MobileCLIP's KD compare
  * batch × batch similarity matrices, never features, so no projection is needed and none is refused.
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { Argv } from 'yargs';
 import { withOptions, type OptionTable } from '../options.js';
 import * as tf from '../../base/tf.js';
@@ -45,7 +45,7 @@ import type { TeacherSpec } from '../../base/train/distill-loss.js';
 import type { TrainBatch } from '../../base/train/loss-terms.js';
 import { TINYCLIP_TEACHER_SCALE } from '../../distill/affinity.js';
 import type { Tower } from '../../distill/masks/tower-gates.js';
-import { defaultMaskLr, jointPrunableSize, runPruneStage } from '../../distill/prune-stage.js';
+import { defaultMaskLr, jointPrunableSize, runPruneStage, type PruneStepMetrics } from '../../distill/prune-stage.js';
 import { ENGINES, type EngineName, type ImageTextEncoder } from '../../eval/engine.js';
 import { openEngine } from '../../eval/engine-ort.js';
 import { startBackend, type GlobalArgs } from '../run.js';
@@ -341,6 +341,10 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
       const warmup = Math.max(1, Math.round(args.warmupFraction * st.maskSteps));
       const every = Math.max(1, Math.floor(st.steps / 10));
       const tokenHooks = reduced ? installTokenSettings(current, tokens) : null;
+      // one line per optimiser step (the stage restarts from its first step on a resume, so the file does too)
+      const metricsFile = join(args.out, `stage-${k + 1}`, 'metrics.jsonl');
+      mkdirSync(dirname(metricsFile), { recursive: true });
+      writeFileSync(metricsFile, '');
       let r: Awaited<ReturnType<typeof runPruneStage>>;
       try {
         r = await runPruneStage(current, {
@@ -359,6 +363,7 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
           seed: args.seed + k,
           onStep: (m) => {
             last = m.losses;
+            appendFileSync(metricsFile, JSON.stringify(stepLine(k + 1, m)) + '\n');
             if (!args.quiet && (m.step % every === 0 || m.step === st.maskSteps)) {
               console.error(`mclip: stage ${k + 1} ${m.phase} step ${m.step}/${st.steps}: loss ${m.loss.toFixed(4)}${m.sparsity != null ? `, expected sparsity ${(m.sparsity * 100).toFixed(1)}% (target now ${((m.target ?? 0) * 100).toFixed(1)}%)` : ''}`);
             }
@@ -404,6 +409,42 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
     await disposeLive(teacher);
     await disposeLive(stageTeacher);
   }
+}
+
+/** A line of `stage-K/metrics.jsonl`: the step's losses, learning rates, gradient norm before clipping (null when off), and the sparsities of mask learning. */
+export interface StepLine {
+  stage: number;
+  /** 1-based step within the stage. */
+  step: number;
+  phase: 'masks' | 'dense';
+  loss: number;
+  losses: Record<string, number>;
+  lr: number;
+  groupLr?: Record<string, number>;
+  gradNorm: number | null;
+  logitScale: number;
+  /** Expected sparsity of the reference size and the ramped target (mask learning only). */
+  sparsity?: number;
+  target?: number;
+  samplesPerSec: number;
+  time: string;
+}
+
+function stepLine(stage: number, m: PruneStepMetrics): StepLine {
+  return {
+    stage,
+    step: m.step,
+    phase: m.phase,
+    loss: m.loss,
+    losses: m.losses,
+    lr: m.lr,
+    ...(m.groupLr ? { groupLr: m.groupLr } : {}),
+    gradNorm: Number.isFinite(m.gradNorm) ? m.gradNorm : null,
+    logitScale: m.logitScale,
+    ...(m.sparsity != null ? { sparsity: m.sparsity, target: m.target } : {}),
+    samplesPerSec: m.samplesPerSec,
+    time: new Date().toISOString(),
+  };
 }
 
 async function disposeLive(t: LiveTeacher | null): Promise<void> {
