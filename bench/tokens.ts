@@ -3,7 +3,9 @@
  * pruning / merging setting costs in accuracy and buys in text-tower latency, before and after a short
  * fine-tune with the reducers active.
  *
- *   npm run build && node dist/bench/tokens.js [--work bench-out/tokens] [--steps 150] [--sample 1000] [--runs 20]
+ *   npm run build && node dist/bench/tokens.js [--work bench-out/tokens] [--steps 150] [--sample 1000] [--runs 20] [--latency-only]
+ *
+ * `--latency-only` builds the data it needs and re-measures part 1 alone (WORK/latency.md).
  *
  * 1. **Latency** of the text tower (tfjs on the running backend, and the ONNX export in onnxruntime-node, one
  *    intra-op thread), batch 1 (typical prompts "a photo of a NAME.", cycled) and batch 80, median of --runs:
@@ -22,7 +24,7 @@
  * Every stage is skipped when its output exists (resumable). Outputs: WORK/tokens.md (the tables),
  * WORK/latency.json, the eval reports in WORK/eval and the fine-tunes in WORK/ft-NAME.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '../src/base/tf.js';
 import { initBackend } from '../src/base/backend/index.js';
@@ -299,11 +301,33 @@ async function fineTune(name: string, flags: string[]): Promise<string> {
 const pct = (x: number) => (100 * x).toFixed(1);
 const ms = (x: number | undefined) => (x === undefined ? '—' : x.toFixed(2));
 
+/** The latency table: one row per tower, caption set and setting, with speed-ups against `as-trained`. */
+function latencyTable(lat: { rows: LatencyRow[]; lengths: { typical: number; long: number } }): string[] {
+  const L: string[] = [];
+  L.push(`Text-tower latency, median of ${RUNS} runs at batch 1 (cycling over 80 prompts) and ${runsFor(80)} at batch 80, after 3 and 1 warm-ups (ms), tfjs ${tf.getBackend() ?? ''} and onnxruntime-node (1 thread); mean tokens per caption (SOT … EOT): typical ${lat.lengths.typical.toFixed(1)}, long ${lat.lengths.long.toFixed(1)} of 77. Δ = max|Δ|/max|ref| of the features against as-trained.`, '');
+  L.push('| model | captions | setting | text MMACs | tfjs b1 | tfjs b80 | ORT b1 | ORT b80 | MACs ratio | tfjs b1 speed-up | tfjs b80 speed-up | ORT b1 speed-up | Δ tfjs | Δ ORT |');
+  L.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  for (const r of lat.rows) {
+    const base = lat.rows.find((x) => x.model === r.model && x.captions === r.captions && x.setting === 'as-trained')!;
+    const mm = r.macs !== undefined ? (r.macs / 1e6).toFixed(2) : '—';
+    const mr = r.macs !== undefined && base.macs !== undefined ? `${(base.macs / r.macs).toFixed(2)}×` : '—';
+    L.push(`| ${r.model} | ${r.captions} | ${r.setting} | ${mm} | ${ms(r.tfjs.b1)} | ${ms(r.tfjs.b80)} | ${ms(r.ort?.b1)} | ${ms(r.ort?.b80)} | ${mr} | ${(base.tfjs.b1 / r.tfjs.b1).toFixed(2)}× | ${(base.tfjs.b80 / r.tfjs.b80).toFixed(2)}× | ${r.ort && base.ort ? `${(base.ort.b1 / r.ort.b1).toFixed(2)}×` : '—'} | ${r.diff ? r.diff.tfjs.toExponential(1) : '—'} | ${r.diff?.ort !== undefined ? r.diff.ort.toExponential(1) : '—'} |`);
+  }
+  return L;
+}
+
 async function main(): Promise<void> {
   mkdirSync(WORK, { recursive: true });
   const timings = new Timings(join(WORK, 'timings.json'));
   if (!existsSync(join(DATA, 'manifest.json'))) await mclip(['data', 'emoji', '--out', DATA], join(WORK, 'logs', 'data.log'));
   await timings.stage('long captions', existsSync(join(LONG, 'manifest.json')), buildLongCaptions);
+  if (process.argv.includes('--latency-only')) {
+    // re-measures the latency alone (e.g. on a quiet machine), leaving the accuracy stages as they are
+    rmSync(join(WORK, 'latency.json'), { force: true });
+    const lat = (await timings.stage('latency', false, latency)) ?? (await latency());
+    publish(join(WORK, 'latency.md'), ['# bench/tokens: latency', '', ...latencyTable(lat), '', `Measured ${new Date().toISOString().slice(0, 16)} UTC.`].join('\n'));
+    return;
+  }
 
   // Accuracy before fine-tuning: every setting on short and long captions.
   const before = new Map<string, { short: Scores; long: Scores }>();
@@ -324,16 +348,7 @@ async function main(): Promise<void> {
   const lat = (await timings.stage('latency', existsSync(join(WORK, 'latency.json')), latency)) ?? (await latency());
 
   const L: string[] = [];
-  L.push('# bench/tokens', '');
-  L.push(`Text-tower latency, median of ${RUNS} runs at batch 1 (cycling over 80 prompts) and ${runsFor(80)} at batch 80, after 3 and 1 warm-ups (ms), tfjs ${tf.getBackend() ?? ''} and onnxruntime-node (1 thread); mean tokens per caption (SOT … EOT): typical ${lat.lengths.typical.toFixed(1)}, long ${lat.lengths.long.toFixed(1)} of 77. Δ = max|Δ|/max|ref| of the features against as-trained.`, '');
-  L.push('| model | captions | setting | text MMACs | tfjs b1 | tfjs b80 | ORT b1 | ORT b80 | MACs ratio | tfjs b1 speed-up | tfjs b80 speed-up | ORT b1 speed-up | Δ tfjs | Δ ORT |');
-  L.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
-  for (const r of lat.rows) {
-    const base = lat.rows.find((x) => x.model === r.model && x.captions === r.captions && x.setting === 'as-trained')!;
-    const mm = r.macs !== undefined ? (r.macs / 1e6).toFixed(2) : '—';
-    const mr = r.macs !== undefined && base.macs !== undefined ? `${(base.macs / r.macs).toFixed(2)}×` : '—';
-    L.push(`| ${r.model} | ${r.captions} | ${r.setting} | ${mm} | ${ms(r.tfjs.b1)} | ${ms(r.tfjs.b80)} | ${ms(r.ort?.b1)} | ${ms(r.ort?.b80)} | ${mr} | ${(base.tfjs.b1 / r.tfjs.b1).toFixed(2)}× | ${(base.tfjs.b80 / r.tfjs.b80).toFixed(2)}× | ${r.ort && base.ort ? `${(base.ort.b1 / r.ort.b1).toFixed(2)}×` : '—'} | ${r.diff ? r.diff.tfjs.toExponential(1) : '—'} | ${r.diff?.ort !== undefined ? r.diff.ort.toExponential(1) : '—'} |`);
-  }
+  L.push('# bench/tokens', '', ...latencyTable(lat));
   L.push('', `Accuracy of the shipped emoji model, ${SAMPLE} held-out Facebook renderings (mclip eval --engine tfjs): zero-shot over the categories, R@1 among ${SAMPLE}; text MACs per caption measured on the captions with the reducers in place (M).`, '');
   L.push('| setting | short: ZS top-1 | top-5 | R@1 i→t | t→i | text MMACs | long: ZS top-1 | top-5 | R@1 i→t | t→i | text MMACs |');
   L.push('|---|---|---|---|---|---|---|---|---|---|---|');
@@ -343,7 +358,7 @@ async function main(): Promise<void> {
   L.push('', `After ${STEPS} steps of fine-tuning on the long captions (mclip distill --sparsity 0, batch 32, the shipped model as live teacher), same evaluation; reducers: ${REDUCED.flags.join(' ')}.`, '');
   L.push('| model | evaluated with | short: ZS top-1 | top-5 | R@1 i→t | t→i | text MMACs | long: ZS top-1 | top-5 | R@1 i→t | t→i | text MMACs |');
   L.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
-  const row2 = (m: string, w: string, s: { short: Scores; long: Scores }) => `| ${m} ${row(w, s).slice(2)}`;
+  const row2 = (m: string, w: string, s: { short: Scores; long: Scores }) => `| ${m} | ${row(w, s).slice(2)}`;
   L.push(row2('fine-tuned unreduced', 'as trained', after.control));
   L.push(row2('fine-tuned unreduced', 'the reducers', after.controlReduced));
   L.push(row2('fine-tuned with the reducers', 'the reducers', after.reduced));

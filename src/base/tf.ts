@@ -82,3 +82,29 @@ function register(): void {
 }
 
 register();
+
+/** Numbers, typed arrays and arrays of them: what a scope returns when it reads tensors back; no tensor inside. */
+function plainData(x: unknown): boolean {
+  return typeof x === 'number' || ArrayBuffer.isView(x) || (Array.isArray(x) && x.every(plainData));
+}
+
+/**
+ * tfjs's `tidy`, except that a result that is plain data (typed arrays, numbers, arrays of them — what
+ * `dataSync()` / `arraySync()` at the end of a scope return) is handed back without being searched for
+ * tensors. tfjs looks for the tensors to keep in whatever the scope returns, key by key (`for…in` and a Set of
+ * the values seen), about 1 µs per element: 0.3 s for the 80×69×69 similarity matrix a ToMe layer reads
+ * back. Plain data holds no tensors, so skipping the search changes nothing else: every tensor made in the
+ * scope is still disposed.
+ */
+export function tidy<T extends tfc.TensorContainer>(nameOrFn: string | (() => T), fn?: () => T): T {
+  const scope = typeof nameOrFn === 'function' ? nameOrFn : fn;
+  if (typeof scope !== 'function') return tfc.tidy(nameOrFn, fn); // tfjs reports the misuse
+  let data: { value: T } | undefined;
+  const inner = (): T | void => {
+    const r = scope();
+    if (!plainData(r)) return r;
+    data = { value: r };
+  };
+  const out = typeof nameOrFn === 'string' ? tfc.tidy(nameOrFn, inner) : tfc.tidy(inner);
+  return data ? data.value : (out as T);
+}

@@ -228,6 +228,47 @@ describe('Transpose override', () => {
   }
 });
 
+describe('GatherV2 override', () => {
+  // [x shape, axis, indices shape, index values]
+  const cases: [number[], number, number[], number[]][] = [
+    [[50, 16], 0, [30], Array.from({ length: 30 }, (_, i) => (i * 7) % 50)], // rows, with repeats
+    [[4, 10, 9], 1, [4], [9, 0, 3, 3]], // slices of 9 inside an outer axis
+    [[4, 10, 3, 4], -3, [2, 3], [1, 1, 0, 9, 8, 2]], // negative axis, 2-D indices
+    [[3, 12], 1, [5], [0, 11, 3, 3, 7]], // slice 1: the original kernel
+    [[2, 5, 4], 1, [3], [4, 0, 2]], // slice 4: the original kernel
+    [[6, 8], 0, [0], []], // nothing gathered
+  ];
+  for (const [shape, axis, ishape, idx] of cases) {
+    it(`[${shape}] axis ${axis}, indices [${ishape}]`, async () => {
+      const f = (x?: tf.Tensor, i?: tf.Tensor) => tf.gather(x!, i!, axis);
+      const indices = { shape: ishape, dtype: 'int32' as const, values: idx };
+      expect(await compareBackends(f, [{ shape }, indices])).toBe(0);
+      const n = shape.reduce((a, b) => a * b);
+      expect(await compareBackends(f, [{ shape, dtype: 'int32', values: Int32Array.from({ length: n }, (_, i) => i - 7) }, indices])).toBe(0);
+    });
+  }
+  it('its gradient (UnsortedSegmentSum) matches cpu', async () => {
+    const idx = [3, 0, 3, 7, 1, 1];
+    const err = await compareBackends(gradsOf((x, i) => tf.gather(x!, i!, 0), 1), [{ shape: [9, 12] }, { shape: [6], dtype: 'int32', values: idx }]);
+    expect(err).toBeLessThan(TOL);
+  });
+  it('batchDims 1 and 2 match cpu (the original kernel gets them wrong)', async () => {
+    const idx = { shape: [2, 3], dtype: 'int32' as const, values: [0, 4, 4, 1, 2, 3] };
+    expect(await compareBackends((x, i) => tf.gather(x!, i!, 1, 1), [{ shape: [2, 5, 8] }, idx])).toBe(0);
+    expect(await compareBackends((x, i) => tf.gather(x!, i!, 1, 1), [{ shape: [2, 5, 3] }, idx])).toBe(0);
+    expect(await compareBackends((x, i) => tf.gather(x!, i!, 2, 1), [{ shape: [2, 4, 5, 3] }, idx])).toBe(0);
+    expect(await compareBackends((x, i) => tf.gather(x!, i!, 2, 2), [{ shape: [2, 3, 5, 2] }, { shape: [2, 3, 2], dtype: 'int32', values: [0, 4, 4, 1, 2, 3, 1, 1, 0, 2, 3, 4] }])).toBe(0);
+  });
+  it('an index out of range throws as the original does, and leaks nothing', async () => {
+    await tf.setBackend('wasm');
+    const x = tf.zeros([5, 16]);
+    const before = tf.memory().numTensors;
+    expect(() => tf.gather(x, tf.tensor1d([1, 5], 'int32'))).toThrow(/GatherV2: the index value 5 is not in \[0, 4\]/);
+    expect(tf.memory().numTensors).toBeLessThanOrEqual(before + 1); // the indices tensor only
+    x.dispose();
+  });
+});
+
 describe('Sum / Mean over leading axes (override)', () => {
   it('recognises leading reductions', () => {
     expect(leadingReduction([32, 1, 77, 128], [0, 1, 2])).toEqual([2464, 128]);

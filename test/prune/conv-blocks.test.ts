@@ -9,6 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as tf from '../../src/base/tf.js';
 import { initBackend } from '../../src/base/backend/index.js';
 import { TEXT_TOKENS } from '../../src/base/model/text-context.js';
+import { RepMixerBlock } from '../../src/base/layers/repmixer-block.js';
 import { applyTokenReduction, type TokenReductionOptions } from '../../src/prune/reduction.js';
 import { parseConvBlockPolicy } from '../../src/prune/conv-blocks.js';
 import { applyTextPadding } from '../../src/prune/padding.js';
@@ -127,6 +128,43 @@ describe('token reduction in mct (conv blocks)', () => {
       }
       expect(t.hasHooks()).toBe(false);
     } finally {
+      ids.dispose();
+    }
+  });
+
+  it('with reducers installed the inference shortcut (last block on the EOT rows) still runs, and gives the full path', () => {
+    const ids = tokens(MIXED);
+    const last = t.transformer.at(LAST);
+    if (!(last instanceof RepMixerBlock)) throw new Error('the micro mct tower ends with a RepMixer block');
+    let rows = 0;
+    const plain = last.forwardRows.bind(last);
+    last.forwardRows = (x, r) => {
+      rows++;
+      return plain(x, r);
+    };
+    try {
+      for (const convBlocks of ['restore', 'compact'] as const) {
+        const o: TokenReductionOptions = { prune: [{ layer: 1, keep: 0.6 }], merge: [{ layer: 2, merge: 2 }], convBlocks };
+        rows = 0;
+        const fast = runWith(t, ids, reduce(o));
+        expect(rows, convBlocks).toBe(1);
+        // a hook on the final norm turns the shortcut off: the full path
+        const full = runWith(t, ids, (tw) => {
+          const a = applyTokenReduction(tw, o);
+          const b = tw.finalLayerNorm.registerForwardHook(() => undefined);
+          return { remove: () => (b.remove(), a.remove()) };
+        });
+        expect(rows, convBlocks).toBe(1);
+        expect(relErr(fast, full), convBlocks).toBeLessThan(1e-6);
+      }
+      // a hook on the last block itself turns it off too
+      const h = last.registerForwardPreHook(() => undefined);
+      rows = 0;
+      runWith(t, ids);
+      h.remove();
+      expect(rows).toBe(0);
+    } finally {
+      last.forwardRows = plain;
       ids.dispose();
     }
   });

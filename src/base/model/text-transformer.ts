@@ -122,9 +122,11 @@ export class TextTransformer extends Module {
       const blocks = this.transformer.modules();
       const last = blocks[blocks.length - 1];
       let pooled: tf.Tensor;
-      if (!this.training && !this.hasHooks() && last instanceof RepMixerBlock) {
+      if (!this.training && last instanceof RepMixerBlock && !last.hasHooks() && !this.finalLayerNorm.hasHooks() && !this.transformer.hasOwnHooks()) {
         // Inference shortcut (exact): after the last block only the EOT row is used, so its
-        // pointwise FFN runs on that row alone (about 12 % of the S0 text MACs).
+        // pointwise FFN runs on that row alone (about 12 % of the S0 text MACs). Hooks on the layers
+        // before it (token reducers, a grid restore) run as usual; a hook on the last block, the final
+        // norm or the layer list would miss what the shortcut skips, so any of those turns it off.
         let x = this.embed(tokens, c);
         for (const m of blocks.slice(0, -1)) x = m.call(x, c);
         pooled = this.finalLayerNorm.call(last.forwardRows(x, eotFlatRows(c.require(TEXT_TOKENS), x.shape[1] as number)), c);

@@ -301,6 +301,11 @@ export abstract class Module {
     return this.namedModules().some(([, m]) => m.preHooks.length + m.postHooks.length > 0);
   }
 
+  /** True when this module itself (not a descendant) has a hook. */
+  hasOwnHooks(): boolean {
+    return this.preHooks.length + this.postHooks.length > 0;
+  }
+
   /**
    * Runs the pre-hooks, `forward` and the post-hooks. Subclasses implement `forward`, callers use
    * `call`. `ctx` is the per-forward state of the pass (see `ForwardContext`), handed to every hook

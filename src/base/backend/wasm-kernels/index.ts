@@ -6,7 +6,7 @@
  *  faster overrides: BatchMatMul, _FusedMatMul (explicit transpose instead of the slow transposed
  *                    path), Conv2DBackpropInput (via Conv2D / matmul + col2im), Transpose (2-D case,
  *                    block copies), Identity (shares memory instead of copying), Sum and Mean
- *                    (over leading axes, without the transpose)
+ *                    (over leading axes, without the transpose), GatherV2 (block copies of whole slices)
  */
 import { installBatchMatMul } from './BatchMatMul.js';
 import { installConv2DBackpropFilter } from './Conv2DBackpropFilter.js';
@@ -14,6 +14,7 @@ import { installConv2DBackpropInput } from './Conv2DBackpropInput.js';
 import { installDepthwiseConv2dNativeBackpropFilter } from './DepthwiseConv2dNativeBackpropFilter.js';
 import { installDepthwiseConv2dNativeBackpropInput } from './DepthwiseConv2dNativeBackpropInput.js';
 import { installFusedMatMul } from './FusedMatMul.js';
+import { installGatherV2 } from './GatherV2.js';
 import { installIdentity } from './Identity.js';
 import { installMean, installSum } from './reduce-leading.js';
 import { installTranspose } from './Transpose.js';
@@ -28,7 +29,7 @@ export const ADDED_WASM_KERNELS = [
 ] as const;
 
 /** Kernels the wasm backend has and mclip replaces with faster versions (wrapping the originals). */
-export const OVERRIDDEN_WASM_KERNELS = ['BatchMatMul', '_FusedMatMul', 'Conv2DBackpropInput', 'Transpose', 'Identity', 'Sum', 'Mean'] as const;
+export const OVERRIDDEN_WASM_KERNELS = ['BatchMatMul', '_FusedMatMul', 'Conv2DBackpropInput', 'Transpose', 'Identity', 'Sum', 'Mean', 'GatherV2'] as const;
 
 /**
  * Registers mclip's wasm kernels. Idempotent; safe before or after the wasm backend initialises.
@@ -41,6 +42,7 @@ export function registerWasmKernels(): string[] {
     ['Identity', installIdentity],
     ['Sum', installSum],
     ['Mean', installMean],
+    ['GatherV2', installGatherV2],
     ['BatchMatMul', installBatchMatMul],
     ['_FusedMatMul', installFusedMatMul],
     ['Conv2DBackpropInput', installConv2DBackpropInput],
