@@ -14,9 +14,10 @@
  *       softmax original (`mclip distill --sparsity 0 --teacher REF --init SWITCHED --stage-steps F`); a softmax
  *       control (the reference distilled from itself with the same recipe) separates the switch from the
  *       fine-tune;
- *   (c) latency on this CPU: one text transformer layer of the reference (tfjs in-process on the bench's
- *       backend, and onnxruntime-node on a one-layer graph), softmax vs sigmoid kernel, batch 1 and 32; and the
- *       whole towers through `mclip eval`'s latency pass (tfjs and ORT, batch 1).
+ *   (c) latency on this CPU, in process, softmax and sigmoid alternating run by run (so drift hits both):
+ *       one text transformer layer of the reference (tfjs on the bench's backend, and onnxruntime-node on a
+ *       one-layer graph), batch 1 and 32; and the whole fused towers of the reference and its plain sigmoid
+ *       switch (tfjs, and their verified ONNX exports in onnxruntime-node, one thread), batch 1.
  *
  *   npx tsc -p tsconfig.json && node dist/bench/sigmoid.js [--work bench-out/sigmoid] [--steps 200] [--ft-steps 100]
  *       [--batch 32] [--warmup 20] [--lr 1e-3] [--seed 11] [--eval-sample 1000] [--scratch softmax,sigmoid,…]
@@ -44,8 +45,8 @@ import { GraphBuilder } from '../src/export/graph.js';
 import { OnnxEmitter } from '../src/export/emit.js';
 import { DataType, encodeModel, irVersionForOpset } from '../src/export/onnx-proto.js';
 import { MIN_OPSET } from '../src/export/index.js';
-import { timeFn } from '../src/eval/latency.js';
-import type { EvalReport } from '../src/eval/report.js';
+import { cachedOnnx } from '../src/eval/onnx-cache.js';
+import { loadOrt } from '../src/eval/engine-ort.js';
 import { switchToSigmoid, withSigmoidAttention, type SigmoidOptions } from '../src/sigmoid-attn/index.js';
 import { arg, evaluate, latestStep, mclip, prepareData, publish, runBench, Timings, type Scores, type Setup } from './common.js';
 
@@ -142,6 +143,30 @@ function firstEncoder(m: CLIP): { path: string; layer: TransformerEncoder } {
   throw new Error('the text tower has no transformer layer');
 }
 
+/**
+ * Medians (ms) of `runs` rounds in which `a` and `b` run once each, alternately (after `warmup` rounds), so
+ * that the drift of a shared machine hits both alike.
+ */
+async function interleaved(a: () => Promise<unknown>, b: () => Promise<unknown>, runs: number, warmup = 5): Promise<[number, number]> {
+  const ta: number[] = [];
+  const tb: number[] = [];
+  for (let i = 0; i < warmup + runs; i++) {
+    for (const [f, t] of i % 2 === 0 ? ([[a, ta], [b, tb]] as const) : ([[b, tb], [a, ta]] as const)) {
+      const t0 = performance.now();
+      await f();
+      if (i >= warmup) t.push(performance.now() - t0);
+    }
+  }
+  return [quantileOf(ta, 0.5), quantileOf(tb, 0.5)];
+}
+
+/** A tfjs forward as an async thunk: runs `fn`, waits for its output, frees it. */
+const tfjsRun = (fn: () => tf.Tensor) => async () => {
+  const y = fn();
+  await y.data();
+  y.dispose();
+};
+
 async function layerLatency(reference: string, runs: number, batches: number[]): Promise<{ path: string; rows: LayerLatency[] }> {
   const ort = await import('onnxruntime-node');
   const { model: soft } = await loadModel(reference);
@@ -160,23 +185,9 @@ async function layerLatency(reference: string, runs: number, batches: number[]):
     for (const batch of batches) {
       const data = Float32Array.from({ length: batch * seq * width }, (_, i) => Math.sin(i * 0.37));
       const x = tf.tensor3d(data, [batch, seq, width]);
-      const tfjsMs = async (l: TransformerEncoder) => (await timeFn(() => l.call(x), { runs, warmup: 5, batch })).medianMs;
-      const ortMs = async (s: (typeof sessions)[number]) => {
-        const feeds = { x: new ort.Tensor('float32', data, [batch, seq, width]) };
-        for (let i = 0; i < 5; i++) await s.run(feeds);
-        const t: number[] = [];
-        for (let i = 0; i < runs; i++) {
-          const t0 = performance.now();
-          await s.run(feeds);
-          t.push(performance.now() - t0);
-        }
-        return quantileOf(t, 0.5);
-      };
-      // Interleaved, so drift on a shared machine hits both kernels alike.
-      const tS = await tfjsMs(a.layer);
-      const tG = await tfjsMs(b.layer);
-      const oS = await ortMs(sessions[0]);
-      const oG = await ortMs(sessions[1]);
+      const feeds = { x: new ort.Tensor('float32', data, [batch, seq, width]) };
+      const [tS, tG] = await interleaved(tfjsRun(() => a.layer.call(x)), tfjsRun(() => b.layer.call(x)), runs);
+      const [oS, oG] = await interleaved(() => sessions[0]!.run(feeds), () => sessions[1]!.run(feeds), runs);
       rows.push({ batch, tfjs: { softmax: tS, sigmoid: tG }, ort: { softmax: oS, sigmoid: oG } });
       x.dispose();
     }
@@ -189,13 +200,52 @@ async function layerLatency(reference: string, runs: number, batches: number[]):
 }
 
 interface TowerLatencyRow {
-  tfjs: { image?: number; text?: number };
-  ort: { image?: number; text?: number };
+  tfjs: { image: number; text: number };
+  ort: { image: number; text: number };
 }
 
-function towerLatency(report: EvalReport): TowerLatencyRow {
-  const l = report.rows[0]?.latency;
-  return { tfjs: { image: l?.tfjs.image.b1.medianMs, text: l?.tfjs.text.b1.medianMs }, ort: { image: l?.ort?.image?.b1?.medianMs, text: l?.ort?.text?.b1?.medianMs } };
+/**
+ * Batch-1 latency of the two models' towers (fused), softmax and sigmoid interleaved run by run: tfjs in
+ * process, and each model's verified ONNX export (`cachedOnnx`, cached under `cacheRoot`) in onnxruntime-node
+ * with one thread. A fixed image and a 12-token caption.
+ */
+async function towerLatency(files: { softmax: string; sigmoid: string }, runs: number, cacheRoot: string): Promise<{ softmax: TowerLatencyRow; sigmoid: TowerLatencyRow }> {
+  const ort = await loadOrt();
+  const loaded = await Promise.all([files.softmax, files.sigmoid].map(async (f) => ({ file: f, model: (await loadModel(f, { fused: true })).model })));
+  try {
+    const [soft, sig] = loaded;
+    const cfg = soft!.model.cfg;
+    const size = cfg.image.imageSize;
+    const ctx = cfg.text.contextLength;
+    const px = Float32Array.from({ length: 3 * size * size }, (_, i) => Math.sin(i * 0.11));
+    const ids = new Int32Array(ctx);
+    ids[0] = cfg.text.vocabSize - 2;
+    for (let j = 1; j < 11; j++) ids[j] = 1 + ((j * 37) % (cfg.text.vocabSize - 3));
+    ids[11] = cfg.text.vocabSize - 1;
+    const image = tf.tensor4d(px, [1, 3, size, size]).transpose([0, 2, 3, 1]) as tf.Tensor4D;
+    const tokens = tf.tensor2d(ids, [1, ctx], 'int32');
+    const sess = await Promise.all(
+      loaded.map(async ({ file, model }) => {
+        const e = await cachedOnnx(model, file, { root: cacheRoot });
+        const o = { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential' as const, graphOptimizationLevel: 'all' as const };
+        return { image: await ort.InferenceSession.create(e.image, o), text: await ort.InferenceSession.create(e.text, o) };
+      }),
+    );
+    const feedImage = { image: new ort.Tensor('float32', px, [1, 3, size, size]) };
+    const feedText = { tokens: new ort.Tensor('int64', BigInt64Array.from(ids, (v) => BigInt(v)), [1, ctx]) };
+    const [ti0, ti1] = await interleaved(tfjsRun(() => soft!.model.encodeImage(image)), tfjsRun(() => sig!.model.encodeImage(image)), runs);
+    const [tt0, tt1] = await interleaved(tfjsRun(() => soft!.model.encodeText(tokens)), tfjsRun(() => sig!.model.encodeText(tokens)), runs);
+    const [oi0, oi1] = await interleaved(() => sess[0]!.image.run(feedImage), () => sess[1]!.image.run(feedImage), runs);
+    const [ot0, ot1] = await interleaved(() => sess[0]!.text.run(feedText), () => sess[1]!.text.run(feedText), runs);
+    tf.dispose([image, tokens]);
+    for (const s of sess) await Promise.all([s.image.release(), s.text.release()]);
+    return {
+      softmax: { tfjs: { image: ti0, text: tt0 }, ort: { image: oi0, text: ot0 } },
+      sigmoid: { tfjs: { image: ti1, text: tt1 }, ort: { image: oi1, text: ot1 } },
+    };
+  } finally {
+    for (const l of loaded) l.model.dispose();
+  }
 }
 
 // ---- main
@@ -312,7 +362,7 @@ async function main(): Promise<void> {
     }
   }
 
-  // ---- (c) latency: one text layer in-process, then the towers through mclip eval (sequential, nothing else running)
+  // ---- (c) latency, in process, softmax and sigmoid interleaved run by run: one text layer, then the towers
   let layer: { path: string; rows: LayerLatency[] } | undefined;
   const towers = new Map<string, TowerLatencyRow>();
   if (latencyOn) {
@@ -322,13 +372,15 @@ async function main(): Promise<void> {
       writeFileSync(lf, JSON.stringify(await layerLatency(reference, latencyRuns, [1, 32]), null, 2) + '\n');
     });
     layer = JSON.parse(readFileSync(lf, 'utf8')) as { path: string; rows: LayerLatency[] };
-    for (const [label, file] of [['softmax', reference], ['sigmoid', switched.get('sigmoid')]] as const) {
-      if (!file) continue;
-      const cache = join(work, 'latency', `towers-${label}.json`);
-      await timings.stage(`latency: towers ${label}`, existsSync(cache), () =>
-        mclip(['eval', ...be, '--model', file, '--data', data, '--split', 'eval', '--vocab', vocab, '--limit', '8', '--latency-runs', String(latencyRuns), '--json', cache, '--quiet'], join(logs, 'latency.log')),
-      );
-      towers.set(label, towerLatency(JSON.parse(readFileSync(cache, 'utf8')) as EvalReport));
+    const sigFile = switched.get('sigmoid');
+    if (sigFile) {
+      const tf2 = join(work, 'latency', 'towers.json');
+      await timings.stage('latency: towers', existsSync(tf2), async () => {
+        writeFileSync(tf2, JSON.stringify(await towerLatency({ softmax: reference, sigmoid: sigFile }, latencyRuns, join(work, 'latency', 'onnx')), null, 2) + '\n');
+      });
+      const t = JSON.parse(readFileSync(tf2, 'utf8')) as { softmax: TowerLatencyRow; sigmoid: TowerLatencyRow };
+      towers.set('softmax', t.softmax);
+      towers.set('sigmoid', t.sigmoid);
     }
   }
 
@@ -388,7 +440,7 @@ async function main(): Promise<void> {
       for (const eng of ['tfjs', 'ort'] as const) {
         const a = ts[eng][tower];
         const b = tg[eng][tower];
-        if (a !== undefined && b !== undefined) tableC.push(`| ${tower} tower (mclip eval latency) | ${eng === 'ort' ? 'ORT' : 'tfjs'} | 1 | ${f(a, 2)} | ${f(b, 2)} | ${ratio(a, b)} |`);
+        if (a !== undefined && b !== undefined) tableC.push(`| ${tower} tower (fused) | ${eng === 'ort' ? 'ORT' : 'tfjs'} | 1 | ${f(a, 2)} | ${f(b, 2)} | ${ratio(a, b)} |`);
       }
   }
   const timeRows = ['| stage | wall time (s) |', '|---|---|', ...timings.entries().map(([k, v]) => `| ${k} | ${v.toFixed(0)} |`)];
