@@ -485,7 +485,7 @@ export const DISTILL_OPTIONS = {
   distill: { type: 'string', default: 'affinity', choices: ['affinity', 'kd'], describe: 'affinity (TinyCLIP L_AM) or kd (MobileCLIP L_KD)' },
   seed: { type: 'number', default: 0 },
   limit: { type: 'number', describe: 'use only the first N samples of the split' },
-  out: { type: 'string', demandOption: true, describe: 'output folder: stage-K/model.safetensors and stages.jsonl' },
+  out: { type: 'string', demandOption: true, describe: 'output folder: stage-K/model.safetensors, stage-K/metrics.jsonl (every step: losses, lr, gradient norm) and stages.jsonl' },
   // with --sparsity 0: fine-tune the student with text-token reducers active (the teacher unreduced)
   ...TOKEN_OPTIONS,
 } as const satisfies OptionTable;
