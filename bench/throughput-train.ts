@@ -1,7 +1,7 @@
 /**
  * The training half of bench/throughput: median step time of `mobileclip_tiny` at batch 32 (forward,
  * backward, AdamW; BatchNorm in train mode) with 1 and with N data-parallel ranks, in this process, on
- * synthetic batches (the data loader is not timed), and the PyTorch anchor (the official code, one CLIP
+ * synthetic batches (the data loader is not timed) — each alone, and paired (steps alternating) — and the PyTorch anchor (the official code, one CLIP
  * step of the same model) when ../shared/anchors and $REFSRC are set up.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -71,6 +71,52 @@ export async function timeTrainStep(ranks: number, o: { batch?: number; warmup?:
   }
   const med = quantile(times, 0.5);
   return { ranks, medianMs: med, p90Ms: quantile(times, 0.9), samplesPerSec: (1000 * batch) / med };
+}
+
+/**
+ * 1 rank against `ranks` ranks, step by step: two trainers (each its own model from the same seed), whose
+ * steps alternate (A B, then B A, …) on the same synthetic batches, so that the machine's drift hits both
+ * alike. Returns each one's median step and the median of the per-step ratios (1-rank time / N-rank time).
+ */
+export async function pairedTrainSteps(ranks: number, o: { batch?: number; warmup?: number; steps?: number } = {}): Promise<{ one: StepTiming; many: StepTiming; medianRatio: number }> {
+  const batch = o.batch ?? 32;
+  const warmup = o.warmup ?? 3;
+  const steps = o.steps ?? 20;
+  const cfg = getConfig('mobileclip_tiny');
+  const m1 = new CLIP(cfg, { seed: 1 });
+  const mN = new CLIP(cfg, { seed: 1 });
+  const r = await DataParallel.start(mN, { workers: ranks, maxBatch: batch, lambda: 0 });
+  if (!r.dp) {
+    m1.dispose();
+    mN.dispose();
+    throw new Error(`data-parallel workers did not start: ${r.reason}`);
+  }
+  const dp = r.dp;
+  const t1 = new Trainer(m1, { lr: 1e-3, totalSteps: warmup + steps });
+  const tN = new Trainer(mN, { lr: 1e-3, totalSteps: warmup + steps, parallel: dp });
+  const a: number[] = [];
+  const b: number[] = [];
+  try {
+    for (let i = 0; i < warmup + steps; i++) {
+      const order: Array<[Trainer, number[]]> = i % 2 === 0 ? [[t1, a], [tN, b]] : [[tN, b], [t1, a]];
+      for (const [t, out] of order) {
+        const bt = syntheticBatch(batch, cfg.image.imageSize, cfg.text.contextLength, cfg.text.vocabSize, i);
+        const t0 = performance.now();
+        t.step(bt);
+        const dt = performance.now() - t0;
+        tf.dispose([bt.images, bt.gtTokens]);
+        if (i >= warmup) out.push(dt);
+      }
+    }
+  } finally {
+    t1.dispose();
+    tN.dispose();
+    await dp.dispose();
+    m1.dispose();
+    mN.dispose();
+  }
+  const timing = (v: number[], n: number): StepTiming => ({ ranks: n, medianMs: quantile(v, 0.5), p90Ms: quantile(v, 0.9), samplesPerSec: (1000 * batch) / quantile(v, 0.5) });
+  return { one: timing(a, 1), many: timing(b, ranks), medianRatio: quantile(a.map((x, i) => x / b[i]!), 0.5) };
 }
 
 /** The PyTorch anchor's median step time (ms) at `threads` threads, or null with the reason. */

@@ -2,9 +2,11 @@
  * bench/throughput — in one run on this machine: the `mobileclip_tiny` train step (batch 32) with 1 and 2
  * data-parallel ranks beside the PyTorch anchor (the official code, ../shared/anchors/torch_train_step.py,
  * 1 and 2 threads; needs $REFSRC) and the machine's ceiling for two ranks (two independent one-thread
- * processes at half the batch, run together), embedding throughput of `mclip eval`'s engines (tfjs on wasm vs the
- * ONNX export in onnxruntime-node) for mobileclip_tiny and, when the fixture is present, MobileCLIP-S0, and
- * `mclip reinforce` samples/s with each engine. Each measurement runs alone (one after the other).
+ * processes at half the batch, run together), 1 and 2 ranks again with their steps alternating (paired, so
+ * drift between blocks of runs does not enter the ratio), embedding throughput of `mclip eval`'s engines
+ * (tfjs on wasm vs the ONNX export in onnxruntime-node, alternating batch by batch) for mobileclip_tiny and,
+ * when the fixture is present, MobileCLIP-S0, and `mclip reinforce` samples/s with each engine. Each
+ * measurement runs alone (one after the other).
  *
  *   npm run build && REFSRC=/path/to/refsrc node dist/bench/throughput.js [--work bench-out/throughput] [--model CKPT] [--data DIR --vocab DIR]
  *
@@ -20,7 +22,7 @@ import { loadModel, saveModel } from '../src/base/model/checkpoint.js';
 import { openEngine } from '../src/eval/engine-ort.js';
 import type { EngineName } from '../src/eval/engine.js';
 import { ROOT, arg, mclip } from './common.js';
-import { concurrentHalfSteps, timeTrainStep, torchAnchor } from './throughput-train.js';
+import { concurrentHalfSteps, pairedTrainSteps, timeTrainStep, torchAnchor } from './throughput-train.js';
 
 interface EmbedRate {
   model: string;
@@ -31,35 +33,50 @@ interface EmbedRate {
   samplesPerSec: number;
 }
 
-/** Images and texts per second of one engine over `n` samples in batches of 32 (after one warm-up batch). */
-async function embedRate(label: string, ckpt: string, engine: EngineName, n: number, cacheDir: string): Promise<EmbedRate> {
+/**
+ * Images and texts per second of the tfjs and ORT engines over `n` samples in batches of 32 (after one
+ * warm-up batch each), the two engines alternating batch by batch (tfjs ORT, then ORT tfjs, …) so that the
+ * machine's drift hits both alike.
+ */
+async function embedRates(label: string, ckpt: string, n: number, cacheDir: string): Promise<EmbedRate[]> {
   const { model, config } = await loadModel(ckpt, { fused: true });
-  const opened = await openEngine(engine, model, { checkpoint: ckpt, root: cacheDir });
-  if (opened.report.engine !== engine) throw new Error(`${label}: ${opened.line}`);
-  const s = config.image.imageSize;
-  const ctx = config.text.contextLength;
-  const b = 32;
-  const pixels = Float32Array.from({ length: b * 3 * s * s }, (_, i) => ((i * 2654435761) % 1000) / 1000);
-  const tokens = new Int32Array(b * ctx);
-  for (let r = 0; r < b; r++) {
-    tokens[r * ctx] = config.text.vocabSize - 2;
-    for (let j = 1; j < 12; j++) tokens[r * ctx + j] = 1 + ((r * 31 + j * 7) % (config.text.vocabSize - 3));
-    tokens[r * ctx + 12] = config.text.vocabSize - 1;
+  const engines = await Promise.all((['tfjs', 'ort'] as const).map((e) => openEngine(e, model, { checkpoint: ckpt, root: cacheDir })));
+  try {
+    for (const [i, o] of engines.entries()) if (o.report.engine !== (['tfjs', 'ort'] as const)[i]) throw new Error(`${label}: ${o.line}`);
+    const s = config.image.imageSize;
+    const ctx = config.text.contextLength;
+    const b = 32;
+    const pixels = Float32Array.from({ length: b * 3 * s * s }, (_, i) => ((i * 2654435761) % 1000) / 1000);
+    const tokens = new Int32Array(b * ctx);
+    for (let r = 0; r < b; r++) {
+      tokens[r * ctx] = config.text.vocabSize - 2;
+      for (let j = 1; j < 12; j++) tokens[r * ctx + j] = 1 + ((r * 31 + j * 7) % (config.text.vocabSize - 3));
+      tokens[r * ctx + 12] = config.text.vocabSize - 1;
+    }
+    for (const { engine: e } of engines) {
+      await e.encodeImages(pixels, b, 'nchw');
+      await e.encodeTexts(tokens, b);
+    }
+    const batches = Math.ceil(n / b);
+    const img = [0, 0];
+    const txt = [0, 0];
+    for (let i = 0; i < batches; i++) {
+      for (const k of i % 2 === 0 ? [0, 1] : [1, 0]) {
+        const e = engines[k]!.engine;
+        let t0 = performance.now();
+        await e.encodeImages(pixels, b, 'nchw');
+        img[k]! += (performance.now() - t0) / 1000;
+        t0 = performance.now();
+        await e.encodeTexts(tokens, b);
+        txt[k]! += (performance.now() - t0) / 1000;
+      }
+    }
+    const m = batches * b;
+    return (['tfjs', 'ort'] as const).map((engine, k) => ({ model: label, engine, imagesPerSec: m / img[k]!, textsPerSec: m / txt[k]!, samplesPerSec: m / (img[k]! + txt[k]!) }));
+  } finally {
+    for (const o of engines) await o.engine.dispose();
+    model.dispose();
   }
-  const e = opened.engine;
-  await e.encodeImages(pixels, b, 'nchw');
-  await e.encodeTexts(tokens, b);
-  const batches = Math.ceil(n / b);
-  let t0 = performance.now();
-  for (let i = 0; i < batches; i++) await e.encodeImages(pixels, b, 'nchw');
-  const img = (performance.now() - t0) / 1000;
-  t0 = performance.now();
-  for (let i = 0; i < batches; i++) await e.encodeTexts(tokens, b);
-  const txt = (performance.now() - t0) / 1000;
-  await e.dispose();
-  model.dispose();
-  const m = batches * b;
-  return { model: label, engine, imagesPerSec: m / img, textsPerSec: m / txt, samplesPerSec: m / (img + txt) };
 }
 
 /** `mclip reinforce` samples/s (summed over its shard lines) with one tiny teacher and `engine`. */
@@ -90,6 +107,7 @@ async function main(): Promise<void> {
   const one = await timeTrainStep(1);
   const two = await timeTrainStep(2);
   const ceiling = await concurrentHalfSteps(32);
+  const paired = await pairedTrainSteps(2);
   const pt1 = torchAnchor(1, ROOT);
   const pt2 = torchAnchor(2, ROOT);
   const ms = (v: number | null) => (v == null ? '—' : `${(v / 1000).toFixed(2)} s`);
@@ -100,6 +118,7 @@ async function main(): Promise<void> {
     '|---|---|---|---|---|',
     `| mclip, 1 worker (wasm, 1 thread) | ${ms(one.medianMs)} | ${one.samplesPerSec.toFixed(1)} | 1.00× | ${pt1.medianMs ? (pt1.medianMs / one.medianMs).toFixed(2) + '×' : '—'} |`,
     `| mclip, 2 workers (data-parallel) | ${ms(two.medianMs)} | ${two.samplesPerSec.toFixed(1)} | ${(one.medianMs / two.medianMs).toFixed(2)}× | ${pt1.medianMs ? (pt1.medianMs / two.medianMs).toFixed(2) + '×' : '—'} |`,
+    `| paired: 1 worker and 2 workers alternating step by step, 20 steps each (median of the per-step ratios) | ${ms(paired.one.medianMs)} / ${ms(paired.many.medianMs)} | ${paired.one.samplesPerSec.toFixed(1)} / ${paired.many.samplesPerSec.toFixed(1)} | ${paired.medianRatio.toFixed(2)}× | ${pt1.medianMs ? (pt1.medianMs / paired.many.medianMs).toFixed(2) + '×' : '—'} |`,
     `| ceiling: 2 independent processes at batch 16 each, run together (no exchange) | ${ms(ceiling.medianMs)} | ${((32 * 1000) / ceiling.medianMs).toFixed(1)} | ${(one.medianMs / ceiling.medianMs).toFixed(2)}× | ${pt1.medianMs ? (pt1.medianMs / ceiling.medianMs).toFixed(2) + '×' : '—'} |`,
     `| PyTorch 1.13 CPU, 1 thread (official code) | ${ms(pt1.medianMs)} | ${pt1.medianMs ? ((32 * 1000) / pt1.medianMs).toFixed(1) : '—'} | | ${pt1.medianMs ? '1.00×' : pt1.note} |`,
     `| PyTorch 1.13 CPU, 2 threads | ${ms(pt2.medianMs)} | ${pt2.medianMs ? ((32 * 1000) / pt2.medianMs).toFixed(1) : '—'} | | ${pt2.medianMs && pt1.medianMs ? (pt1.medianMs / pt2.medianMs).toFixed(2) + '×' : pt2.note} |`,
@@ -119,9 +138,9 @@ async function main(): Promise<void> {
   if (existsSync(s0)) models.push(['MobileCLIP-S0 (fixture weights)', s0]);
   const rates: EmbedRate[] = [];
   for (const [label, ckpt] of models) {
-    for (const engine of ['tfjs', 'ort'] as const) rates.push(await embedRate(label, ckpt, engine, label.startsWith('Mobile') ? 64 : 256, cacheDir));
+    rates.push(...(await embedRates(label, ckpt, label.startsWith('Mobile') ? 64 : 256, cacheDir)));
   }
-  lines.push('### Evaluation: embedding throughput, batch 32 (tfjs wasm 1 thread vs onnxruntime-node 2 threads)', '', '| model | engine | images/s | texts/s | samples/s (image + text) | ORT / tfjs |', '|---|---|---|---|---|---|');
+  lines.push('### Evaluation: embedding throughput, batch 32 (tfjs wasm 1 thread vs onnxruntime-node 2 threads, alternating batch by batch)', '', '| model | engine | images/s | texts/s | samples/s (image + text) | ORT / tfjs |', '|---|---|---|---|---|---|');
   for (const r of rates) {
     const base = rates.find((q) => q.model === r.model && q.engine === 'tfjs')!;
     lines.push(`| ${r.model} | ${r.engine} | ${r.imagesPerSec.toFixed(0)} | ${r.textsPerSec.toFixed(0)} | ${r.samplesPerSec.toFixed(0)} | ${(r.samplesPerSec / base.samplesPerSec).toFixed(2)}× |`);
