@@ -38,7 +38,7 @@ import { readImageTextDataset } from '../src/base/data/sample.js';
 import { buildOnnx, truncateTokenRows } from '../src/export/index.js';
 import { loadOrt } from '../src/eval/engine-ort.js';
 import { measuredTextMacs } from '../src/eval/cost.js';
-import { installTokenSettings, parseTokenArgs, textLayerCount } from '../src/cli/token-options.js';
+import { installTokenSettings, parseTokenArgs, textLayerCount, type TokenArgs } from '../src/cli/token-options.js';
 import type { EvalReport } from '../src/eval/report.js';
 import { arg, mclip, publish, ROOT, runBench, Timings } from './common.js';
 
@@ -66,8 +66,10 @@ const SETTINGS: Array<{ name: string; flags: string[] }> = [
   { name: 'truncate + merge L1,2 r 4', flags: ['--text-padding', 'truncate', '--merge-layers', '1,2', '--merge', '4'] },
   { name: 'truncate + merge L1,2 r 8', flags: ['--text-padding', 'truncate', '--merge-layers', '1,2', '--merge', '8'] },
   { name: 'truncate + prune L1 0.5 + merge L2 r 8', flags: ['--text-padding', 'truncate', '--prune-layers', '1', '--keep', '0.5', '--merge-layers', '2', '--merge', '8'] },
+  // the same reducers with the last RepMixer block on the short sequence (src/prune/conv-blocks.ts) instead of the restored grid
+  { name: 'truncate + prune L1 0.5 + merge L2 r 8, compact', flags: ['--text-padding', 'truncate', '--prune-layers', '1', '--keep', '0.5', '--merge-layers', '2', '--merge', '8', '--conv-blocks', 'compact'] },
 ];
-const REDUCED = SETTINGS[SETTINGS.length - 1]!;
+const REDUCED = SETTINGS.find((st) => st.name === 'truncate + prune L1 0.5 + merge L2 r 8')!;
 /** The causal B-size tower (12 layers): truncate, and pruning + merging in its early-to-middle layers. */
 const CAUSAL_SETTINGS: Array<{ name: string; flags: string[] }> = [
   { name: 'as-trained', flags: [] },
@@ -257,13 +259,13 @@ async function tfjsFeatures(model: CLIP, ids: Int32Array): Promise<Float32Array>
   return d;
 }
 
-function flagsToArgs(flags: string[]): { textPadding?: string; pruneLayers?: string; keep?: number; mergeLayers?: string; merge?: number } {
+function flagsToArgs(flags: string[]): TokenArgs {
   const get = (f: string) => {
     const i = flags.indexOf(f);
     return i >= 0 ? flags[i + 1] : undefined;
   };
   const num = (f: string) => (get(f) === undefined ? undefined : Number(get(f)));
-  return { textPadding: get('--text-padding'), pruneLayers: get('--prune-layers'), keep: num('--keep'), mergeLayers: get('--merge-layers'), merge: num('--merge') };
+  return { textPadding: get('--text-padding'), pruneLayers: get('--prune-layers'), keep: num('--keep'), mergeLayers: get('--merge-layers'), merge: num('--merge'), convBlocks: get('--conv-blocks') };
 }
 
 interface Scores {

@@ -7,6 +7,7 @@ import type { HookHandle } from '../base/nn/module.js';
 import type { CLIP } from '../base/model/clip.js';
 import { applyTextPadding, TEXT_PADDINGS, type TextPadding } from '../prune/padding.js';
 import { applyTokenReduction } from '../prune/reduction.js';
+import { CONV_BLOCK_POLICIES, isConvBlockPolicy, type ConvBlockPolicy } from '../prune/conv-blocks.js';
 import { hookGroup } from '../prune/hook-group.js';
 import { textLayers } from '../base/model/configs.js';
 import type { OptionTable } from './options.js';
@@ -22,6 +23,11 @@ export const TOKEN_OPTIONS = {
   keep: { type: 'number', describe: 'with --prune-layers: fraction of the present tokens each pruning layer keeps, in (0, 1]' },
   'merge-layers': { type: 'string', describe: 'text layers (0-based, comma-separated) after whose attention ToMe merges token pairs' },
   merge: { type: 'number', describe: 'with --merge-layers: token pairs merged in each merging layer (r)' },
+  'conv-blocks': {
+    type: 'string',
+    choices: CONV_BLOCK_POLICIES,
+    describe: "with pruning or merging in an mct tower: what its last RepMixer block sees (restore: the full grid again, the default; compact: the short sequence; see src/prune/conv-blocks.ts)",
+  },
 } as const satisfies OptionTable;
 
 /** What TOKEN_OPTIONS parse into. */
@@ -29,6 +35,8 @@ export interface TokenSettings {
   padding: TextPadding;
   prune: { layer: number; keep: number }[];
   merge: { layer: number; merge: number }[];
+  /** Before a RepMixer block that follows reduced layers (`mct`). */
+  convBlocks: ConvBlockPolicy;
 }
 
 export interface TokenArgs {
@@ -37,6 +45,7 @@ export interface TokenArgs {
   keep?: number;
   mergeLayers?: string;
   merge?: number;
+  convBlocks?: string;
 }
 
 function layerList(flag: string, s: string, layers: number): number[] {
@@ -62,7 +71,10 @@ export function parseTokenArgs(a: TokenArgs, layers: number): TokenSettings {
     if (!(Number.isInteger(a.merge) && a.merge >= 0)) throw new UsageError(`--merge: expected a whole number of token pairs ≥ 0, got ${a.merge}`);
     for (const layer of layerList('merge-layers', a.mergeLayers, layers)) merge.push({ layer, merge: a.merge });
   }
-  return { padding, prune, merge };
+  const convBlocks = a.convBlocks ?? 'restore';
+  if (!isConvBlockPolicy(convBlocks)) throw new UsageError(`--conv-blocks: unknown policy '${a.convBlocks}' (choices: ${CONV_BLOCK_POLICIES.join(', ')})`);
+  if (a.convBlocks !== undefined && prune.length === 0 && merge.length === 0) throw new UsageError('--conv-blocks goes with --prune-layers or --merge-layers');
+  return { padding, prune, merge, convBlocks };
 }
 
 /** True when the settings change nothing (the model runs as trained). */
@@ -80,7 +92,7 @@ export function installTokenSettings(model: CLIP, s: TokenSettings): HookHandle 
   const handles: HookHandle[] = [];
   try {
     handles.push(applyTextPadding(model.textEncoder, s.padding));
-    if (s.prune.length || s.merge.length) handles.push(applyTokenReduction(model.textEncoder, { prune: s.prune, merge: s.merge }));
+    if (s.prune.length || s.merge.length) handles.push(applyTokenReduction(model.textEncoder, { prune: s.prune, merge: s.merge, convBlocks: s.convBlocks }));
   } catch (e) {
     handles.forEach((h) => h.remove());
     throw e;
@@ -94,5 +106,6 @@ export function tokenFlags(s: TokenSettings): string[] {
   if (s.padding !== 'as-trained') out.push('--text-padding', s.padding);
   if (s.prune.length) out.push('--prune-layers', s.prune.map((p) => p.layer).join(','), '--keep', String(s.prune[0]!.keep));
   if (s.merge.length) out.push('--merge-layers', s.merge.map((m) => m.layer).join(','), '--merge', String(s.merge[0]!.merge));
+  if (s.convBlocks !== 'restore' && (s.prune.length || s.merge.length)) out.push('--conv-blocks', s.convBlocks);
   return out;
 }

@@ -48,9 +48,24 @@ describe('mclip eval: token flags', () => {
     expect(pruned.params.total).toBe(base.params.total);
   });
 
+  test('--conv-blocks compact runs the mct tower\'s last RepMixer block on the kept tokens: fewer text MACs than restore', async () => {
+    const flags = ['--prune-layers', '1', '--keep', '0.5', '--text-padding', 'truncate'];
+    const restore = (await evalRow('restore', [...flags, '--conv-blocks', 'restore'])).report.rows[0]!;
+    const compact = await evalRow('compact', [...flags, '--conv-blocks', 'compact']);
+    const c = compact.report.rows[0]!;
+    expect(compact.stderr).toMatch(/compact: text tokens --text-padding truncate --prune-layers 1 --keep 0\.5 --conv-blocks compact:/);
+    expect(c.macs.textPresent!).toBeLessThan(0.97 * restore.macs.textPresent!);
+    // the default is restore: the same figures without the flag
+    const dflt = (await evalRow('default', flags)).report.rows[0]!;
+    expect(dflt.macs.textPresent).toBe(restore.macs.textPresent);
+    expect(dflt.retrieval).toEqual(restore.retrieval);
+  });
+
   test('token flags with --shard, and half a pair of flags, are usage errors before any data loads', async () => {
     const common = ['eval', '--model', join(dir, 'model.safetensors'), '--data', join(dir, 'data'), '--vocab', join(dir, 'vocab')];
     expectOneLineError(expect, await runMain([...common, '--shard', '0/2', '--json', join(dir, 'p.json'), '--text-padding', 'truncate']), /--text-padding \/ --prune-layers \/ --merge-layers: not with --shard/, 2);
     expectOneLineError(expect, await runMain([...common, '--no-latency', '--keep', '0.5']), /--prune-layers and --keep go together/, 2);
+    expectOneLineError(expect, await runMain([...common, '--no-latency', '--conv-blocks', 'compact']), /--conv-blocks goes with --prune-layers or --merge-layers/, 2);
+    expectOneLineError(expect, await runMain([...common, '--no-latency', '--prune-layers', '1', '--keep', '0.5', '--conv-blocks', 'unmerge']), /conv-blocks/, 2);
   });
 });
