@@ -14,7 +14,7 @@
  *
  *   npx tsc -p tsconfig.json && node dist/bench/tinyclip.js [--work DIR] [--budget 240] [--batch 32]
  *       [--targets 0.5,0.75] [--only one-stage,progressive,manual,scratch] [--eval-sample 1000]
- *       [--live-teacher] [--augs 5] [--latency-runs 30] [--no-latency]
+ *       [--live-teacher] [--augs 5] [--latency-runs 30] [--no-latency] [--lr 1e-4] [--seed 0]
  *       [--teacher models/mclip-emoji.safetensors --vocab models/vocab] [--data DIR] [--limit N] [--backend NAME]
  *
  * Teacher: the shipped reference model (models/README.md) and its vocabulary. Data: `mclip data emoji`
@@ -213,6 +213,9 @@ async function main(): Promise<void> {
   const latencyOn = !process.argv.includes('--no-latency');
   const reinforced = !process.argv.includes('--live-teacher');
   const limit = arg('limit', '');
+  // the model lr and the seed of every distillation (mclip distill's defaults, 1e-4 and 0, when absent)
+  const lr = arg('lr', '');
+  const seed = arg('seed', '');
   const backend = arg('backend', '');
   const be = backend ? ['--backend', backend] : [];
   const setup: Setup = { work, data: resolve(arg('data', join(work, 'emoji'))), vocab: resolve(arg('vocab', join('models', 'vocab'))), evalSample: Number(arg('eval-sample', '1000')) };
@@ -292,6 +295,8 @@ async function main(): Promise<void> {
     batch,
     ...(towers ? ['--towers', 'both'] : []),
     ...(limit ? ['--limit', limit] : []),
+    ...(lr ? ['--lr', lr] : []),
+    ...(seed ? ['--seed', seed] : []),
     '--out',
     j.run,
   ];
@@ -495,7 +500,7 @@ async function main(): Promise<void> {
       `${towers ? ', both towers pruned (`--towers both`)' : ' — **text tower only** (this mclip distill has no `--towers`; the image tower trains along unpruned)'}; ` +
       `teacher ${reinforced ? `embeddings stored once by \`mclip reinforce --augs ${augs} --teacher-scale ${TINYCLIP_TEACHER_SCALE}\` (\`--reinforced\`)` : 'run live in every distillation (`--teacher`)'}${limit ? `; first ${limit} training samples only (--limit)` : ''}. One seed per arm.`,
     '',
-    `Arms: one-stage = \`--sparsity S --stage-steps ${budget}\` from the teacher; progressive = two stages (${targets.map((t) => progressive(t).join(',')).join(' and ')}) of ${budget / 2} steps; manual = \`mclip inherit\` of the teacher with the grid point whose parameter count is closest to the one-stage model's, then \`--sparsity 0 --stage-steps ${budget}\`; scratch = the one-stage architecture from a random init (seed 7), same distillation.`,
+    `Arms: one-stage = \`--sparsity S --stage-steps ${budget}\` from the teacher; progressive = two stages (${targets.map((t) => progressive(t).join(',')).join(' and ')}) of ${budget / 2} steps; manual = \`mclip inherit\` of the teacher with the grid point whose parameter count is closest to the one-stage model's, then \`--sparsity 0 --stage-steps ${budget}\`; scratch = the one-stage architecture from a random init (seed 7), same distillation. Every distillation: lr ${lr || '1e-4 (default)'}, seed ${seed || '0 (default)'}.`,
     '',
     `Params: trainable, evaluated (fused) model, from the eval report; MACs per image / per 77-token text. Reached sparsity: 1 − prunable parameters (methods.md §3.4 N₀: text transformer layers + RepMixer blocks, MCi blocks; embeddings, norms and projections not counted) of the final model / the teacher's, counted in-process, both towers together and each tower. ` +
       `Latency: median, batch 1, ${latencyRows.length ? `${describeLatency(latencyRows, { engine: 'tfjs', tower: 'image' }).replace(/^latency \(ms, median\): /, '').replace(/, batch .*$/, '')} and ${describeLatency(latencyRows, { engine: 'ort', tower: 'image' }).replace(/^latency \(ms, median\): /, '').replace(/, batch .*$/, '')}, ${latencyRuns} runs after warm-up, measured in one sequential pass after training` : 'not measured'}. Accuracies in %, (Δ to the teacher in points). Last loss: the distillation loss at the arm's last step (training batch).`,
