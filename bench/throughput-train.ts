@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '../src/base/tf.js';
 import { CLIP } from '../src/base/model/clip.js';
-import { getConfig } from '../src/base/model/configs.js';
+import { getConfig, type ClipConfig } from '../src/base/model/configs.js';
 import { Trainer } from '../src/base/train/trainer.js';
 import { DataParallel } from '../src/base/train/parallel/data-parallel.js';
 import type { TrainBatch } from '../src/base/train/loss-terms.js';
@@ -40,6 +40,16 @@ function syntheticBatch(b: number, size: number, context: number, vocab: number,
   return { images: tf.tensor4d(Float32Array.from({ length: b * size * size * 3 }, rnd), [b, size, size, 3]), gtTokens: tf.tensor2d(tokens, [b, context], 'int32') };
 }
 
+/** ms of one trainer step on synthetic batch `i` (the batch is built before and freed after the timing). */
+function timedStep(trainer: Trainer, cfg: ClipConfig, batch: number, i: number): number {
+  const b = syntheticBatch(batch, cfg.image.imageSize, cfg.text.contextLength, cfg.text.vocabSize, i);
+  const t0 = performance.now();
+  trainer.step(b);
+  const dt = performance.now() - t0;
+  tf.dispose([b.images, b.gtTokens]);
+  return dt;
+}
+
 /** Median / p90 step time over `steps` steps after `warmup` steps, with `ranks` data-parallel ranks. */
 export async function timeTrainStep(ranks: number, o: { batch?: number; warmup?: number; steps?: number } = {}): Promise<StepTiming> {
   const batch = o.batch ?? 32;
@@ -57,11 +67,7 @@ export async function timeTrainStep(ranks: number, o: { batch?: number; warmup?:
   const times: number[] = [];
   try {
     for (let i = 0; i < warmup + steps; i++) {
-      const b = syntheticBatch(batch, cfg.image.imageSize, cfg.text.contextLength, cfg.text.vocabSize, i);
-      const t0 = performance.now();
-      trainer.step(b);
-      const dt = performance.now() - t0;
-      tf.dispose([b.images, b.gtTokens]);
+      const dt = timedStep(trainer, cfg, batch, i);
       if (i >= warmup) times.push(dt);
     }
   } finally {
@@ -100,11 +106,7 @@ export async function pairedTrainSteps(ranks: number, o: { batch?: number; warmu
     for (let i = 0; i < warmup + steps; i++) {
       const order: Array<[Trainer, number[]]> = i % 2 === 0 ? [[t1, a], [tN, b]] : [[tN, b], [t1, a]];
       for (const [t, out] of order) {
-        const bt = syntheticBatch(batch, cfg.image.imageSize, cfg.text.contextLength, cfg.text.vocabSize, i);
-        const t0 = performance.now();
-        t.step(bt);
-        const dt = performance.now() - t0;
-        tf.dispose([bt.images, bt.gtTokens]);
+        const dt = timedStep(t, cfg, batch, i);
         if (i >= warmup) out.push(dt);
       }
     }

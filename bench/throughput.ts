@@ -40,9 +40,10 @@ interface EmbedRate {
  */
 async function embedRates(label: string, ckpt: string, n: number, cacheDir: string): Promise<EmbedRate[]> {
   const { model, config } = await loadModel(ckpt, { fused: true });
-  const engines = await Promise.all((['tfjs', 'ort'] as const).map((e) => openEngine(e, model, { checkpoint: ckpt, root: cacheDir })));
+  const names = ['tfjs', 'ort'] as const;
+  const engines = await Promise.all(names.map((e) => openEngine(e, model, { checkpoint: ckpt, root: cacheDir })));
   try {
-    for (const [i, o] of engines.entries()) if (o.report.engine !== (['tfjs', 'ort'] as const)[i]) throw new Error(`${label}: ${o.line}`);
+    for (const [i, o] of engines.entries()) if (o.report.engine !== names[i]) throw new Error(`${label}: ${o.line}`);
     const s = config.image.imageSize;
     const ctx = config.text.contextLength;
     const b = 32;
@@ -72,7 +73,7 @@ async function embedRates(label: string, ckpt: string, n: number, cacheDir: stri
       }
     }
     const m = batches * b;
-    return (['tfjs', 'ort'] as const).map((engine, k) => ({ model: label, engine, imagesPerSec: m / img[k]!, textsPerSec: m / txt[k]!, samplesPerSec: m / (img[k]! + txt[k]!) }));
+    return names.map((engine, k) => ({ model: label, engine, imagesPerSec: m / img[k]!, textsPerSec: m / txt[k]!, samplesPerSec: m / (img[k]! + txt[k]!) }));
   } finally {
     for (const o of engines) await o.engine.dispose();
     model.dispose();
