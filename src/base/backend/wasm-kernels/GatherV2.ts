@@ -1,9 +1,10 @@
 /**
- * GatherV2 (override): the wasm backend gathers element by element with strided index arithmetic
- * (~16 ns per element: 13 ms for the [80·77, 128] embedding lookup of an emoji text batch, 128 ms for
- * the five gathers of a ToMe pass). A gather along `axis` copies whole slices — the elements after
- * `axis` — so it is done here as one block copy per (batch, outer index, gathered index), ~1 ns per
- * element. With `batchDims` > 0 the original returns wrong values (tfjs-backend-wasm 4.22: 1.26 max
+ * GatherV2 (override): the wasm backend gathers element by element with strided index arithmetic (in a
+ * profile of the emoji text tower at batch 80: 39 ms for the three gathers of a plain pass, 128 ms for the
+ * five of a ToMe pass). A gather along `axis` copies whole slices — the elements after `axis` — so it is
+ * done here as one block copy per (batch, outer index, gathered index). Measured on 6,160 rows of 128
+ * gathered from [4096, 128], read-back included: 33 ms (42 ns per element) in the original, 2.3 ms
+ * (2.9 ns) here. With `batchDims` > 0 the original returns wrong values (tfjs-backend-wasm 4.22: 1.26 max
  * relative error against the cpu backend on [2, 5, 8] gathered along axis 1 with batchDims 1), so such
  * gathers always run here. Indices are checked as the original does (same message). Other gathers with
  * slices shorter than `BLOCK_MIN_ELEMS`, and string tensors, go to the original kernel.
