@@ -21,13 +21,13 @@ export function arg(name: string, def: string): string {
   return i >= 0 ? process.argv[i + 1] : def;
 }
 
-/** Runs `mclip ARGS` as a child process; its stderr goes to LOG (appended), its stdout is returned. */
-export function mclip(args: string[], log: string): Promise<string> {
+/** Runs `mclip ARGS` (the CLI script `cli`, default this checkout's) as a child process; its stderr goes to LOG (appended), its stdout is returned. */
+export function mclip(args: string[], log: string, cli: string = CLI): Promise<string> {
   mkdirSync(dirname(log), { recursive: true });
   const started = Date.now();
-  console.error(`$ mclip ${args.join(' ')}   (log: ${log})`);
+  console.error(`$ mclip ${args.join(' ')}   (log: ${log}${cli === CLI ? '' : `; ${cli}`})`);
   return new Promise((ok, fail) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     const err = createWriteStream(log, { flags: 'a' });
     err.write(`$ mclip ${args.join(' ')}\n`);
     child.stderr.pipe(err);

@@ -35,10 +35,15 @@ export interface WeightedTinyclipOptions extends TinyclipCommonOptions {
   alpha: number;
 }
 
-/** TinyCLIP's own unweighted form L = L_distill + L_sparsity (no contrastive term). */
+/**
+ * TinyCLIP's own form L = L_distill + L_sparsity (no contrastive term), optionally with the contrastive term mixed
+ * into the task side: L = (1 − λ)·L_CLIP + λ·L_distill + L_sparsity. The sparsity term keeps weight 1 (it is a
+ * constraint with its own learned multipliers, not a share of the objective).
+ */
 export interface SumTinyclipOptions extends TinyclipCommonOptions {
   form: 'tinyclip';
-  lambda?: undefined;
+  /** Distillation share λ ∈ [0, 1] of the task side (L_CLIP gets 1 − λ). Default 1: TinyCLIP's L_distill + L_sparsity. */
+  lambda?: number;
   alpha?: undefined;
 }
 
@@ -78,8 +83,10 @@ export function tinyclipTerms(o: TinyclipTermsOptions): LossTerm[] {
   }
   let w: { contrastive: number; distill: number; sparsity: number };
   if (o.form === 'tinyclip') {
-    if (o.lambda !== undefined || o.alpha !== undefined) throw new MclipError("tinyclipTerms: form 'tinyclip' is the unweighted sum L_distill + L_sparsity; lambda and alpha belong to form 'weighted'");
-    w = { contrastive: 0, distill: 1, sparsity: 1 };
+    if (o.alpha !== undefined) throw new MclipError("tinyclipTerms: form 'tinyclip' adds L_sparsity at weight 1; alpha belongs to form 'weighted'");
+    const lambda = o.lambda ?? 1;
+    checkUnit('lambda', lambda);
+    w = { contrastive: 1 - lambda, distill: lambda, sparsity: 1 };
   } else {
     if (o.form !== undefined && o.form !== 'weighted') throw new MclipError(`tinyclipTerms: form must be 'weighted' or 'tinyclip', got ${String(o.form)}`);
     checkUnit('lambda', o.lambda);

@@ -87,6 +87,11 @@ export interface PruneStageOptions {
   /** Initial λ₁, λ₂ (default [0, 100] for the two-sided form, 10 each — TinyCLIP's — for the one-sided). */
   lambdaInit?: number | [number, number];
   distill?: DistillKind;
+  /**
+   * Distillation share λ ∈ [0, 1] of the task side in both phases: L = (1 − λ)·L_CLIP + λ·L_distill (+ L_lag while
+   * masks are learnt). Default 1: TinyCLIP's L_distill + L_lag, no contrastive term.
+   */
+  lambda?: number;
   teachers: readonly TeacherSpec[];
   /**
    * The batch of 0-based step `step` (with the teachers' stored embeddings), or a promise of it (a live teacher in
@@ -155,6 +160,7 @@ export function calibrateShift(size: (shift: number) => number, targetSize: numb
 
 export function checkStageOptions(o: PruneStageOptions): void {
   if (!(o.target >= 0 && o.target < 1)) throw new MclipError(`prune stage: target sparsity must be in [0, 1), got ${o.target}`);
+  if (o.lambda != null && !(o.lambda >= 0 && o.lambda <= 1)) throw new MclipError(`prune stage: lambda must be in [0, 1], got ${o.lambda}`);
   if (o.start != null && !(o.start >= 0 && o.start <= o.target)) throw new MclipError(`prune stage: start sparsity must be in [0, target], got ${o.start}`);
   if (o.towers && (o.towers.length === 0 || o.towers.some((t) => t !== 'text' && t !== 'image') || new Set(o.towers).size !== o.towers.length)) throw new MclipError(`prune stage: towers must be distinct 'text' / 'image', got [${o.towers.join(', ')}]`);
   if (o.target === 0) {
@@ -180,7 +186,7 @@ function stepOn(trainer: Trainer, b: TrainBatch): StepMetrics {
 
 async function distilDense(model: CLIP, o: PruneStageOptions, steps: number, offset: number): Promise<void> {
   if (steps <= 0) return;
-  const dense = new Trainer(model, { lr: o.lr ?? 1e-4, totalSteps: steps, warmup: 0, losses: tinyclipTerms({ form: 'tinyclip', distill: o.distill ?? 'affinity', source: 'stored' }), teachers: o.teachers, seed: o.seed });
+  const dense = new Trainer(model, { lr: o.lr ?? 1e-4, totalSteps: steps, warmup: 0, losses: tinyclipTerms({ form: 'tinyclip', distill: o.distill ?? 'affinity', lambda: o.lambda, source: 'stored' }), teachers: o.teachers, seed: o.seed });
   try {
     for (let s = 0; s < steps; s++) {
       const m = stepOn(dense, await o.batch(offset + s));
@@ -235,7 +241,7 @@ export async function runPruneStage(model: CLIP, o: PruneStageOptions): Promise<
     // cosine-decayed with the stage (`schedule`), so the gates settle on the target instead of oscillating around it
     const maskLr = o.maskLr ?? defaultMaskLr(o.maskSteps);
     const groups = maskParamGroups(gates.flatMap((g) => g.logAlphas), lag, { maskLr, lambdaLr: o.lambdaLr ?? maskLr }).map((g) => ({ ...g, schedule: o.decayMaskLr ?? true }));
-    const terms = tinyclipTerms({ form: 'tinyclip', distill: o.distill ?? 'affinity', source: 'stored', sparsity: sparsityTerm(lag, sparsity) });
+    const terms = tinyclipTerms({ form: 'tinyclip', distill: o.distill ?? 'affinity', lambda: o.lambda, source: 'stored', sparsity: sparsityTerm(lag, sparsity) });
     const trainer = new Trainer(model, { lr: o.lr ?? 1e-4, totalSteps: o.maskSteps, warmup: 0, losses: terms, paramGroups: groups, teachers: o.teachers, seed: o.seed });
     try {
       for (let s = 0; s < o.maskSteps; s++) {

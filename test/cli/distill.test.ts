@@ -64,6 +64,7 @@ describe('mclip distill', () => {
         expect(x.gradNorm).toBeGreaterThan(0);
         expect(Number.isFinite(x.loss)).toBe(true);
         expect(x.sparsity != null).toBe(x.phase === 'masks');
+        expect(Object.keys(x.losses)).not.toContain('contrastive'); // the default λ 1: TinyCLIP's L_AM (+ L_lag), no contrastive term
       }
       expect(m[5].target).toBeCloseTo(lines[k - 1].target, 10);
       expect(m[9].losses).toEqual(lines[k - 1].lastLoss);
@@ -127,6 +128,21 @@ describe('mclip distill', () => {
     const d = Math.max(...Object.keys(t.line.lastLoss).map((k) => Math.abs(o.line.lastLoss[k] - t.line.lastLoss[k])));
     console.log(`ort stage ${o.seconds.toFixed(1)} s, tfjs stage ${t.seconds.toFixed(1)} s; last losses ${JSON.stringify(o.line.lastLoss)} vs ${JSON.stringify(t.line.lastLoss)} (max |Δ| ${d.toExponential(1)})`);
     expect(d).toBeLessThan(1e-3);
+  });
+
+  test('--lambda 0.5 mixes the contrastive loss into both phases (logged each step, printed at the start); a λ outside [0, 1] is a usage error', async () => {
+    const out = join(dir, 'out-lambda');
+    const r = await runMain([...common(), '--sparsity', '0.25', '--stage-steps', '5', '--lambda', '0.5', '--out', out]);
+    expect(r.status, show(r)).toBe(0);
+    expect(r.stderr).toMatch(/affinity mimicking \(teacher scale 50\) at λ 0\.5 beside the contrastive loss at 0\.5, /);
+    const m = readFileSync(join(out, 'stage-1', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as StepLine);
+    expect(m.map((x) => x.phase)).toEqual(['masks', 'masks', 'masks', 'dense', 'dense']);
+    for (const x of m) {
+      expect(Object.keys(x.losses).sort(), `step ${x.step}`).toEqual(x.phase === 'masks' ? ['affinity', 'contrastive', 'sparsity'] : ['affinity', 'contrastive']);
+      expect(x.losses.contrastive).toBeGreaterThan(0);
+    }
+    for (const bad of ['1.5', '-0.1']) expectOneLineError(expect, await runMain([...common(), '--sparsity', '0.25', '--lambda', bad, '--out', join(dir, 'bad-lambda')]), new RegExp(`--lambda: expected a number in \\[0, 1\\], got ${bad}`), 2);
+    expect(existsSync(join(dir, 'bad-lambda'))).toBe(false);
   });
 
   test('the ORT teacher engine gives the tfjs teacher features of a batch within 1e-4 (normalised, row-major)', async () => {

@@ -351,8 +351,13 @@ describe('TinyCLIP affinity mimicking and the composed loss (wasm)', () => {
     expectMclipError(() => tinyclipTerms({ lambda: 1, alpha: 0.5, distill: 'affinity' }), /alpha = 0.5 > 0 needs a sparsity term/);
     expectMclipError(() => tinyclipTerms({ lambda: 0, alpha: 1, distill: 'kd' }), /needs a sparsity term/);
     // A JS/CLI caller mixing the two forms (the types forbid it).
-    const mixed: TinyclipTermsOptions = Object.assign(tinyclipDefaults(), { lambda: 1 });
-    expectMclipError(() => tinyclipTerms(mixed), /form 'tinyclip' is the unweighted sum/);
+    const mixed: TinyclipTermsOptions = Object.assign(tinyclipDefaults(), { alpha: 0.5 });
+    expectMclipError(() => tinyclipTerms(mixed), /form 'tinyclip' adds L_sparsity at weight 1; alpha belongs to form 'weighted'/);
+    // form 'tinyclip' with the contrastive term mixed in: (1 − λ)·L_CLIP + λ·L_distill + L_sparsity.
+    for (const lambda of grid) {
+      expect(tinyclipTerms({ ...tinyclipDefaults(), lambda, sparsity: sp }).map((t) => [t.name, t.weight])).toEqual([['contrastive', 1 - lambda], ['affinity', lambda], ['lagrangian', 1]]);
+    }
+    expectMclipError(() => tinyclipTerms({ ...tinyclipDefaults(), lambda: 1.5 }), /lambda must be in \[0, 1\], got 1.5/);
     expectMclipError(() => tinyclipTerms({ lambda: 1, alpha: 0, distill: 'kd', source: () => ({ img: tf.tensor2d([[1]]), gt: tf.tensor2d([[1]]) }) }), /live teacher needs distill 'affinity'/);
     expectMclipError(() => tinyclipTerms({ lambda: 1, alpha: 0, distill: 'kd', teacherScale: 50 }), /teacherScale applies to distill 'affinity'/);
   });
@@ -404,6 +409,11 @@ describe('TinyCLIP affinity mimicking and the composed loss (wasm)', () => {
     const tc = run({ ...tinyclipDefaults(), sparsity });
     expect(rel(tc.total, am + spValue)).toBeLessThanOrEqual(1e-5);
     expect(rel(tc.total, 2 * run({ lambda: 1, alpha: 0.5, distill: 'affinity', sparsity }).total)).toBeLessThanOrEqual(1e-6);
+    // … and with the contrastive term mixed in at λ = ½: ½·L_CLIP + ½·L_AM + L_sparsity.
+    for (const distill of ['affinity', 'kd'] as const) {
+      const mix = run({ form: 'tinyclip', distill, lambda: 0.5, sparsity, ...(distill === 'affinity' ? { teacherScale: 50 } : {}) });
+      expect(rel(mix.total, 0.5 * con + 0.5 * (distill === 'kd' ? kd : am) + spValue), `tinyclip form λ ½ ${distill}`).toBeLessThanOrEqual(1e-5);
+    }
     expect(tf.memory().numTensors).toBe(before);
     z.dispose();
     freeBatch(batch);

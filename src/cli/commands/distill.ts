@@ -72,6 +72,7 @@ export interface DistillArgs extends GlobalArgs, TokenArgs {
   lr: number;
   form: string;
   distill: string;
+  lambda: number;
   seed: number;
   limit?: number;
   out: string;
@@ -142,6 +143,7 @@ function checkArgs(a: DistillArgs): void {
   if (!(a.lr > 0)) throw new UsageError(`--lr: expected a positive number, got ${a.lr}`);
   if (a.form !== 'one-sided' && a.form !== 'two-sided') throw new UsageError(`--form: expected one-sided or two-sided, got '${a.form}'`);
   if (a.distill !== 'affinity' && a.distill !== 'kd') throw new UsageError(`--distill: expected affinity or kd, got '${a.distill}'`);
+  if (!(a.lambda >= 0 && a.lambda <= 1)) throw new UsageError(`--lambda: expected a number in [0, 1], got ${a.lambda}`);
   if ((a.sparsity == null) === (a.stages == null)) throw new UsageError('give the stages with either --sparsity a,b,… or --stages FILE');
   if (!a.reinforced && !a.teacher) throw new UsageError('--teacher is needed unless --reinforced (the shards’ stored teacher embeddings) is given');
   if (a.teacherEngine != null && !ENGINES.includes(a.teacherEngine as EngineName)) throw new UsageError(`--teacher-engine: expected one of ${ENGINES.join(', ')}, got '${a.teacherEngine}'`);
@@ -284,7 +286,7 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
       console.error(
         `mclip: distill: ${stages.length} stage(s) to ${stages.map((t) => `${t.sparsity * 100}%`).join(' → ')} of ${initial} prunable parameters (${towers.join(' + ')}${towers.includes('image') ? (args.imageChannels ? ', image stage channels masked' : ', image heads and ConvFFNs masked, stage channels not (--image-channels)') : ''}); ` +
           `stage 1: ${st0.steps} steps, ${st0.maskSteps} of mask learning${args.stages ? '' : ` (--mask-fraction ${args.maskFraction})`}, target ramp ${warm0} steps (--warmup-fraction ${args.warmupFraction}), ` +
-          `mask/multiplier lr ${st0.maskSteps > 0 ? defaultMaskLr(st0.maskSteps).toFixed(3) : '-'}, ${args.form} Lagrangian, pruned size calibrated to the target, ${args.distill === 'affinity' ? `affinity mimicking (teacher scale ${TINYCLIP_TEACHER_SCALE})` : 'MobileCLIP KD'}, ` +
+          `mask/multiplier lr ${st0.maskSteps > 0 ? defaultMaskLr(st0.maskSteps).toFixed(3) : '-'}, ${args.form} Lagrangian, pruned size calibrated to the target, ${args.distill === 'affinity' ? `affinity mimicking (teacher scale ${TINYCLIP_TEACHER_SCALE})` : 'MobileCLIP KD'}${args.lambda < 1 ? ` at λ ${args.lambda} beside the contrastive loss at ${+(1 - args.lambda).toFixed(6)}` : ' alone (λ 1, no contrastive term)'}, ` +
           `batch ${args.batch}, lr ${args.lr}; teacher: ${teacher ? `${args.teacher} (engine ${teacher.engine ? 'ort' : 'tfjs'})` : 'stored embeddings (--reinforced)'}` +
           (reduced ? `; the student's text tower trains with ${tokenFlags(tokens).join(' ')} (the teacher unreduced)` : ''),
       );
@@ -358,6 +360,7 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
           lr: args.lr,
           form: args.form === 'one-sided' ? 'one-sided' : 'two-sided',
           distill: args.distill === 'kd' ? 'kd' : 'affinity',
+          lambda: args.lambda,
           teachers,
           batch: batchAt,
           seed: args.seed + k,
@@ -483,6 +486,11 @@ export const DISTILL_OPTIONS = {
   lr: { type: 'number', default: 1e-4, describe: 'peak lr of the model (TinyCLIP: 1e-4)' },
   form: { type: 'string', default: 'two-sided', choices: ['two-sided', 'one-sided'], describe: 'sparsity Lagrangian: two-sided (paper; default, settles on short stages) or one-sided (TinyCLIP code)' },
   distill: { type: 'string', default: 'affinity', choices: ['affinity', 'kd'], describe: 'affinity (TinyCLIP L_AM) or kd (MobileCLIP L_KD)' },
+  lambda: {
+    type: 'number',
+    default: 1,
+    describe: 'distillation share λ of the task loss: L = (1 − λ)·L_CLIP + λ·L_distill (+ L_lag while masks are learnt); 1 = TinyCLIP (no contrastive term)',
+  },
   seed: { type: 'number', default: 0 },
   limit: { type: 'number', describe: 'use only the first N samples of the split' },
   out: { type: 'string', demandOption: true, describe: 'output folder: stage-K/model.safetensors, stage-K/metrics.jsonl (every step: losses, lr, gradient norm) and stages.jsonl' },
@@ -516,6 +524,7 @@ export function distillCommand(y: Argv): Argv {
         lr: args.lr,
         form: args.form,
         distill: args.distill,
+        lambda: args.lambda,
         seed: args.seed,
         limit: args.limit,
         out: args.out,
