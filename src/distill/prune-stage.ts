@@ -92,6 +92,8 @@ export interface PruneStageOptions {
    * masks are learnt). Default 1: TinyCLIP's L_distill + L_lag, no contrastive term.
    */
   lambda?: number;
+  /** 'affinity' only: the teacher's inverse temperature (default 50, TinyCLIP's). */
+  teacherScale?: number;
   teachers: readonly TeacherSpec[];
   /**
    * The batch of 0-based step `step` (with the teachers' stored embeddings), or a promise of it (a live teacher in
@@ -186,7 +188,7 @@ function stepOn(trainer: Trainer, b: TrainBatch): StepMetrics {
 
 async function distilDense(model: CLIP, o: PruneStageOptions, steps: number, offset: number): Promise<void> {
   if (steps <= 0) return;
-  const dense = new Trainer(model, { lr: o.lr ?? 1e-4, totalSteps: steps, warmup: 0, losses: tinyclipTerms({ form: 'tinyclip', distill: o.distill ?? 'affinity', lambda: o.lambda, source: 'stored' }), teachers: o.teachers, seed: o.seed });
+  const dense = new Trainer(model, { lr: o.lr ?? 1e-4, totalSteps: steps, warmup: 0, losses: tinyclipTerms({ form: 'tinyclip', distill: o.distill ?? 'affinity', lambda: o.lambda, teacherScale: o.teacherScale, source: 'stored' }), teachers: o.teachers, seed: o.seed });
   try {
     for (let s = 0; s < steps; s++) {
       const m = stepOn(dense, await o.batch(offset + s));
@@ -241,7 +243,7 @@ export async function runPruneStage(model: CLIP, o: PruneStageOptions): Promise<
     // cosine-decayed with the stage (`schedule`), so the gates settle on the target instead of oscillating around it
     const maskLr = o.maskLr ?? defaultMaskLr(o.maskSteps);
     const groups = maskParamGroups(gates.flatMap((g) => g.logAlphas), lag, { maskLr, lambdaLr: o.lambdaLr ?? maskLr }).map((g) => ({ ...g, schedule: o.decayMaskLr ?? true }));
-    const terms = tinyclipTerms({ form: 'tinyclip', distill: o.distill ?? 'affinity', lambda: o.lambda, source: 'stored', sparsity: sparsityTerm(lag, sparsity) });
+    const terms = tinyclipTerms({ form: 'tinyclip', distill: o.distill ?? 'affinity', lambda: o.lambda, teacherScale: o.teacherScale, source: 'stored', sparsity: sparsityTerm(lag, sparsity) });
     const trainer = new Trainer(model, { lr: o.lr ?? 1e-4, totalSteps: o.maskSteps, warmup: 0, losses: terms, paramGroups: groups, teachers: o.teachers, seed: o.seed });
     try {
       for (let s = 0; s < o.maskSteps; s++) {

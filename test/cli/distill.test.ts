@@ -145,6 +145,29 @@ describe('mclip distill', () => {
     expect(existsSync(join(dir, 'bad-lambda'))).toBe(false);
   });
 
+  test("--teacher-scale learned is the teacher's own logit scale (same losses as that number given, others differ); bad values are usage errors", async () => {
+    const { model } = await loadModel(join(dir, 'student.safetensors'), {});
+    const own = tf.tidy(() => model.logitScaleExp().dataSync()[0]);
+    model.dispose();
+    const run = async (scale: string) => {
+      const out = join(dir, `out-scale-${scale}`);
+      const r = await runMain([...common(), '--sparsity', '0', '--stage-steps', '2', '--teacher-scale', scale, '--out', out]);
+      expect(r.status, show(r)).toBe(0);
+      return { r, losses: readFileSync(join(out, 'stage-1', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as StepLine).losses.affinity) };
+    };
+    const learned = await run('learned');
+    expect(learned.r.stderr).toMatch(new RegExp(`affinity mimicking \\(teacher scale learned: ${own.toFixed(4).replace('.', '\\.')}\\)`));
+    const given = await run(String(own));
+    const tiny = await run('50');
+    expect(tiny.r.stderr).toMatch(/affinity mimicking \(teacher scale 50, TinyCLIP\)/);
+    for (let i = 0; i < 2; i++) {
+      expect(Math.abs(learned.losses[i] - given.losses[i]), `step ${i + 1}`).toBeLessThanOrEqual(1e-5 * given.losses[i]);
+      expect(Math.abs(learned.losses[i] - tiny.losses[i]), `step ${i + 1}`).toBeGreaterThan(1e-3);
+    }
+    for (const bad of ['0', '-2', 'own', '']) expectOneLineError(expect, await runMain([...common(), '--sparsity', '0', '--teacher-scale', bad, '--out', join(dir, 'bad-scale')]), /--teacher-scale: expected a positive number or 'learned'/, 2);
+    expect(existsSync(join(dir, 'bad-scale'))).toBe(false);
+  });
+
   test('the ORT teacher engine gives the tfjs teacher features of a batch within 1e-4 (normalised, row-major)', async () => {
     const path = join(dir, 'student.safetensors');
     const model = (await loadModel(path, { fused: true })).model;

@@ -73,6 +73,8 @@ export interface DistillArgs extends GlobalArgs, TokenArgs {
   form: string;
   distill: string;
   lambda: number;
+  /** The teacher's inverse temperature in affinity mimicking: a positive number (TinyCLIP: 50) or 'learned' (the teacher's own logit scale). */
+  teacherScale: string;
   seed: number;
   limit?: number;
   out: string;
@@ -144,6 +146,8 @@ function checkArgs(a: DistillArgs): void {
   if (a.form !== 'one-sided' && a.form !== 'two-sided') throw new UsageError(`--form: expected one-sided or two-sided, got '${a.form}'`);
   if (a.distill !== 'affinity' && a.distill !== 'kd') throw new UsageError(`--distill: expected affinity or kd, got '${a.distill}'`);
   if (!(a.lambda >= 0 && a.lambda <= 1)) throw new UsageError(`--lambda: expected a number in [0, 1], got ${a.lambda}`);
+  if (a.teacherScale !== 'learned' && !(Number(a.teacherScale) > 0 && Number.isFinite(Number(a.teacherScale)))) throw new UsageError(`--teacher-scale: expected a positive number or 'learned', got '${a.teacherScale}'`);
+  if (a.teacherScale !== String(TINYCLIP_TEACHER_SCALE) && a.distill === 'kd' && a.reinforced) throw new UsageError('--teacher-scale: with --distill kd --reinforced the stored teachers’ own logit scales are used');
   if ((a.sparsity == null) === (a.stages == null)) throw new UsageError('give the stages with either --sparsity a,b,… or --stages FILE');
   if (!a.reinforced && !a.teacher) throw new UsageError('--teacher is needed unless --reinforced (the shards’ stored teacher embeddings) is given');
   if (a.teacherEngine != null && !ENGINES.includes(a.teacherEngine as EngineName)) throw new UsageError(`--teacher-engine: expected one of ${ENGINES.join(', ')}, got '${a.teacherEngine}'`);
@@ -286,7 +290,7 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
       console.error(
         `mclip: distill: ${stages.length} stage(s) to ${stages.map((t) => `${t.sparsity * 100}%`).join(' → ')} of ${initial} prunable parameters (${towers.join(' + ')}${towers.includes('image') ? (args.imageChannels ? ', image stage channels masked' : ', image heads and ConvFFNs masked, stage channels not (--image-channels)') : ''}); ` +
           `stage 1: ${st0.steps} steps, ${st0.maskSteps} of mask learning${args.stages ? '' : ` (--mask-fraction ${args.maskFraction})`}, target ramp ${warm0} steps (--warmup-fraction ${args.warmupFraction}), ` +
-          `mask/multiplier lr ${st0.maskSteps > 0 ? defaultMaskLr(st0.maskSteps).toFixed(3) : '-'}, ${args.form} Lagrangian, pruned size calibrated to the target, ${args.distill === 'affinity' ? `affinity mimicking (teacher scale ${TINYCLIP_TEACHER_SCALE})` : 'MobileCLIP KD'}${args.lambda < 1 ? ` at λ ${args.lambda} beside the contrastive loss at ${+(1 - args.lambda).toFixed(6)}` : ' alone (λ 1, no contrastive term)'}, ` +
+          `mask/multiplier lr ${st0.maskSteps > 0 ? defaultMaskLr(st0.maskSteps).toFixed(3) : '-'}, ${args.form} Lagrangian, pruned size calibrated to the target, ${args.distill === 'affinity' || !args.reinforced ? `${args.distill === 'affinity' ? 'affinity mimicking' : 'MobileCLIP KD'} (teacher scale ${args.teacherScale === 'learned' ? `learned: ${+stageTeacherScale('learned', teacher, teachers).toFixed(4)}` : args.teacherScale}${args.teacherScale === String(TINYCLIP_TEACHER_SCALE) ? ', TinyCLIP' : ''})` : 'MobileCLIP KD (the stored teachers’ logit scales)'}${args.lambda < 1 ? ` at λ ${args.lambda} beside the contrastive loss at ${+(1 - args.lambda).toFixed(6)}` : ' alone (λ 1, no contrastive term)'}, ` +
           `batch ${args.batch}, lr ${args.lr}; teacher: ${teacher ? `${args.teacher} (engine ${teacher.engine ? 'ort' : 'tfjs'})` : 'stored embeddings (--reinforced)'}` +
           (reduced ? `; the student's text tower trains with ${tokenFlags(tokens).join(' ')} (the teacher unreduced)` : ''),
       );
@@ -338,6 +342,8 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
       } else {
         live = teacher;
       }
+      // the teacher's inverse temperature: fixed, or the logit scale of the teacher this stage runs
+      const scale = stageTeacherScale(args.teacherScale, live, teachers);
       const t0 = Date.now();
       let last: Record<string, number> = {};
       const warmup = Math.max(1, Math.round(args.warmupFraction * st.maskSteps));
@@ -361,7 +367,9 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
           form: args.form === 'one-sided' ? 'one-sided' : 'two-sided',
           distill: args.distill === 'kd' ? 'kd' : 'affinity',
           lambda: args.lambda,
-          teachers,
+          teacherScale: args.distill === 'affinity' ? scale : undefined,
+          // a live teacher's spec carries the same scale (MobileCLIP's KD reads it); stored teachers keep their own
+          teachers: live ? teachers.map((t) => ({ ...t, logitScale: scale })) : teachers,
           batch: batchAt,
           seed: args.seed + k,
           onStep: (m) => {
@@ -412,6 +420,13 @@ export async function runDistill(args: DistillArgs): Promise<StageLine[]> {
     await disposeLive(teacher);
     await disposeLive(stageTeacher);
   }
+}
+
+/** The teacher inverse temperature of a stage: `--teacher-scale` as a number, or with 'learned' the running teacher's own logit scale (the live model's, else stored teacher 0's). */
+function stageTeacherScale(flag: string, live: LiveTeacher | null, teachers: readonly TeacherSpec[]): number {
+  if (flag !== 'learned') return Number(flag);
+  if (live) return tf.tidy(() => live.model.logitScaleExp().dataSync()[0]);
+  return teachers[0].logitScale;
 }
 
 /** A line of `stage-K/metrics.jsonl`: the step's losses, learning rates, gradient norm before clipping (null when off), and the sparsities of mask learning. */
@@ -486,6 +501,11 @@ export const DISTILL_OPTIONS = {
   lr: { type: 'number', default: 1e-4, describe: 'peak lr of the model (TinyCLIP: 1e-4)' },
   form: { type: 'string', default: 'two-sided', choices: ['two-sided', 'one-sided'], describe: 'sparsity Lagrangian: two-sided (paper; default, settles on short stages) or one-sided (TinyCLIP code)' },
   distill: { type: 'string', default: 'affinity', choices: ['affinity', 'kd'], describe: 'affinity (TinyCLIP L_AM) or kd (MobileCLIP L_KD)' },
+  'teacher-scale': {
+    type: 'string',
+    default: String(TINYCLIP_TEACHER_SCALE),
+    describe: "the teacher's inverse temperature in affinity mimicking (and a live teacher's in KD): a number (TinyCLIP: 50) or 'learned' (the teacher's own logit scale; stored teacher 0's with --reinforced)",
+  },
   lambda: {
     type: 'number',
     default: 1,
@@ -525,6 +545,7 @@ export function distillCommand(y: Argv): Argv {
         form: args.form,
         distill: args.distill,
         lambda: args.lambda,
+        teacherScale: args.teacherScale,
         seed: args.seed,
         limit: args.limit,
         out: args.out,
