@@ -269,6 +269,67 @@ describe('GatherV2 override', () => {
   });
 });
 
+describe('Slice / SplitV override (copies only the part taken)', () => {
+  // [x shape, begin, size] (size −1: to the end)
+  const cases: [number[], number[], number[]][] = [
+    [[50, 16], [3], [7]], // leading rows: one run
+    [[10, 64, 3], [2, 0, 0], [5, -1, -1]], // image batch rows: one run
+    [[4, 10, 9], [1, 2, 3], [2, 5, 4]], // inner box: an odometer over two axes
+    [[3, 4, 5, 6], [0, 1, 0, 2], [3, 2, 5, 3]],
+    [[2, 3, 4, 5, 6], [1, 0, 2, 1, 0], [1, 3, 2, 3, 6]], // rank 5
+    [[3, 8], [0, 7], [3, 1]], // run of 1
+    [[7], [2], [4]],
+    [[6, 8], [2, 0], [0, 8]], // nothing taken
+  ];
+  for (const [shape, begin, size] of cases) {
+    it(`[${shape}] begin [${begin}] size [${size}]`, async () => {
+      const f = (x?: tf.Tensor) => tf.slice(x!, begin, size);
+      expect(await compareBackends(f, [{ shape }])).toBe(0);
+      const n = shape.reduce((a, b) => a * b);
+      expect(await compareBackends(f, [{ shape, dtype: 'int32', values: Int32Array.from({ length: n }, (_, i) => i - 7) }])).toBe(0);
+    });
+  }
+  it('split (SplitV) into equal and given sizes along each axis matches cpu; the slice gradient too', async () => {
+    for (const axis of [0, 1, 2, -1]) {
+      expect(await compareBackends((x) => tf.concat(tf.split(x!, 2, axis).map((t, i) => t.mul(i + 1)), axis), [{ shape: [4, 6, 8] }])).toBe(0);
+    }
+    expect(await compareBackends((x) => tf.concat(tf.split(x!, [1, 3, -1], 1).map((t, i) => t.mul(i + 1)), 1), [{ shape: [3, 7, 2] }])).toBe(0);
+    expect(await compareBackends(gradsOf((x) => tf.slice(x!, [1, 2, 0], [2, 3, -1]).square()), [{ shape: [4, 6, 5] }])).toBeLessThan(TOL);
+  });
+  it('bool tensors; a box outside the tensor throws; nothing leaks', async () => {
+    await tf.setBackend('wasm');
+    const b = tf.tensor2d([true, false, true, true, false, false], [2, 3], 'bool');
+    expect(Array.from(tf.slice(b, [0, 1], [2, 2]).dataSync())).toEqual([0, 1, 0, 0]);
+    const x = tf.zeros([5, 16]);
+    const before = tf.memory().numTensors;
+    expect(() => tf.slice(x, [3, 0], [4, 16])).toThrow();
+    expect(tf.memory().numTensors).toBe(before);
+    tf.dispose([b, x]);
+  });
+  it('taking a batch of rows does not copy the whole tensor: > 5× faster than the original kernel on [1000, 64, 64, 3]', async () => {
+    await tf.setBackend('wasm');
+    const x = tf.zeros([1000, 64, 64, 3]);
+    const time = (f: () => tf.Tensor) => {
+      const t0 = performance.now();
+      for (let i = 0; i < 8; i++) f().dispose();
+      return performance.now() - t0;
+    };
+    const ours = () => tf.slice(x, [64, 0, 0, 0], [32, 64, 64, 3]);
+    // the original kernel's cost: its first step, reading the whole input out of the heap
+    const original = () => {
+      const b = tf.backend() as unknown as { readSync(id: object): unknown };
+      b.readSync(x.dataId);
+      return tf.slice(x, [64, 0, 0, 0], [32, 64, 64, 3]);
+    };
+    time(ours);
+    const a = time(ours);
+    const o = time(original);
+    console.log(`slice of 32 rows from [1000, 64, 64, 3]: ${(a / 8).toFixed(2)} ms, with the whole-input read ${(o / 8).toFixed(2)} ms`);
+    expect(o / a).toBeGreaterThan(5);
+    x.dispose();
+  });
+});
+
 describe('Sum / Mean over leading axes (override)', () => {
   it('recognises leading reductions', () => {
     expect(leadingReduction([32, 1, 77, 128], [0, 1, 2])).toEqual([2464, 128]);

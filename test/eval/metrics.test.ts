@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import { buildZeroShotClassifier, rankOf, zeroShotLogits, zeroShotMetrics } from '../../src/eval/zero-shot.js';
 import { retrievalMetrics } from '../../src/eval/retrieval.js';
+import { matMulT } from '../../src/eval/embed.js';
 import { fillTemplate, OPENAI_IMAGENET_TEMPLATES, resolveTemplates, SIMPLE_IMAGENET_TEMPLATES } from '../../src/eval/templates.js';
 
 const f32 = (rows: number[][]) => Float32Array.from(rows.flat());
@@ -114,5 +115,26 @@ describe('retrieval', () => {
     // images 6..11 have no caption: skipped in i2t
     expect(Array.from(m.i2tRanks.slice(6))).toEqual([-1, -1, -1, -1, -1, -1]);
     expect(() => retrievalMetrics(images, texts, n, [0, 1, 2, 3, 4, 12])).toThrow(/outside/);
+  });
+});
+
+describe('matMulT', () => {
+  test('bit-identical to the plain float64-accumulated loop (row counts 0–9: the 4-row blocks and the tail)', () => {
+    let seed = 7;
+    const r = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
+    const [m, dim] = [23, 19];
+    const b = Float32Array.from({ length: m * dim }, r);
+    for (let n = 0; n <= 9; n++) {
+      const a = Float32Array.from({ length: n * dim }, r);
+      const want = new Float32Array(n * m);
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < m; j++) {
+          let s = 0;
+          for (let k = 0; k < dim; k++) s += a[i * dim + k] * b[j * dim + k];
+          want[i * m + j] = s;
+        }
+      }
+      expect(matMulT(a, n, b, m, dim), `n ${n}`).toEqual(want);
+    }
   });
 });

@@ -6,7 +6,8 @@
  *  faster overrides: BatchMatMul, _FusedMatMul (explicit transpose instead of the slow transposed
  *                    path), Conv2DBackpropInput (via Conv2D / matmul + col2im), Transpose (2-D case,
  *                    block copies), Identity (shares memory instead of copying), Sum and Mean
- *                    (over leading axes, without the transpose), GatherV2 (block copies of whole slices)
+ *                    (over leading axes, without the transpose), GatherV2 (block copies of whole slices),
+ *                    Slice and SplitV (copy only the part taken, not the whole input first)
  */
 import { installBatchMatMul } from './BatchMatMul.js';
 import { installConv2DBackpropFilter } from './Conv2DBackpropFilter.js';
@@ -17,6 +18,7 @@ import { installFusedMatMul } from './FusedMatMul.js';
 import { installGatherV2 } from './GatherV2.js';
 import { installIdentity } from './Identity.js';
 import { installMean, installSum } from './reduce-leading.js';
+import { installSlice, installSplitV } from './Slice.js';
 import { installTranspose } from './Transpose.js';
 import { installUnsortedSegmentSum } from './UnsortedSegmentSum.js';
 
@@ -29,7 +31,7 @@ export const ADDED_WASM_KERNELS = [
 ] as const;
 
 /** Kernels the wasm backend has and mclip replaces with faster versions (wrapping the originals). */
-export const OVERRIDDEN_WASM_KERNELS = ['BatchMatMul', '_FusedMatMul', 'Conv2DBackpropInput', 'Transpose', 'Identity', 'Sum', 'Mean', 'GatherV2'] as const;
+export const OVERRIDDEN_WASM_KERNELS = ['BatchMatMul', '_FusedMatMul', 'Conv2DBackpropInput', 'Transpose', 'Identity', 'Sum', 'Mean', 'GatherV2', 'Slice', 'SplitV'] as const;
 
 /**
  * Registers mclip's wasm kernels. Idempotent; safe before or after the wasm backend initialises.
@@ -43,6 +45,8 @@ export function registerWasmKernels(): string[] {
     ['Sum', installSum],
     ['Mean', installMean],
     ['GatherV2', installGatherV2],
+    ['Slice', installSlice],
+    ['SplitV', installSplitV],
     ['BatchMatMul', installBatchMatMul],
     ['_FusedMatMul', installFusedMatMul],
     ['Conv2DBackpropInput', installConv2DBackpropInput],
