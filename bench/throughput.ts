@@ -108,6 +108,10 @@ interface EvalWall {
   runs: number[];
   /** Zero-shot top-1 / top-5 and R@1 i→t / t→i of the run, in %. */
   figures: [number, number, number, number];
+  /** Samples evaluated (the report's). */
+  samples: number;
+  /** The embedding passes' own time in the last run, when the report gives it (this checkout's does). */
+  embedS: number | null;
 }
 
 /**
@@ -125,6 +129,8 @@ async function evalWall(tiny: string, data: string, vocab: string, sample: numbe
   if (oldCli) jobs.push({ label: `tfjs at ${oldCli.replace(/\/bin\/mclip\.js$/, '')} (its only engine)`, args: ['--no-ort'], cli: oldCli });
   const times = jobs.map((): number[] => []);
   const figures = jobs.map((): [number, number, number, number] => [0, 0, 0, 0]);
+  const samples = jobs.map(() => 0);
+  const embedS = jobs.map((): number | null => null);
   for (let r = 0; r <= rounds; r++) {
     for (let k = 0; k < jobs.length; k++) {
       const j = (k + r) % jobs.length;
@@ -132,13 +138,17 @@ async function evalWall(tiny: string, data: string, vocab: string, sample: numbe
       const t = Date.now();
       await mclip([...base, ...jobs[j].args, '--json', json], join(work, 'logs', `eval-wall-${j}.log`), jobs[j].cli);
       if (r > 0) times[j].push((Date.now() - t) / 1000);
-      const row = (JSON.parse(readFileSync(json, 'utf8')) as EvalReport).rows[0];
+      const report = JSON.parse(readFileSync(json, 'utf8')) as EvalReport;
+      const row = report.rows[0];
+      samples[j] = Number(report.meta.samples);
+      const eng = (report.meta.engines as Array<{ embedSeconds?: number }> | undefined)?.[0];
+      embedS[j] = typeof eng?.embedSeconds === 'number' ? eng.embedSeconds : null;
       const pct = (v: number | undefined) => Math.round((v ?? NaN) * 1000) / 10;
       figures[j] = [pct(row.zeroShot?.top1), pct(row.zeroShot?.top5), pct(row.retrieval?.i2t.r1), pct(row.retrieval?.t2i.r1)];
     }
   }
   const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
-  return jobs.map((j, i) => ({ label: j.label, medianS: median(times[i]), runs: times[i], figures: figures[i] }));
+  return jobs.map((j, i) => ({ label: j.label, medianS: median(times[i]), runs: times[i], figures: figures[i], samples: samples[i], embedS: embedS[i] }));
 }
 
 async function main(): Promise<void> {
@@ -217,13 +227,15 @@ async function main(): Promise<void> {
     const walls = await evalWall(tiny, resolve(evalData), resolve(vocab), sample, Number(arg('eval-rounds', '3')), oldCli ? resolve(oldCli) : '', work);
     const tfjs = walls[0];
     lines.push(
-      `### \`mclip eval\` end to end: mobileclip_tiny, ${sample} held-out samples (zero-shot + retrieval, no latency), wall time of the command (median of ${walls[0].runs.length}, rotating)`,
+      `### \`mclip eval\` end to end: mobileclip_tiny, ${walls[0].samples} held-out samples (zero-shot + retrieval, no latency), wall time of the command (median of ${walls[0].runs.length}, rotating)`,
       '',
-      '| path | wall s (runs) | vs tfjs (this checkout) | zero-shot top-1 / top-5 % | R@1 i→t / t→i % |',
-      '|---|---|---|---|---|',
+      '| path | wall s (runs) | vs tfjs (this checkout) | embedding s (last run) | samples | zero-shot top-1 / top-5 % | R@1 i→t / t→i % |',
+      '|---|---|---|---|---|---|---|',
     );
     for (const w of walls) {
-      lines.push(`| ${w.label} | ${w.medianS.toFixed(2)} (${w.runs.map((x) => x.toFixed(2)).join(', ')}) | ${(tfjs.medianS / w.medianS).toFixed(2)}× | ${w.figures[0]} / ${w.figures[1]} | ${w.figures[2]} / ${w.figures[3]} |`);
+      lines.push(
+        `| ${w.label} | ${w.medianS.toFixed(2)} (${w.runs.map((x) => x.toFixed(2)).join(', ')}) | ${(tfjs.medianS / w.medianS).toFixed(2)}× | ${w.embedS == null ? '—' : w.embedS.toFixed(2)} | ${w.samples} | ${w.figures[0]} / ${w.figures[1]} | ${w.figures[2]} / ${w.figures[3]} |`,
+      );
     }
     if (walls.length > 2) lines.push('', `ORT (this checkout) against the older checkout's tfjs path: ${(walls[2].medianS / walls[1].medianS).toFixed(2)}×.`);
     lines.push('');

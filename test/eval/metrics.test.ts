@@ -1,7 +1,9 @@
 import { describe, expect, test } from 'vitest';
 import { buildZeroShotClassifier, rankOf, zeroShotLogits, zeroShotMetrics } from '../../src/eval/zero-shot.js';
 import { retrievalMetrics } from '../../src/eval/retrieval.js';
-import { matMulT } from '../../src/eval/embed.js';
+import { matMulT, matMulTLoop } from '../../src/eval/embed.js';
+import * as tf from '../../src/base/tf.js';
+import { initBackend } from '../../src/base/backend/index.js';
 import { fillTemplate, OPENAI_IMAGENET_TEMPLATES, resolveTemplates, SIMPLE_IMAGENET_TEMPLATES } from '../../src/eval/templates.js';
 
 const f32 = (rows: number[][]) => Float32Array.from(rows.flat());
@@ -119,9 +121,9 @@ describe('retrieval', () => {
 });
 
 describe('matMulT', () => {
-  test('bit-identical to the plain float64-accumulated loop (row counts 0–9: the 4-row blocks and the tail)', () => {
-    let seed = 7;
-    const r = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
+  let seed = 7;
+  const r = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
+  test('the JS loop is bit-identical to the plain float64-accumulated loop (row counts 0–9: the 4-row blocks and the tail)', () => {
     const [m, dim] = [23, 19];
     const b = Float32Array.from({ length: m * dim }, r);
     for (let n = 0; n <= 9; n++) {
@@ -134,7 +136,26 @@ describe('matMulT', () => {
           want[i * m + j] = s;
         }
       }
-      expect(matMulT(a, n, b, m, dim), `n ${n}`).toEqual(want);
+      expect(matMulTLoop(a, n, b, m, dim), `n ${n}`).toEqual(want);
+      expect(matMulT(a, n, b, m, dim, { backend: false }), `n ${n}`).toEqual(want);
     }
+  });
+  test('on the backend (wasm): the loop within float32 rounding, in one block and in row blocks; nothing leaks', async () => {
+    await initBackend({ backend: 'wasm', quiet: true });
+    const [n, m, dim] = [37, 23, 128];
+    const a = Float32Array.from({ length: n * dim }, r);
+    const b = Float32Array.from({ length: m * dim }, r);
+    const want = matMulTLoop(a, n, b, m, dim);
+    const before = tf.memory().numTensors;
+    for (const blockElems of [undefined, 5 * m, 1, 100 * m]) {
+      const got = matMulT(a, n, b, m, dim, { blockElems });
+      expect(got).toHaveLength(n * m);
+      let worst = 0;
+      for (let i = 0; i < n * m; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+      expect(worst, `block ${blockElems}`).toBeLessThan(1e-5);
+      expect(got).not.toEqual(want.map(() => 0));
+    }
+    expect(tf.memory().numTensors).toBe(before);
+    expect(matMulT(a, 0, b, m, dim)).toHaveLength(0);
   });
 });

@@ -202,13 +202,20 @@ export function checkTemplates(name: string): void {
 
 /** Preprocesses every sample's image (NHWC in [0, 1]); `onImage` after each one. */
 async function imagesTensor(samples: ImageTextSample[], size: number, spec: PreprocessSpec, onImage: () => void): Promise<tf.Tensor4D> {
-  const per = 3 * size * size;
-  const data = new Float32Array(samples.length * per);
+  const hw = size * size;
+  const data = new Float32Array(samples.length * 3 * hw);
   for (let i = 0; i < samples.length; i++) {
-    data.set(await preprocessImage(Buffer.from(samples[i].image), size, spec), i * per);
+    // CHW from the preprocessing, written as HWC (a transpose of the whole tensor in tfjs cost ~0.35 s on 3,645 images)
+    const chw = await preprocessImage(Buffer.from(samples[i].image), size, spec);
+    const o = i * 3 * hw;
+    for (let p = 0; p < hw; p++) {
+      data[o + 3 * p] = chw[p];
+      data[o + 3 * p + 1] = chw[hw + p];
+      data[o + 3 * p + 2] = chw[2 * hw + p];
+    }
     onImage();
   }
-  return tf.tidy(() => tf.tensor4d(data, [samples.length, 3, size, size]).transpose([0, 2, 3, 1]) as tf.Tensor4D);
+  return tf.tensor4d(data, [samples.length, size, size, 3]);
 }
 
 /**
