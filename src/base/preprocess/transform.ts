@@ -66,12 +66,13 @@ export async function preprocessImage(input: ImageInput, size: number, spec: Pre
   return transformRgb(await decodeImage(input), size, undefined, 0, spec);
 }
 
-/** Several images -> one NCHW batch. Decodes a few at a time (sharp runs on the libuv pool). */
+/** Several images -> one NCHW batch. Decodes a few at a time (sharp runs on the libuv pool); `onImage` after each. */
 export async function preprocessBatch(
   inputs: readonly ImageInput[],
   size: number,
   concurrency = 4,
   spec: PreprocessSpec = IDENTITY_PREPROCESS,
+  onImage?: () => void,
 ): Promise<{ data: Float32Array; shape: [number, 3, number, number] }> {
   checkSize(size);
   const n = inputs.length;
@@ -82,6 +83,7 @@ export async function preprocessBatch(
     while (next < n) {
       const i = next++;
       transformRgb(await decodeImage(inputs[i]), size, data, i * per, spec);
+      onImage?.();
     }
   };
   await Promise.all(Array.from({ length: Math.min(Math.max(1, concurrency), n) }, worker));
