@@ -15,6 +15,7 @@
  *   npx tsc -p tsconfig.json && node dist/bench/tinyclip.js [--work DIR] [--budget 240] [--batch 32]
  *       [--targets 0.5,0.75] [--only one-stage,progressive,manual,scratch] [--eval-sample 1000]
  *       [--live-teacher] [--augs 5] [--latency-runs 30] [--no-latency] [--lr 1e-4] [--seed 0]
+ *       [--lambda 1] [--teacher-scale 50|learned] [--mask-fraction 0.6]   (passed to every mclip distill)
  *       [--teacher models/mclip-emoji.safetensors --vocab models/vocab] [--data DIR] [--limit N] [--backend NAME]
  *
  * Teacher: the shipped reference model (models/README.md) and its vocabulary. Data: `mclip data emoji`
@@ -216,6 +217,8 @@ async function main(): Promise<void> {
   // the model lr and the seed of every distillation (mclip distill's defaults, 1e-4 and 0, when absent)
   const lr = arg('lr', '');
   const seed = arg('seed', '');
+  // mclip distill's objective and schedule flags, passed through when given (docs/tinyclip.md run 6)
+  const passed = ['lambda', 'teacher-scale', 'mask-fraction'].flatMap((k) => (arg(k, '') ? [`--${k}`, arg(k, '')] : []));
   const backend = arg('backend', '');
   const be = backend ? ['--backend', backend] : [];
   const setup: Setup = { work, data: resolve(arg('data', join(work, 'emoji'))), vocab: resolve(arg('vocab', join('models', 'vocab'))), evalSample: Number(arg('eval-sample', '1000')) };
@@ -297,6 +300,7 @@ async function main(): Promise<void> {
     ...(limit ? ['--limit', limit] : []),
     ...(lr ? ['--lr', lr] : []),
     ...(seed ? ['--seed', seed] : []),
+    ...passed,
     '--out',
     j.run,
   ];
