@@ -134,7 +134,7 @@ describe('mclip distill', () => {
     const out = join(dir, 'out-lambda');
     const r = await runMain([...common(), '--sparsity', '0.25', '--stage-steps', '5', '--lambda', '0.5', '--out', out]);
     expect(r.status, show(r)).toBe(0);
-    expect(r.stderr).toMatch(/affinity mimicking \(teacher scale 50\) at λ 0\.5 beside the contrastive loss at 0\.5, /);
+    expect(r.stderr).toMatch(/affinity mimicking \(teacher scale 50, TinyCLIP\) at λ 0\.5 beside the contrastive loss at 0\.5, /);
     const m = readFileSync(join(out, 'stage-1', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as StepLine);
     expect(m.map((x) => x.phase)).toEqual(['masks', 'masks', 'masks', 'dense', 'dense']);
     for (const x of m) {
