@@ -10,7 +10,7 @@
  * slices shorter than `BLOCK_MIN_ELEMS`, and string tensors, go to the original kernel.
  */
 import { GatherV2, type GatherV2Attrs, type KernelConfig, type NamedAttrMap, type TensorInfo } from '@tensorflow/tfjs-core';
-import { alloc, asKernelFunc, callKernel, installKernel, view, type KernelArgs, type TypedArray } from './util.js';
+import { alloc, asKernelFunc, callKernel, heapOffsets, installKernel, view, type KernelArgs, type TypedArray } from './util.js';
 
 /** Slice length (elements) from which block copies beat the original kernel. */
 const BLOCK_MIN_ELEMS = 8;
@@ -64,10 +64,8 @@ export function installGatherV2(): boolean {
         const out = alloc(backend, [...x.shape.slice(0, axis), ...indices.shape.slice(bd), ...x.shape.slice(axis + 1)], x.dtype);
         if (batch * outer * idx.length * slice === 0) return out;
         // views after the allocation (a heap growth detaches earlier ones)
-        const xs = view(backend, x);
-        const heap = new (xs.constructor as new (b: ArrayBufferLike) => TypedArray)(xs.buffer);
-        const per = xs.BYTES_PER_ELEMENT;
-        gatherSlices(heap, xs.byteOffset / per, view(backend, out).byteOffset / per, idx, batch, outer, dim, slice);
+        const { heap, src, dst } = heapOffsets(backend, x, out);
+        gatherSlices(heap, src, dst, idx, batch, outer, dim, slice);
         return out;
       }
       return callKernel(GatherV2, backend, inputs, attrs as unknown as NamedAttrMap, orig);

@@ -8,7 +8,7 @@
  * the run). Exact: the same elements in the same order. String tensors go to the original kernels.
  */
 import { Slice, SplitV, backend_util, slice_util, util, type KernelConfig, type NamedAttrMap, type SliceAttrs, type SplitVAttrs, type TensorInfo } from '@tensorflow/tfjs-core';
-import { alloc, asKernelFunc, callKernel, installKernel, view, type KernelArgs, type TypedArray, type WasmBackend } from './util.js';
+import { alloc, asKernelFunc, callKernel, heapOffsets, installKernel, type KernelArgs, type TypedArray, type WasmBackend } from './util.js';
 
 /**
  * Copies the box `begin` + `size` of a row-major tensor of `shape` at element offset `src` of `heap` to `dst`
@@ -50,10 +50,8 @@ function sliceTensor(backend: WasmBackend, x: TensorInfo, begin: number[], size:
   const out = alloc(backend, size, x.dtype);
   if (util.sizeFromShape(size) === 0) return out;
   // views after the allocation (a heap growth detaches earlier ones)
-  const xs = view(backend, x);
-  const heap = new (xs.constructor as new (b: ArrayBufferLike) => TypedArray)(xs.buffer);
-  const per = xs.BYTES_PER_ELEMENT;
-  copyBox(heap, xs.byteOffset / per, view(backend, out).byteOffset / per, x.shape, begin, size);
+  const { heap, src, dst } = heapOffsets(backend, x, out);
+  copyBox(heap, src, dst, x.shape, begin, size);
   return out;
 }
 

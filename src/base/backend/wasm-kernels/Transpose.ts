@@ -9,7 +9,7 @@
  * original kernel.
  */
 import { Transpose, type KernelConfig, type NamedAttrMap, type TensorInfo, type TransposeAttrs } from '@tensorflow/tfjs-core';
-import { alloc, asKernelFunc, callKernel, installKernel, transposeBatched, view, type KernelArgs, type TypedArray } from './util.js';
+import { alloc, asKernelFunc, callKernel, heapOffsets, installKernel, transposeBatched, view, type KernelArgs, type TypedArray } from './util.js';
 
 /** Drops size-1 axes and merges runs of axes that stay adjacent; returns the collapsed problem. */
 export function collapseTranspose(shape: number[], perm: number[]): { shape: number[]; perm: number[] } {
@@ -88,9 +88,8 @@ export function installTranspose(): boolean {
         if (dims == null && r >= 3 && c.perm[r - 1] === r - 1 && c.shape[r - 1]! >= BLOCK_MIN_ELEMS) {
           const outShape = attrs.perm.map((ax) => x.shape[ax]!);
           const out = alloc(backend, outShape, x.dtype);
-          const xs = view(backend, x);
-          const heap = new (xs.constructor as new (b: ArrayBufferLike) => TypedArray)(xs.buffer);
-          transposeBlocks(heap, xs.byteOffset / xs.BYTES_PER_ELEMENT, view(backend, out).byteOffset / xs.BYTES_PER_ELEMENT, c.shape, c.perm);
+          const { heap, src, dst } = heapOffsets(backend, x, out);
+          transposeBlocks(heap, src, dst, c.shape, c.perm);
           return out;
         }
       }

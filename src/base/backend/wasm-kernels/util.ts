@@ -50,6 +50,17 @@ export function view(backend: WasmBackend, t: TensorInfo): TypedArray {
   return backend.typedArrayFromHeap(t) as TypedArray;
 }
 
+/**
+ * The whole wasm heap typed as `x`'s elements, with the element offsets of `x` and `out` (same dtype) in it: for
+ * kernels that copy between tensors with `copyWithin`. Take it after the last `alloc` (a heap growth detaches views).
+ */
+export function heapOffsets(backend: WasmBackend, x: TensorInfo, out: TensorInfo): { heap: TypedArray; src: number; dst: number } {
+  const xs = view(backend, x);
+  const heap = new (xs.constructor as new (b: ArrayBufferLike) => TypedArray)(xs.buffer);
+  const per = xs.BYTES_PER_ELEMENT;
+  return { heap, src: xs.byteOffset / per, dst: view(backend, out).byteOffset / per };
+}
+
 export function viewF32(backend: WasmBackend, t: TensorInfo): Float32Array {
   if (t.dtype !== 'float32') throw new Error(`mclip wasm kernel: expected float32, got ${t.dtype}`);
   return backend.typedArrayFromHeap(t) as Float32Array;
